@@ -1,0 +1,143 @@
+"""`llmconform` command line: plan | models (more subcommands register themselves in `main`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+
+from . import matrix as matrices, models, resources
+from .errors import UserError
+from .launchers.slurm import srun_argv
+from .planner import placement_on, plan_case
+
+
+def _target(text: str | None, loaded) -> resources.Hardware | None:
+    if text:
+        match = re.fullmatch(r"(\d+)x(\d+)", text)
+        if not match:
+            raise UserError(f"--target must look like NODESxGPUS (e.g. 2x8), got {text!r}")
+        return resources.from_target(int(match.group(1)), int(match.group(2)))
+    if loaded.target:
+        return resources.from_target(loaded.target.nodes, loaded.target.gpus_per_node)
+    return None
+
+
+def cmd_plan(args) -> int:
+    loaded = matrices.load(args.matrix)
+    hardware = resources.detect()
+    target = _target(args.target, loaded)
+    results = [plan_case(case, hardware, target=target) for case in loaded.cases]
+    if args.json:
+        out = []
+        for r in results:
+            out.append({
+                "id": r.case.id, "engine": r.case.engine.name, "engine_version": r.case.engine.version,
+                "model": r.case.model.source, "layout": str(r.case.layout), "gpus": r.case.layout.gpus,
+                "nodes": r.case.layout.nodes, "runnable_here": r.ok and r.unfit is None, "why_not_here": r.unfit,
+                "error": str(r.error) if r.error else None, "advice": r.advice,
+                "note": loaded.notes.get(r.case.id), "plan": r.plan.to_dict() if r.plan else None,
+                "srun": _srun_lines(r, hardware, target) if r.plan and r.case.launcher == "slurm" else None,
+            })
+        json.dump({"matrix": loaded.name, "file": loaded.file, "hardware": _hardware_summary(hardware),
+                   "cases": out}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"matrix {loaded.name} ({loaded.file}): {len(results)} case(s); hardware here: "
+              f"{_hardware_summary(hardware)}")
+        for r in results:
+            _print_case(r, loaded, hardware, target)
+    return 2 if any(not r.ok for r in results) else 0
+
+
+def _hardware_summary(hw: resources.Hardware) -> str:
+    node = hw.nodes[0]
+    gpu = f"{len(node.gpus)} GPU(s)" + (f" ({node.gpu_model})" if node.gpu_model else "")
+    return f"{len(hw.nodes)} node(s) from {hw.source}, {gpu} and {len(node.cpus)} CPU core(s) per node"
+
+
+def _srun_lines(r, hardware, target) -> list[str]:
+    placement = placement_on(target if r.unfit and target else hardware, r.case, "0.0.0.0")
+    return [shlex.join(srun_argv(p, placement, r.case.engine.image)) for p in r.plan.processes]
+
+
+def _print_case(r, loaded, hardware, target) -> None:
+    layout = r.case.layout
+    print()
+    print(f"{r.case.id}: {layout.gpus} {'CPU rank' if r.case.engine.device == 'cpu' else 'GPU'}(s) on "
+          f"{layout.nodes} node(s), {r.case.engine.name} {r.case.engine.version}")
+    if r.case.id in loaded.notes:
+        print(f"  note: {loaded.notes[r.case.id]}")
+    if r.error:
+        print(f"  INVALID: {r.error}")
+    else:
+        print("  runs here: yes" if r.unfit is None else f"  runs here: no ({r.unfit})")
+    for line in r.advice:
+        print(f"  advice: {line}")
+    if not r.plan:
+        return
+    for note in r.plan.notes:
+        print(f"  engine note: {note}")
+    for name, text in r.plan.files.items():
+        print(f"  file RUN_DIR/{name}:")
+        for line in text.splitlines():
+            print(f"    {line}")
+    srun = _srun_lines(r, hardware, target) if r.case.launcher == "slurm" else None
+    for i, process in enumerate(r.plan.processes):
+        span = f"nodes {process.node}..{process.node + process.nodes - 1}" if process.nodes > 1 else \
+            f"node {process.node}"
+        tasks = f", {process.tasks_per_node} MPI ranks per node" if process.tasks_per_node > 1 else ""
+        print(f"  {span} [{process.role}{tasks}]")
+        print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(process.env.items()))}")
+        print(f"    $ {shlex.join(process.argv)}")
+        if srun:
+            print(f"    srun: {srun[i]}")
+    print(f"  ready when: GET {' and '.join(r.plan.ready_routes)} on {r.plan.base_url} "
+          f"(model id {r.plan.served_model!r})")
+
+
+def cmd_models(args) -> int:
+    if args.action == "list":
+        for preset in models.PRESETS.values():
+            kind = "factory" if preset.weights else "shape"
+            print(f"{kind}:{preset.name:<20} {preset.config['architectures'][0]:<22} {models.location(preset.name)}")
+        return 0
+    names = list(models.PRESETS) if args.all else args.names
+    if not names:
+        raise UserError("name the presets to make, or pass --all (see `llmconform models list`)")
+    for name in names:
+        if name not in models.PRESETS:
+            raise UserError(f"unknown model preset {name!r} (known: {', '.join(models.PRESETS)})")
+        print(models.ensure(name))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmconform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="print each case's launch plan; start nothing")
+    plan.add_argument("matrix")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--target", help="plan for NODESxGPUS (e.g. 2x8) instead of the matrix's target")
+    plan.set_defaults(func=cmd_plan)
+    model = sub.add_parser("models", help="make or list the local model presets")
+    model.add_argument("action", choices=("make", "list"))
+    model.add_argument("names", nargs="*")
+    model.add_argument("--all", action="store_true")
+    model.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"llmconform: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

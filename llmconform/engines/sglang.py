@@ -1,0 +1,114 @@
+"""SGLang: `python3 -m sglang.launch_server --model-path MODEL ...`.
+
+Flags checked against the SGLang wheels 0.5.16 (`srt/server_args.py`: the version that matches the GPU machine's
+torch), 0.5.20, 0.5.22 and 0.5.23 (`srt/arg_groups/fields/parallel.py`). Full canonical flag names only: SGLang's
+argparse accepts unambiguous prefixes, so `--pp` is ambiguous and `--enable-ep` silently means `--enable-eplb`.
+EP subdivides TP (`--ep-size e`: moe_tp = tp / e). Attention DP lives inside TP: `--attn-dp-size a` from 0.5.22,
+`--dp-size a --enable-dp-attention` before. Replica DP (`--dp-size`) is single-node only. Multi-node:
+`--nnodes/--node-rank/--dist-init-addr HOST:PORT` on every node; each node runs tp x pp / nnodes ranks.
+"""
+
+from __future__ import annotations
+
+from ..errors import LayoutError
+from ..layout import Layout
+from .base import Engine, Process, is_python, num_experts, signature, stage, version_tuple
+
+ATTN_DP_SIZE_SINCE = (0, 5, 22)  # first release whose CLI has --attn-dp-size
+
+
+class SGLang(Engine):
+    name = "sglang"
+    default_port = 30000
+    health_route = "/health_generate"
+    ready_routes = ("/health_generate", "/v1/models")
+    checked_versions = "0.5.16, 0.5.20, 0.5.22, 0.5.23"
+    default_version = "0.5.16"
+    default_command = ("python3", "-m", "sglang.launch_server")
+    arg_style = "kebab"
+    owned_args = (
+        "model-path", "host", "port", "served-model-name", "tp-size", "tensor-parallel-size", "pp-size",
+        "pipeline-parallel-size", "dp-size", "data-parallel-size", "ep-size", "expert-parallel-size", "ep",
+        "attn-dp-size", "enable-dp-attention", "nnodes", "node-rank", "dist-init-addr", "nccl-init-addr",
+        "load-format",
+    )
+    stages = (
+        stage("server-args", r"server_args=ServerArgs|Launch server|server_args", 300),
+        stage("distributed-init", r"Init torch distributed begin", 900),
+        stage("distributed-ready", r"Init torch distributed ends", 600),
+        stage("load-weights", r"Load weight begin", 3600),
+        stage("weights-loaded", r"Load weight end", 1800),
+        stage("kv-cache", r"KV Cache is allocated|Memory pool end", 900),
+        stage("cuda-graphs", r"Capture cuda graph begin", 1800),
+        stage("http-up", r"Uvicorn running on|Application startup complete", 600),
+        stage("ready", r"The server is fired up and ready to roll", 300),
+    )
+    signatures = (
+        signature(r"ambiguous option", "SGLang's argparse got an ambiguous abbreviated flag (it matches several options): "
+                                       "use the full flag name"),
+        signature(r"multi-node data.parallel",
+                  "SGLang rejects DP replicas across nodes: use attention DP (adp) inside a cross-node TP group"),
+        signature(r"tp_size must be divisible by number of nodes",
+                  "SGLang needs tp x pp divisible by the number of nodes"),
+        signature(r"num_experts.*ep_size|% self\.ep_size|divisible by ep",
+                  "the number of routed experts is not divisible by the EP size"),
+        signature(r"unrecognized arguments|error: argument|invalid choice",
+                  "SGLang rejected a command-line argument (is the engine version the one the matrix names?)"),
+    )
+
+    def check_layout(self, layout: Layout, model_config: dict | None, device: str = "cuda") -> None:
+        if layout.tp % layout.ep:
+            raise LayoutError("sglang-ep-divides-tp",
+                              f"SGLang's EP subdivides TP (moe_tp = tp / ep): ep{layout.ep} does not divide "
+                              f"tp{layout.tp}")
+        if layout.tp % layout.adp:
+            raise LayoutError("sglang-adp-divides-tp",
+                              f"SGLang's attention DP lives inside TP: adp{layout.adp} does not divide tp{layout.tp}")
+        if layout.dp > 1 and layout.nodes > 1:
+            raise LayoutError("sglang-dp-single-node",
+                              f"SGLang rejects DP replicas across nodes (dp{layout.dp} on {layout.nodes} nodes); use "
+                              f"attention DP inside a cross-node TP group, e.g. tp{layout.gpus}adp{layout.dp}")
+        if layout.dp > 1 and layout.adp > 1:
+            raise LayoutError("sglang-dp-or-adp", "SGLang takes DP replicas or attention DP, not both")
+        experts = num_experts(model_config) if model_config else 0
+        if layout.ep > 1 and experts and experts % layout.ep:
+            raise LayoutError("experts-divisible-by-ep",
+                              f"SGLang needs the {experts} routed experts divisible by ep{layout.ep}")
+        super().check_layout(layout, model_config, device)
+
+    def _processes(self, case, placement, ports, run_dir):
+        layout, model = case.layout, case.model
+        common = [*case.engine.command, "--model-path", model.path, "--served-model-name", model.served_name,
+                  "--tp-size", str(layout.tp)]
+        if layout.pp > 1:
+            common += ["--pp-size", str(layout.pp)]
+        if layout.dp > 1:
+            common += ["--dp-size", str(layout.dp)]
+        if layout.adp > 1:
+            if version_tuple(case.engine.version) >= ATTN_DP_SIZE_SINCE:
+                common += ["--attn-dp-size", str(layout.adp)]
+            else:
+                common += ["--dp-size", str(layout.adp), "--enable-dp-attention"]
+        if layout.ep > 1:
+            common += ["--ep-size", str(layout.ep)]
+        if model.dummy_weights:
+            common += ["--load-format", "dummy"]
+        common += self.extra_args(case.args)
+        processes = []
+        for node in range(layout.nodes):
+            # Every node binds --host/--port: ranks > 0 serve a dummy health endpoint there.
+            argv = [*common, "--host", placement.bind_host, "--port", str(ports.http)]
+            if layout.nodes > 1:
+                argv += ["--nnodes", str(layout.nodes), "--node-rank", str(node),
+                         "--dist-init-addr", f"{placement.head}:{ports.dist_init}"]
+            env = {"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in placement.devices[node]), **case.env}
+            processes.append(Process(node=node, role="api" if node == 0 else "worker", argv=tuple(argv), env=env))
+        notes = []
+        if layout.nodes > 1:
+            notes.append(f"each node runs {layout.gpus_per_node} ranks; ranks > 0 answer /health with a dummy 200, "
+                         f"so only node 0 is probed")
+        return processes, {}, notes
+
+    def version_argv(self, command):
+        python = command[0] if is_python(command[0]) else "python3"
+        return [python, "-c", "import sglang; print(sglang.__version__)"]

@@ -1,0 +1,1 @@
+"""Where engine processes run: local, slurm, external."""

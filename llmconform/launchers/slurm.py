@@ -1,0 +1,29 @@
+"""SLURM launcher: one `srun --overlap` step per node inside the user's allocation (or one MPI step across nodes
+for TensorRT-LLM), optionally in a container through pyxis (`--container-image`).
+
+`--overlap` lets the engine steps share the allocation with the test client and with each other; without it a
+second step waits for the first to end (research/slurm.md). Environment goes through `env K=V ...` so that it
+reaches the engine unchanged inside a container too.
+"""
+
+from __future__ import annotations
+
+from ..engines.base import Placement, Process
+
+
+def srun_argv(process: Process, placement: Placement, image: str | None = None,
+              mounts: tuple[str, ...] = ()) -> list[str]:
+    hosts = placement.hosts[process.node: process.node + process.nodes]
+    argv = ["srun", "--overlap", f"--nodes={process.nodes}", f"--nodelist={','.join(hosts)}"]
+    if process.tasks_per_node > 1:
+        argv += ["--mpi=pmix", f"--ntasks-per-node={process.tasks_per_node}",
+                 f"--ntasks={process.nodes * process.tasks_per_node}"]
+    else:
+        argv += ["--ntasks=1"]
+    argv += [f"--job-name=llmconform-{process.role}-{process.node}", "--kill-on-bad-exit=1"]
+    if image:
+        argv.append(f"--container-image={image}")
+        if mounts:
+            argv.append(f"--container-mounts={','.join(mounts)}")
+    env = [f"{k}={v}" for k, v in sorted(process.env.items())]
+    return [*argv, "env", *env, *process.argv] if env else [*argv, *process.argv]

@@ -1,0 +1,324 @@
+"""YAML matrices -> Cases. Every schema error names the file, the key path, the bad value and what is allowed.
+
+```yaml
+name: cpu-smoke                    # default: the file's stem
+launcher: local                    # local | slurm | external
+target: {nodes: 1, gpus_per_node: 8}   # the hardware the matrix is written for (advice in `llmconform plan`)
+engines:
+  vllm:
+    command: [vllm, serve]         # how to start it (a string is split on spaces)
+    version: "0.32.0"              # the version its flags are planned for
+    device: cpu                    # cuda (default) | cpu
+    image: registry/vllm:tag       # container image (slurm launcher)
+    startup_timeout: 900           # seconds
+    args: {dtype: float32}         # extra flags (true -> bare flag, list -> repeated values, mapping -> JSON)
+    env: {VLLM_LOGGING_LEVEL: INFO}
+models:
+  qwen2-tiny:
+    source: factory:qwen2-tiny     # factory:NAME | shape:NAME | path:DIR | hf:ORG/NAME
+    served_name: qwen2-tiny        # default: the model's key
+    args: {max-model-len: 512}
+    env: {}
+    layouts: [tp1, tp2]            # default: the top-level layouts
+    engines: [vllm]                # default: every engine
+layouts: [tp1, tp2, pp2]
+exclude:                           # drop cases of the product (any subset of engine/model/layout)
+  - {engine: vllm, layout: pp2}
+cases:                             # explicit cases besides the product
+  - {engine: vllm, model: qwen2-tiny, layout: tp2, args: {...}, env: {...}, note: "..."}
+```
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import engines, layout as layouts, models
+from .case import Case, EngineSettings, ModelSpec
+from .errors import LayoutError, MatrixError
+
+LAUNCHERS = ("local", "slurm", "external")
+DEVICES = ("cuda", "cpu")
+SOURCE_KINDS = ("factory", "shape", "path", "hf")
+
+
+@dataclass(frozen=True)
+class Target:
+    nodes: int
+    gpus_per_node: int
+
+
+@dataclass
+class Matrix:
+    name: str
+    file: str
+    cases: list[Case]
+    target: Target | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # case id -> note (e.g. the seed command it reproduces)
+
+
+class _Reader:
+    """Typed access to the parsed YAML that remembers the key path for error messages."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, path: str, problem: str, allowed: str | None = None):
+        raise MatrixError(self.file, path, problem, allowed)
+
+    def mapping(self, value, path: str, allowed: tuple[str, ...] | None = None, required: tuple[str, ...] = ()):
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping, got {_show(value)}")
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    self.fail(_join(path, str(key)), "unknown key", ", ".join(allowed))
+        for key in required:
+            if key not in value:
+                self.fail(_join(path, key), "missing required key")
+        return value
+
+    def string(self, value, path: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(path, f"expected a non-empty string, got {_show(value)}", ", ".join(choices) if choices else None)
+        if choices and value not in choices:
+            self.fail(path, f"{value!r} is not allowed", ", ".join(choices))
+        return value
+
+    def positive(self, value, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            self.fail(path, f"expected a positive number, got {_show(value)}")
+        return value
+
+    def sequence(self, value, path: str) -> list:
+        if not isinstance(value, list):
+            self.fail(path, f"expected a list, got {_show(value)}")
+        return value
+
+    def scalars(self, value, path: str) -> dict:
+        """A mapping of flag/env names to scalar, list or mapping values (extra args, env)."""
+        self.mapping(value, path)
+        for key in value:
+            if not isinstance(key, str) or not key:
+                self.fail(path, f"keys must be non-empty strings, got {_show(key)}")
+        return dict(value)
+
+    def env(self, value, path: str) -> dict[str, str]:
+        env = self.scalars(value, path)
+        for key, item in env.items():
+            if isinstance(item, (dict, list)) or item is None:
+                self.fail(_join(path, key), f"environment values are strings or numbers, got {_show(item)}")
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
+
+    def layout(self, value, path: str) -> layouts.Layout:
+        try:
+            return layouts.parse(value)
+        except LayoutError as error:
+            self.fail(path, error.detail,
+                      "strings like tp2, tp4pp2, tp8ep2, tp8dp2, tp8adp2, tp4pp2@2nodes, or a mapping of "
+                      "tp/pp/dp/adp/ep/nodes")
+
+
+def load(path: str | Path) -> Matrix:
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise MatrixError(file, "", "matrix file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MatrixError(file, where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+    return parse(data, file=file, default_name=path.stem)
+
+
+def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
+    r = _Reader(file)
+    top = r.mapping(data, "", allowed=("name", "description", "launcher", "target", "engines", "models", "layouts",
+                                       "exclude", "cases", "floors", "compare", "workloads"),
+                    required=("engines", "models"))
+    name = r.string(top.get("name", default_name), "name")
+    launcher = r.string(top.get("launcher", "local"), "launcher", LAUNCHERS)
+    target = _target(r, top.get("target"))
+    engine_settings, engine_extras = _engines(r, top["engines"])
+    model_specs, model_extras = _models(r, top["models"], tuple(engine_settings))
+    default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(r.sequence(top.get("layouts", []),
+                                                                                      "layouts"))]
+    excludes = [_exclude(r, e, f"exclude[{i}]", engine_settings, model_specs)
+                for i, e in enumerate(r.sequence(top.get("exclude", []), "exclude"))]
+    sections = {key: top.get(key) for key in ("floors", "compare", "workloads")}
+
+    def build(engine: str, model: str, layout, args=None, env=None) -> Case:
+        e_args, e_env = engine_extras[engine]
+        m = model_extras[model]
+        return Case(engine=engine_settings[engine], model=model_specs[model], layout=layout, launcher=launcher,
+                    args={**e_args, **m.args, **(args or {})}, env={**e_env, **m.env, **(env or {})},
+                    floors=tuple(sections["floors"] or ()), compare=dict(sections["compare"] or {}),
+                    workloads=tuple(sections["workloads"] or ()), matrix=name)
+
+    cases: list[Case] = []
+    for model_id, spec in model_specs.items():
+        extras = model_extras[model_id]
+        for engine in extras.engines or tuple(engine_settings):
+            for layout in (extras.layouts if extras.layouts is not None else default_layouts):
+                if not any(_excluded(x, engine, model_id, layout) for x in excludes):
+                    cases.append(build(engine, model_id, layout))
+    notes = {}
+    for i, item in enumerate(r.sequence(top.get("cases", []), "cases")):
+        path = f"cases[{i}]"
+        r.mapping(item, path, allowed=("engine", "model", "layout", "args", "env", "note"),
+                  required=("engine", "model", "layout"))
+        engine = r.string(item["engine"], f"{path}.engine", tuple(engine_settings))
+        model = r.string(item["model"], f"{path}.model", tuple(model_specs))
+        layout = r.layout(item["layout"], f"{path}.layout")
+        case = build(engine, model, layout, r.scalars(item.get("args", {}), f"{path}.args"),
+                     r.env(item.get("env", {}), f"{path}.env"))
+        if "note" in item:
+            notes[case.id] = r.string(item["note"], f"{path}.note")
+        cases.append(case)
+    seen: dict[str, int] = {}
+    for case in cases:
+        seen[case.id] = seen.get(case.id, 0) + 1
+    duplicates = sorted(k for k, n in seen.items() if n > 1)
+    if duplicates:
+        r.fail("cases", f"case ids must be unique; repeated: {', '.join(duplicates)}",
+               "one case per engine, model and layout (give a variant its own model key)")
+    if not cases:
+        r.fail("layouts", "the matrix expands to no cases", "a non-empty `layouts` list or `cases` entries")
+    return Matrix(name=name, file=file, cases=cases, target=target, notes=notes)
+
+
+def _target(r: _Reader, value) -> Target | None:
+    if value is None:
+        return None
+    r.mapping(value, "target", allowed=("nodes", "gpus_per_node"), required=("nodes", "gpus_per_node"))
+    nodes, gpus = value["nodes"], value["gpus_per_node"]
+    for key, item in (("nodes", nodes), ("gpus_per_node", gpus)):
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            r.fail(f"target.{key}", f"expected a positive integer, got {_show(item)}")
+    return Target(nodes, gpus)
+
+
+def _engines(r: _Reader, value):
+    r.mapping(value, "engines", allowed=tuple(engines.ENGINES))
+    if not value:
+        r.fail("engines", "at least one engine is needed", ", ".join(engines.ENGINES))
+    settings, extras = {}, {}
+    for name, body in value.items():
+        path = f"engines.{name}"
+        body = {} if body is None else body
+        r.mapping(body, path, allowed=("command", "version", "device", "image", "startup_timeout", "args", "env"))
+        engine = engines.get(name)
+        command = body.get("command", list(engine.default_command))
+        if isinstance(command, str):
+            command = shlex.split(command)
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) and c for c in command):
+            r.fail(f"{path}.command", f"expected a command (string or list of strings), got {_show(command)}")
+        version = body.get("version", engine.default_version)
+        if isinstance(version, (int, float)) and not isinstance(version, bool):
+            version = str(version)
+        settings[name] = EngineSettings(
+            name=name, command=tuple(command), version=r.string(version, f"{path}.version"),
+            device=r.string(body.get("device", "cuda"), f"{path}.device", DEVICES),
+            image=r.string(body["image"], f"{path}.image") if "image" in body else None,
+            startup_timeout_s=float(r.positive(body.get("startup_timeout", 1800), f"{path}.startup_timeout")),
+        )
+        if settings[name].device == "cpu" and name != "vllm":
+            r.fail(f"{path}.device", f"{name} runs on cuda only here", "cuda")
+        extras[name] = (r.scalars(body.get("args", {}), f"{path}.args"), r.env(body.get("env", {}), f"{path}.env"))
+    return settings, extras
+
+
+@dataclass(frozen=True)
+class _ModelExtras:
+    args: dict
+    env: dict
+    layouts: list | None
+    engines: tuple[str, ...]
+
+
+def _models(r: _Reader, value, engine_names: tuple[str, ...]):
+    r.mapping(value, "models")
+    if not value:
+        r.fail("models", "at least one model is needed")
+    specs, extras = {}, {}
+    for model_id, body in value.items():
+        path = f"models.{model_id}"
+        r.mapping(body, path, allowed=("source", "served_name", "args", "env", "layouts", "engines"),
+                  required=("source",))
+        specs[model_id] = _model_spec(r, str(model_id), r.string(body["source"], f"{path}.source"), path,
+                                      body.get("served_name"))
+        model_layouts = None
+        if "layouts" in body:
+            model_layouts = [r.layout(v, f"{path}.layouts[{i}]")
+                             for i, v in enumerate(r.sequence(body["layouts"], f"{path}.layouts"))]
+        only = tuple(r.string(e, f"{path}.engines[{i}]", engine_names)
+                     for i, e in enumerate(r.sequence(body.get("engines", []), f"{path}.engines")))
+        extras[model_id] = _ModelExtras(r.scalars(body.get("args", {}), f"{path}.args"),
+                                        r.env(body.get("env", {}), f"{path}.env"), model_layouts, only)
+    return specs, extras
+
+
+def _model_spec(r: _Reader, model_id: str, source: str, path: str, served_name) -> ModelSpec:
+    kind, _, ref = source.partition(":")
+    if kind not in SOURCE_KINDS or not ref:
+        r.fail(f"{path}.source", f"{source!r} is not a model source",
+               "factory:NAME, shape:NAME, path:DIR or hf:ORG/NAME")
+    served = r.string(served_name, f"{path}.served_name") if served_name is not None else model_id
+    config, dummy = None, False
+    if kind in ("factory", "shape"):
+        preset = models.PRESETS.get(ref)
+        wanted = kind == "factory"
+        if preset is None or preset.weights != wanted:
+            names = sorted(p.name for p in models.PRESETS.values() if p.weights == wanted)
+            r.fail(f"{path}.source", f"unknown {kind} model {ref!r}", ", ".join(f"{kind}:{n}" for n in names))
+        location, config, dummy = str(models.location(ref)), preset.config, kind == "shape"
+    elif kind == "path":
+        directory = Path(ref).expanduser()
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            r.fail(f"{path}.source", f"{ref} has no config.json", "a local model directory")
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as error:
+            r.fail(f"{path}.source", f"{config_file} is not valid JSON: {error}")
+        location = str(directory.resolve())
+    else:
+        known = models.preset_for_hub_id(ref)
+        location, config = ref, known.config if known else None
+    return ModelSpec(id=model_id, source=source, path=location, served_name=served, config=config,
+                     dummy_weights=dummy)
+
+
+def _exclude(r: _Reader, item, path: str, engine_settings, model_specs) -> dict:
+    r.mapping(item, path, allowed=("engine", "model", "layout"))
+    if not item:
+        r.fail(path, "an empty exclude would drop every case", "engine, model and/or layout")
+    out = {}
+    if "engine" in item:
+        out["engine"] = r.string(item["engine"], f"{path}.engine", tuple(engine_settings))
+    if "model" in item:
+        out["model"] = r.string(item["model"], f"{path}.model", tuple(model_specs))
+    if "layout" in item:
+        out["layout"] = r.layout(item["layout"], f"{path}.layout")
+    return out
+
+
+def _excluded(rule: dict, engine: str, model: str, layout) -> bool:
+    return (rule.get("engine", engine) == engine and rule.get("model", model) == model
+            and rule.get("layout", layout) == layout)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,134 @@
+"""What hardware exists (nodes, GPUs, CPU cores) and whether a case fits on it.
+
+Sources, in order: a SLURM allocation (SLURM_JOB_NODELIST, SLURM_GPUS_PER_NODE / SLURM_GPUS_ON_NODE), then this
+machine (CUDA_VISIBLE_DEVICES, else `nvidia-smi`). Detection reads the environment and runs nvidia-smi once; the
+parsing and fit rules are pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+
+from .case import Case
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    gpus: tuple[int, ...]
+    cpus: tuple[int, ...]
+    gpu_model: str | None = None
+    gpu_memory_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    nodes: tuple[Node, ...]
+    source: str  # "local", "slurm" or "target"
+
+    def why_not(self, case: Case) -> str | None:
+        """None if `case` can run here, else the reason it cannot."""
+        layout = case.layout
+        if case.launcher == "external":
+            return None
+        if layout.nodes > 1 and case.launcher == "local":
+            return (f"layout {layout} spans {layout.nodes} nodes; the local launcher runs on one machine "
+                    f"(use launcher: slurm inside an allocation)")
+        if layout.nodes > len(self.nodes):
+            hint = f" (run inside `salloc -N {layout.nodes}`)" if self.source != "slurm" else ""
+            return f"needs {layout.nodes} nodes, {len(self.nodes)} available{hint}"
+        nodes = self.nodes[: layout.nodes]
+        if case.engine.device == "cpu":
+            cores = min(len(n.cpus) for n in nodes)
+            if layout.gpus_per_node > cores:
+                return (f"needs {layout.gpus_per_node} CPU cores per node (one per rank), "
+                        f"{nodes[0].name} has {cores}")
+            return None
+        short = [n for n in nodes if len(n.gpus) < layout.gpus_per_node]
+        if short:
+            node = short[0]
+            return f"needs {layout.gpus_per_node} GPUs per node, {node.name} has {len(node.gpus)}"
+        return None
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Expand a SLURM hostlist such as `n[1-2]`, `gpu[01-03,07],login1` (zero padding kept)."""
+    names: list[str] = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", nodelist):
+        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+        if not match:
+            names.append(part)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for item in ranges.split(","):
+            low, _, high = item.partition("-")
+            if not high:
+                names.append(f"{prefix}{low}{suffix}")
+                continue
+            width = len(low)
+            names.extend(f"{prefix}{i:0{width}d}{suffix}" for i in range(int(low), int(high) + 1))
+    return names
+
+
+def parse_gpu_count(value: str | None) -> int | None:
+    """SLURM GPU counts come as `8`, `h100:8` or `gpu:h100:8` (a comma list per type is summed)."""
+    if not value:
+        return None
+    total = 0
+    for item in value.split(","):
+        last = item.rsplit(":", 1)[-1]
+        last = re.sub(r"\(.*\)$", "", last)
+        if not last.isdigit():
+            return None
+        total += int(last)
+    return total
+
+
+def parse_visible_devices(value: str | None) -> tuple[int, ...] | None:
+    """CUDA_VISIBLE_DEVICES as the engine sees it: positions 0..n-1 (the ids are remapped by CUDA)."""
+    if value is None:
+        return None
+    items = [v for v in value.split(",") if v.strip()]
+    if items and items[0].strip() in ("-1", "NoDevFiles"):
+        return ()
+    return tuple(range(len(items)))
+
+
+def detect(env: dict | None = None) -> Hardware:
+    env = dict(os.environ if env is None else env)
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
+    gpu_model, gpu_memory, smi_count = _nvidia_smi()
+    visible = parse_visible_devices(env.get("CUDA_VISIBLE_DEVICES"))
+    local_gpus = visible if visible is not None else tuple(range(smi_count))
+    if env.get("SLURM_JOB_ID") and env.get("SLURM_JOB_NODELIST"):
+        names = expand_nodelist(env["SLURM_JOB_NODELIST"])
+        per_node = (parse_gpu_count(env.get("SLURM_GPUS_PER_NODE"))
+                    or parse_gpu_count(env.get("SLURM_GPUS_ON_NODE")) or len(local_gpus))
+        nodes = tuple(Node(name, tuple(range(per_node)), cpus, gpu_model, gpu_memory) for name in names)
+        return Hardware(nodes, "slurm")
+    return Hardware((Node(socket.gethostname(), local_gpus, cpus, gpu_model, gpu_memory),), "local")
+
+
+def from_target(nodes: int, gpus_per_node: int) -> Hardware:
+    """The hardware a matrix is written for, as if it were present (for planning advice)."""
+    return Hardware(tuple(Node(f"node{i}", tuple(range(gpus_per_node)), tuple(range(gpus_per_node * 8)))
+                          for i in range(nodes)), "target")
+
+
+def _nvidia_smi() -> tuple[str | None, int | None, int]:
+    if not shutil.which("nvidia-smi"):
+        return None, None, 0
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None, None, 0
+    rows = [r.split(",") for r in out.strip().splitlines() if r.strip()]
+    if not rows:
+        return None, None, 0
+    return rows[0][0].strip(), int(float(rows[0][1])), len(rows)

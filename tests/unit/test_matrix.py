@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from llmconform import matrix, models
+from llmconform.cli import main
+from llmconform.errors import MatrixError
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = sorted((ROOT / "tests" / "data" / "bad-matrices").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "matrices").glob("*.yaml"))
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: <message part>'"
+    return first[len("# expect: "):]
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_matrix_names_file_path_value_and_allowed(path):
+    with pytest.raises(MatrixError) as caught:
+        matrix.load(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)), message
+    assert expected_message(path) in message, message
+
+
+def test_bad_matrix_exits_2_from_the_cli(capsys):
+    assert main(["plan", str(ROOT / "tests/data/bad-matrices/bad-device.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "bad-device.yaml: engines.vllm.device: 'gpu' is not allowed (allowed: cuda, cpu)" in err
+
+
+def test_missing_file_is_a_matrix_error():
+    with pytest.raises(MatrixError, match="matrix file not found"):
+        matrix.load("/nonexistent.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_matrices_load(path):
+    loaded = matrix.load(path)
+    assert loaded.cases
+    assert len({c.id for c in loaded.cases}) == len(loaded.cases)
+
+
+def test_expansion_merges_args_env_and_applies_excludes_and_model_overrides(tmp_path):
+    data = {
+        "engines": {"vllm": {"args": {"dtype": "float32", "max-model-len": 256}, "env": {"A": 1, "B": True}},
+                    "sglang": {}},
+        "models": {
+            "tiny": {"source": "factory:qwen2-tiny", "args": {"max-model-len": 512}, "env": {"A": "2"}},
+            "moe": {"source": "factory:qwen3moe-tiny", "layouts": ["tp2ep"], "engines": ["vllm"]},
+        },
+        "layouts": ["tp1", "tp2"],
+        "exclude": [{"engine": "sglang", "layout": "tp2"}],
+        "cases": [{"engine": "vllm", "model": "tiny", "layout": "pp2", "args": {"enforce-eager": False},
+                   "note": "pp without eager"}],
+    }
+    loaded = matrix.parse(data, file="m.yaml")
+    ids = [c.id for c in loaded.cases]
+    assert ids == ["vllm-tiny-tp1", "vllm-tiny-tp2", "sglang-tiny-tp1", "vllm-moe-tp2ep2", "vllm-tiny-pp2"]
+    first = loaded.cases[0]
+    assert first.args == {"dtype": "float32", "max-model-len": 512}
+    assert first.env == {"A": "2", "B": "true"}
+    assert first.model.path == str(models.location("qwen2-tiny"))
+    assert first.model.config["num_attention_heads"] == 8
+    assert loaded.cases[-1].args["enforce-eager"] is False
+    assert loaded.notes == {"vllm-tiny-pp2": "pp without eager"}
+
+
+def test_local_model_directory_reads_its_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"num_attention_heads": 12, "num_hidden_layers": 4}')
+    loaded = matrix.parse({"engines": {"vllm": {}}, "models": {"mine": {"source": f"path:{tmp_path}"}},
+                           "layouts": ["tp4"]})
+    assert loaded.cases[0].model.config["num_attention_heads"] == 12
+    assert loaded.cases[0].model.path == str(tmp_path.resolve())
+
+
+def test_hub_id_of_a_known_shape_knows_its_config():
+    loaded = matrix.parse({"engines": {"vllm": {}}, "models": {"q": {"source": "hf:Qwen/Qwen3-30B-A3B-FP8"}},
+                           "layouts": ["tp8ep"]})
+    case = loaded.cases[0]
+    assert case.model.path == "Qwen/Qwen3-30B-A3B-FP8" and case.model.config["num_experts"] == 128
+    assert not case.model.dummy_weights

