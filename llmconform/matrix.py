@@ -32,6 +32,7 @@ cases:                             # explicit cases besides the product
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +147,8 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     name = r.string(top.get("name", default_name), "name")
     launcher = r.string(top.get("launcher", "local"), "launcher", LAUNCHERS)
     target = _target(r, top.get("target"))
-    engine_settings, engine_extras = _engines(r, top["engines"])
+    base_dir = Path(file).parent if file != "<matrix>" else Path.cwd()
+    engine_settings, engine_extras = _engines(r, top["engines"], base_dir)
     model_specs, model_extras = _models(r, top["models"], tuple(engine_settings))
     default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(r.sequence(top.get("layouts", []),
                                                                                       "layouts"))]
@@ -205,7 +207,7 @@ def _target(r: _Reader, value) -> Target | None:
     return Target(nodes, gpus)
 
 
-def _engines(r: _Reader, value):
+def _engines(r: _Reader, value, base_dir: Path):
     r.mapping(value, "engines", allowed=tuple(engines.ENGINES))
     if not value:
         r.fail("engines", "at least one engine is needed", ", ".join(engines.ENGINES))
@@ -220,6 +222,10 @@ def _engines(r: _Reader, value):
             command = shlex.split(command)
         if not isinstance(command, list) or not command or not all(isinstance(c, str) and c for c in command):
             r.fail(f"{path}.command", f"expected a command (string or list of strings), got {_show(command)}")
+        command = [os.path.expandvars(c) for c in command]
+        if "/" in command[0] and not os.path.isabs(command[0]):
+            # A relative executable path is relative to the matrix file, wherever pytest runs from.
+            command[0] = os.path.normpath(base_dir / command[0])
         version = body.get("version", engine.default_version)
         if isinstance(version, (int, float)) and not isinstance(version, bool):
             version = str(version)

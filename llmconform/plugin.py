@@ -1,6 +1,25 @@
-"""pytest plugin: options, markers, and the fixtures that hand suites a ready server."""
+"""pytest plugin: options, markers, and the `llm` fixture that hands suites a ready server.
+
+It only wires modules together: matrix -> cases, resources -> what fits, pool -> running servers, llm -> handle.
+Each case's server boots once per session; its tests are grouped (xdist `loadgroup`) so one worker runs them.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import matrix as matrices, resources
+from .errors import UserError
+from .llm import LLM
+from .planner import plan_case
+from .pool import ServerPool
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",
@@ -12,8 +31,245 @@ MARKERS = {
     "sglang": "runs against SGLang",
     "trtllm": "runs against TensorRT-LLM",
 }
+REPORT_DIR_KEY = "llmconform_report_dir"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("llmconform", "LLM serving engine conformance")
+    group.addoption("--matrix", action="append", default=[], metavar="FILE",
+                    help="YAML matrix of engines x models x layouts to run the suites against (repeatable)")
+    group.addoption("--engine", help="one-off case: engine name (vllm, sglang, trtllm)")
+    group.addoption("--model", help="one-off case: model source (factory:NAME, shape:NAME, path:DIR, hf:ID)")
+    group.addoption("--layout", action="append", default=[], help="one-off case: layout(s), e.g. tp2 (repeatable)")
+    group.addoption("--engine-command", help="one-off case: how to start the engine (e.g. '/venv/bin/vllm serve')")
+    group.addoption("--engine-device", choices=("cuda", "cpu"), default=None, help="one-off case: device")
+    group.addoption("--llm-url", default=os.environ.get("LLMCONFORM_URL"),
+                    help="attach to a running server at URL (starts nothing); env LLMCONFORM_URL")
+    group.addoption("--llm-model", default=os.environ.get("LLMCONFORM_MODEL"),
+                    help="model id of the attached server; env LLMCONFORM_MODEL")
+    group.addoption("--llm-engine", default=os.environ.get("LLMCONFORM_ENGINE", "unknown"),
+                    help="engine of the attached server (for its known deviations); env LLMCONFORM_ENGINE")
+    group.addoption("--llm-api-key", default=os.environ.get("LLMCONFORM_API_KEY"),
+                    help="API key of the attached server; env LLMCONFORM_API_KEY")
+    group.addoption("--report-dir", default=None,
+                    help="where logs, results and reports go (default reports/<matrix>-<time>)")
+
+
+@dataclass
+class Session:
+    """What the plugin knows for the whole session."""
+
+    cases: list = field(default_factory=list)
+    unfit: dict = field(default_factory=dict)  # case id -> why it cannot run here
+    attach: LLM | None = None
+    report_dir: Path | None = None
+    pool: ServerPool | None = None
+    results: "ResultsWriter | None" = None
 
 
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    session = Session()
+    config._llmconform = session
+    try:
+        _load_cases(config, session)
+    except UserError as error:
+        pytest.exit(f"llmconform: {error}", returncode=error.exit_code)
+    if not (session.cases or session.attach or config.getoption("report_dir")):
+        return  # nothing to serve (e.g. the framework's own unit tests): no report dir
+    session.report_dir = _report_dir(config)
+    if session.attach:
+        session.attach.report_dir = session.report_dir
+    if session.cases:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker)
+        # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if not hasattr(config, "workerinput"):
+        session.results = ResultsWriter(session.report_dir / "results.jsonl")
+        config.pluginmanager.register(session.results, "llmconform-results")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):  # xdist controller -> workers: one report dir for the whole run
+    report_dir = node.config._llmconform.report_dir
+    if report_dir:
+        node.workerinput[REPORT_DIR_KEY] = str(report_dir)
+
+
+def _report_dir(config) -> Path:
+    if REPORT_DIR_KEY in getattr(config, "workerinput", {}):
+        return Path(config.workerinput[REPORT_DIR_KEY])
+    chosen = config.getoption("report_dir")
+    if chosen:
+        path = Path(chosen)
+    else:
+        stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
+        path = Path("reports") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def _load_cases(config, session: Session) -> None:
+    url = config.getoption("llm_url")
+    if url:
+        model = config.getoption("llm_model")
+        if not model:
+            raise UserError("--llm-url needs --llm-model (or LLMCONFORM_MODEL): the model id the server serves")
+        session.attach = LLM(base_url=url.rstrip("/"), model=model, engine=config.getoption("llm_engine"),
+                             engine_version=None, report_dir=Path("."),
+                             api_key=config.getoption("llm_api_key"))
+        return
+    loaded = [matrices.load(path) for path in config.getoption("matrix")]
+    one_off = _one_off_matrix(config)
+    if one_off:
+        loaded.append(one_off)
+    hardware = resources.detect()
+    for m in loaded:
+        for case in m.cases:
+            result = plan_case(case, hardware)
+            if result.error:  # an impossible layout: say which rule it breaks before anything starts
+                raise UserError(f"{m.file}: case {case.id}: {result.error}")
+            if result.unfit:
+                session.unfit[case.id] = result.unfit
+            elif case.launcher == "local":
+                _check_executable(case)
+            session.cases.append(case)
+
+
+def _one_off_matrix(config):
+    engine = config.getoption("engine")
+    if not engine:
+        return None
+    model = config.getoption("model")
+    if not model:
+        raise UserError("--engine needs --model (factory:NAME, shape:NAME, path:DIR or hf:ID)")
+    layouts = [l for item in config.getoption("layout") for l in item.split(",") if l] or ["tp1"]
+    settings = {}
+    if config.getoption("engine_command"):
+        settings["command"] = config.getoption("engine_command")
+    if config.getoption("engine_device"):
+        settings["device"] = config.getoption("engine_device")
+    name = model.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
+    return matrices.parse({"engines": {engine: settings}, "models": {name: {"source": model}}, "layouts": layouts},
+                          file="<command line>", default_name="one-off")
+
+
+def _check_executable(case) -> None:
+    import shutil
+
+    executable = case.engine.command[0]
+    if not (shutil.which(executable) or (os.path.isfile(executable) and os.access(executable, os.X_OK))):
+        raise UserError(f"case {case.id}: engine executable {executable!r} not found; install the engine or set "
+                        f"`command` for {case.engine.name} in the matrix")
+
+
+def pytest_generate_tests(metafunc):
+    if "llm" not in metafunc.fixturenames:
+        return
+    session: Session = metafunc.config._llmconform
+    if session.attach:
+        metafunc.parametrize("llm", [session.attach], ids=[session.attach.id], indirect=True, scope="session")
+    elif session.cases:
+        metafunc.parametrize("llm", session.cases, ids=[c.id for c in session.cases], indirect=True,
+                             scope="session")
+    else:
+        metafunc.parametrize("llm", [pytest.param(None, marks=pytest.mark.skip(
+            reason="no engine to test: pass --matrix FILE, --engine/--model/--layout, or --llm-url"))],
+            ids=["no-engine"], indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("llm") if callspec else None
+        if case is None:
+            continue
+        item.add_marker(pytest.mark.engine)
+        if isinstance(case, LLM):
+            continue
+        item.add_marker(pytest.mark.xdist_group(case.id))
+        item.add_marker(getattr(pytest.mark, case.engine.name))
+        if case.layout.nodes > 1:
+            item.add_marker(pytest.mark.multinode)
+        if case.engine.device == "cuda":
+            item.add_marker(pytest.mark.gpu)
+
+
+@pytest.fixture(scope="session")
+def llm(request):
+    """A ready server for the case this test is parametrized with (or the attached one)."""
+    param = request.param
+    if isinstance(param, LLM):
+        yield param
+        return
+    session: Session = request.config._llmconform
+    case = param
+    if case.id in session.unfit:
+        pytest.skip(f"{case.id}: {session.unfit[case.id]}")
+    server = session.pool.start(case)
+    handle = LLM(base_url=server.base_url, model=server.model, engine=case.engine.name,
+                 engine_version=server.version or case.engine.version, report_dir=session.report_dir, case=case,
+                 server=server, api_key=_api_key(case))
+    try:
+        yield handle
+    finally:
+        session.pool.stop(case.id)
+
+
+def _api_key(case) -> str | None:
+    value = case.args.get("api-key") or case.args.get("api_key")
+    return str(value) if value else None
+
+
+class ResultsWriter:
+    """One JSON line per test outcome into the report dir (controller side), for the reports built from it."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a")
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "call" and not (report.failed or report.skipped):
+            return
+        record = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+                  "duration_s": round(report.duration, 3), "properties": dict(report.user_properties)}
+        if hasattr(report, "wasxfail"):
+            record["xfail_reason"] = report.wasxfail
+        if report.skipped and isinstance(report.longrepr, tuple):
+            record["skip_reason"] = report.longrepr[2]
+        elif report.failed:
+            record["error"] = str(report.longrepr)[-2000:]
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    state: Session = getattr(session.config, "_llmconform", None)
+    if state and state.pool:
+        state.pool.stop_all()  # servers whose fixtures did not get to finalize (interrupts)
+    if state and state.results:
+        state.results.close()
+        state.results = None
+
+
+def pytest_report_header(config):
+    state: Session = getattr(config, "_llmconform", None)
+    if not state:
+        return None
+    if state.attach:
+        return f"llmconform: attached to {state.attach.base_url} (model {state.attach.model})"
+    if state.cases:
+        lines = [f"llmconform: {len(state.cases)} case(s), report dir {state.report_dir}"]
+        lines += [f"  {c.id}: {'skip: ' + state.unfit[c.id] if c.id in state.unfit else 'runs here'}"
+                  for c in state.cases]
+        return lines
+    return None
+

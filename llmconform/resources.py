@@ -8,11 +8,15 @@ parsing and fit rules are pure and unit-tested.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .case import Case
 
@@ -132,3 +136,81 @@ def _nvidia_smi() -> tuple[str | None, int | None, int]:
     if not rows:
         return None, None, 0
     return rows[0][0].strip(), int(float(rows[0][1])), len(rows)
+
+
+# --- leases: disjoint GPUs/cores and ports for servers started by parallel pytest-xdist workers --------------------
+
+def lock_dir() -> Path:
+    path = Path(os.environ.get("LLMCONFORM_LOCK_DIR", Path(tempfile.gettempdir()) / "llmconform-locks"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class Lease:
+    """Held file locks; released when the server using them stops (or the holding process dies)."""
+
+    ids: tuple[int, ...]
+    locks: list = field(default_factory=list)
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+        self.locks.clear()
+
+
+def lease_devices(pool: str, ids: tuple[int, ...], count: int, timeout_s: float, poll_s: float = 2.0) -> Lease:
+    """Take `count` of `ids` (GPUs or CPU cores of one host) that no other llmconform process holds; wait for them
+    up to `timeout_s` (another worker's server may be using them)."""
+    from filelock import FileLock, Timeout
+
+    if count > len(ids):
+        raise ValueError(f"{count} devices of {pool} wanted, only {len(ids)} exist")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = []
+        for device in ids:
+            lock = FileLock(str(lock_dir() / f"{pool}-{device}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            held.append((device, lock))
+            if len(held) == count:
+                return Lease(tuple(d for d, _ in held), [lock for _, lock in held])
+        for _, lock in held:
+            lock.release()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {count} free devices of {pool} "
+                               f"(others are held by running llmconform servers)")
+        time.sleep(poll_s)
+
+
+PORT_BLOCK = 10  # http, master, dp-rpc, dist-init (+ the few SGLang derives from dist-init)
+
+
+def lease_ports(low: int = 20000, high: int = 45000) -> tuple[int, Lease]:
+    """A block of PORT_BLOCK ports that bind now and that no other llmconform process holds."""
+    from filelock import FileLock, Timeout
+
+    bases = list(range(low, high, PORT_BLOCK))
+    random.SystemRandom().shuffle(bases)
+    for base in bases:
+        lock = FileLock(str(lock_dir() / f"ports-{base}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        if all(_bindable(p) for p in range(base, base + PORT_BLOCK)):
+            return base, Lease((base,), [lock])
+        lock.release()
+    raise RuntimeError(f"no free block of {PORT_BLOCK} ports in {low}..{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True

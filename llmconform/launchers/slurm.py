@@ -8,6 +8,8 @@ reaches the engine unchanged inside a container too.
 
 from __future__ import annotations
 
+import subprocess
+
 from ..engines.base import Placement, Process
 
 
@@ -27,3 +29,21 @@ def srun_argv(process: Process, placement: Placement, image: str | None = None,
             argv.append(f"--container-mounts={','.join(mounts)}")
     env = [f"{k}={v}" for k, v in sorted(process.env.items())]
     return [*argv, "env", *env, *process.argv] if env else [*argv, *process.argv]
+
+
+def start(process: Process, placement: Placement, env: dict[str, str], log_path: str,
+          image: str | None = None) -> subprocess.Popen:
+    """Run the step in the background; the srun client runs here, its tasks on the nodes. Signalling the srun
+    client (its own session) forwards the signal to the step's tasks."""
+    from .local import popen
+
+    argv = srun_argv(Process(node=process.node, role=process.role, argv=process.argv,
+                             env={**process.env, **env}, nodes=process.nodes,
+                             tasks_per_node=process.tasks_per_node), placement, image)
+    return popen(argv, env, log_path)
+
+
+def port_base(job_id: str | None, worker: int = 0) -> int:
+    """Ports derived from the job id, so that concurrent jobs on shared nodes do not collide (research/launch.md
+    pitfall 9); each xdist worker gets its own block."""
+    return 20000 + (int(job_id or 0) % 1000) * 20 + worker * 10

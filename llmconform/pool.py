@@ -1,0 +1,95 @@
+"""The servers of a test session: start each case's server once (on leased devices and ports), remember a failed
+start so that its other tests fail at once with the same error, and stop everything at the end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import engines, models
+from .case import Case
+from .engines.base import Placement, Ports
+from .launchers import local, slurm
+from .resources import Hardware, Lease, lease_devices, lease_ports
+from .server import EngineStartError, Server
+
+
+class ServerPool:
+    def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0):
+        self.report_dir = report_dir
+        self.hardware = hardware
+        self.worker = worker
+        self.lease_timeout_s = lease_timeout_s
+        self.running: dict[str, tuple[Server, list[Lease]]] = {}
+        self.failed: dict[str, EngineStartError] = {}
+
+    def start(self, case: Case) -> Server:
+        if case.id in self.running:
+            return self.running[case.id][0]
+        if case.id in self.failed:
+            raise self.failed[case.id]
+        if case.model.kind in ("factory", "shape"):
+            models.ensure(case.model.ref)
+        placement, ports, leases, launch = self._place(case)
+        run_dir = self.report_dir / "servers" / case.id
+        engine = engines.get(case.engine.name)
+        try:
+            plan = engine.plan(case, placement, ports, str(run_dir))
+            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir, launch=launch)
+            try:
+                server.start()
+                server.wait_ready(case.engine.startup_timeout_s)
+            except BaseException:
+                server.stop()
+                raise
+        except EngineStartError as error:
+            self.failed[case.id] = error
+            _release(leases)
+            raise
+        except BaseException:
+            _release(leases)
+            raise
+        self.running[case.id] = (server, leases)
+        return server
+
+    def stop(self, case_id: str) -> None:
+        server, leases = self.running.pop(case_id)
+        try:
+            server.stop()
+        finally:
+            _release(leases)
+
+    def stop_all(self) -> None:
+        errors = []
+        for case_id in list(self.running):
+            try:
+                self.stop(case_id)
+            except Exception as error:  # keep stopping the others
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def _place(self, case: Case):
+        layout = case.layout
+        if case.launcher == "slurm":
+            nodes = self.hardware.nodes[: layout.nodes]
+            placement = Placement(hosts=tuple(n.name for n in nodes),
+                                  devices=tuple(n.gpus[: layout.gpus_per_node] for n in nodes), bind_host="0.0.0.0")
+            ports = Ports.from_base(slurm.port_base(os.environ.get("SLURM_JOB_ID"), self.worker))
+
+            def launch(process, env, log_path):
+                return slurm.start(process, placement, env, log_path, case.engine.image)
+
+            return placement, ports, [], launch
+        node = self.hardware.nodes[0]
+        kind = "cpu" if case.engine.device == "cpu" else "gpu"
+        devices = lease_devices(f"{node.name}-{kind}", node.cpus if kind == "cpu" else node.gpus,
+                                layout.gpus_per_node, self.lease_timeout_s)
+        base, port_lease = lease_ports()
+        placement = Placement(hosts=(node.name,), devices=(devices.ids,), bind_host="127.0.0.1")
+        return placement, Ports.from_base(base), [devices, port_lease], local.start
+
+
+def _release(leases: list[Lease]) -> None:
+    for lease in leases:
+        lease.release()
