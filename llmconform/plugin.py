@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import matrix as matrices, resources
+from . import matrix as matrices, report, resources
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
@@ -249,6 +249,35 @@ class ResultsWriter:
 
     def close(self):
         self.file.close()
+
+
+@pytest.fixture(autouse=True)
+def _llmconform_context(request):
+    """Tag each engine test's result with its server (for the reports), and turn a server that died during the
+    test into an engine failure with its diagnosis instead of a bare connection error."""
+    if "llm" not in request.fixturenames:
+        yield
+        return
+    handle: LLM = request.getfixturevalue("llm")
+    request.node.user_properties.append(("llm", {
+        "id": handle.id, "engine": handle.engine, "engine_version": handle.engine_version, "layout": handle.layout,
+        "model": handle.model}))
+    yield
+    if handle.server is not None:
+        death = handle.server.death()
+        if death:
+            pytest.fail(death, pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state: Session = getattr(config, "_llmconform", None)
+    if not state or not state.report_dir or hasattr(config, "workerinput"):
+        return
+    lines = report.build(state.report_dir)
+    terminalreporter.section("llmconform")
+    for line in lines:
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"report dir: {state.report_dir}")
 
 
 def pytest_sessionfinish(session, exitstatus):

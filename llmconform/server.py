@@ -179,6 +179,19 @@ class Server:
         self._write_record(error=str(error))
         raise error
 
+    def death(self) -> str | None:
+        """None while every process runs; else what died, the diagnosis from the log, and the log path."""
+        dead = [r for r in self.running if r.popen.poll() is not None]
+        if not dead:
+            return None
+        self._read_logs()
+        r = dead[0]
+        diagnosis = self.engine.diagnose(self.log_text) or "no known failure signature matched; read the log"
+        tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
+        return (f"{self.case.id}: engine died while serving: the {r.process.role} process on node {r.process.node} "
+                f"exited with code {r.popen.poll()}\n  diagnosis: {diagnosis}\n  log: {r.log_path}\n"
+                f"  --- last {TAIL_LINES} log lines ---\n{tail}")
+
     # --- stop ----------------------------------------------------------------------------------------------------
     def stop(self, grace_s: float = 30.0) -> None:
         self._stop_sampling.set()
