@@ -182,15 +182,23 @@ class Server:
     def death(self) -> str | None:
         """None while every process runs; else what died, the diagnosis from the log, and the log path."""
         dead = [r for r in self.running if r.popen.poll() is not None]
-        if not dead:
-            return None
+        if dead:
+            r = dead[0]
+            what = f"the {r.process.role} process on node {r.process.node} exited with code {r.popen.poll()}"
+        else:
+            try:
+                status = httpx.get(self.base_url + "/health", timeout=10).status_code
+            except httpx.HTTPError as error:
+                status = f"no answer ({type(error).__name__})"
+            if status == 200:
+                return None
+            r = next(r for r in self.running if r.process.role == "api")
+            what = f"GET /health answered {status}"
         self._read_logs()
-        r = dead[0]
         diagnosis = self.engine.diagnose(self.log_text) or "no known failure signature matched; read the log"
         tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
-        return (f"{self.case.id}: engine died while serving: the {r.process.role} process on node {r.process.node} "
-                f"exited with code {r.popen.poll()}\n  diagnosis: {diagnosis}\n  log: {r.log_path}\n"
-                f"  --- last {TAIL_LINES} log lines ---\n{tail}")
+        return (f"{self.case.id}: engine died while serving: {what}\n  diagnosis: {diagnosis}\n"
+                f"  log: {r.log_path}\n  --- last {TAIL_LINES} log lines ---\n{tail}")
 
     # --- stop ----------------------------------------------------------------------------------------------------
     def stop(self, grace_s: float = 30.0) -> None:
