@@ -66,6 +66,7 @@ class Server:
     ready_s: float | None = None
     peak_rss_bytes: int = 0
     version: str | None = None
+    error: str | None = None
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -176,7 +177,8 @@ class Server:
         tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
         error = EngineStartError(self.case.id, self.stage, reason, self.engine.diagnose(self.log_text),
                                  str(api.log_path), tail, exited)
-        self._write_record(error=str(error))
+        self.error = str(error)
+        self._write_record()
         raise error
 
     def death(self) -> str | None:
@@ -248,9 +250,9 @@ class Server:
                     pass
             self.peak_rss_bytes = max(self.peak_rss_bytes, total)
 
-    def _write_record(self, error: str | None = None) -> None:
+    def _write_record(self) -> None:
         record = {
-            "case": self.case.id, "engine": self.case.engine.name, "planned_version": self.case.engine.version,
+            "case": self.case.id, "marker": self.marker, "engine": self.case.engine.name, "planned_version": self.case.engine.version,
             "version": self.version, "layout": str(self.case.layout), "model": self.case.model.source,
             "served_model": self.model, "base_url": self.base_url, "stage": self.stage,
             "ready_s": self.ready_s, "peak_rss_bytes": self.peak_rss_bytes or None,
@@ -262,7 +264,7 @@ class Server:
                              if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
                              or k.endswith("_SOCKET_IFNAME")},
             "gpu": gpu_description(),
-            "error": error,
+            "error": self.error,
         }
         (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))
 

@@ -63,6 +63,8 @@ class VLLM(Engine):
         signature(r"No available node types can fulfill resource request|Waiting for creating a placement group",
                   "Ray cannot place the workers: nodes not joined, or Ray and vLLM disagree on node IPs "
                   "(set VLLM_HOST_IP per node)"),
+        signature(r"max_model_len.{0,80}(greater|larger) than|max_model_len.{0,40}exceeds",
+                  "the max model length exceeds the model's context (max_position_embeddings)"),
         signature(r"unrecognized arguments|error: argument|invalid choice",
                   "vLLM rejected a command-line argument (is the engine version the one the matrix names?)"),
         signature(r"Engine core initialization failed",

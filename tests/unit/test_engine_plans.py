@@ -6,7 +6,7 @@ from llmconform import engines
 from llmconform.engines.base import render_args
 from llmconform.errors import LayoutError, UserError
 
-from conftest import make_case
+from planning_helpers import make_case
 
 VLLM = ["vllm", "serve", "M", "--served-model-name", "m"]
 SGL = ["python3", "-m", "sglang.launch_server", "--model-path", "M", "--served-model-name", "m"]

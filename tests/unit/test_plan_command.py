@@ -1,12 +1,12 @@
 import json
 from pathlib import Path
 
-from llmconform import resources
+from llmconform import engines, resources
 from llmconform.cli import main
 from llmconform.launchers.slurm import srun_argv
 from llmconform.planner import plan_case
 
-from conftest import make_case, placement
+from planning_helpers import PORTS, make_case, placement
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,8 +65,6 @@ def test_plan_shows_target_hosts_when_hardware_is_missing():
 
 def test_srun_wraps_env_and_argv():
     case = make_case("vllm", "tp8pp2@2nodes", source="hf:M")
-    from llmconform import engines
-    from conftest import PORTS
     plan = engines.get("vllm").plan(case, placement(2), PORTS, "/run")
     line = srun_argv(plan.processes[1], placement(2), image="img:1", mounts=("/fsx:/fsx",))
     assert line[:6] == ["srun", "--overlap", "--nodes=1", "--nodelist=n2", "--ntasks=1",

@@ -3,7 +3,7 @@ import pytest
 from llmconform import resources
 from llmconform.resources import Hardware, Node
 
-from conftest import make_case
+from planning_helpers import make_case
 
 
 @pytest.mark.parametrize("text, names", [

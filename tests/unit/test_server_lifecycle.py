@@ -1,0 +1,93 @@
+"""The lifecycle machinery on stand-in processes (the lifecycle is the thing under test here): fail fast on exit,
+name the stalled stage, and leave no process behind, even one that ignores SIGTERM or escapes its group."""
+
+import sys
+import time
+
+import pytest
+
+from llmconform.case import Case, EngineSettings, ModelSpec
+from llmconform.engines.base import Engine, Placement, Plan, Process, signature, stage
+from llmconform.launchers import local
+from llmconform.layout import Layout
+from llmconform.server import EngineStartError, Server, marked_pids
+
+
+class StandIn(Engine):
+    name = "stand-in"
+    stages = (stage("loading", r"LOADING", 30), stage("serving", r"SERVING", 30))
+    signatures = (signature(r"BOOM", "the stand-in exploded"),)
+
+
+def make_server(tmp_path, script: str, stages=None) -> Server:
+    engine = StandIn()
+    if stages is not None:
+        engine.stages = stages
+    process = Process(node=0, role="api", argv=(sys.executable, "-c", script), env={})
+    case = Case(engine=EngineSettings(name="stand-in", command=(sys.executable,), version="0", device="cpu"),
+                model=ModelSpec(id="m", source="path:/m", path="/m", served_name="m"), layout=Layout())
+    plan = Plan(case_id="stand-in-m-tp1", engine="stand-in", layout=Layout(), processes=(process,),
+                api_host="127.0.0.1", port=9, served_model="m", health_route="/health", ready_routes=("/health",))
+    return Server(case=case, plan=plan, engine=engine, placement=Placement(("localhost",), ((0,),)),
+                  run_dir=tmp_path / "run", launch=local.start)
+
+
+def test_exit_during_startup_is_reported_with_stage_diagnosis_and_log(tmp_path):
+    server = make_server(tmp_path, "import sys; print('LOADING', flush=True); print('BOOM'); sys.exit(3)")
+    server.start()
+    with pytest.raises(EngineStartError) as caught:
+        server.wait_ready(timeout_s=300, poll_s=0.1)
+    error = caught.value
+    assert error.exited and error.stage == "loading"
+    assert error.reason == "the api process on node 0 exited with code 3"
+    assert error.diagnosis == "the stand-in exploded"
+    assert "BOOM" in error.tail and error.log_path.endswith("node0-api.log")
+    assert "startup stage 'loading'" in str(error)
+    server.stop(grace_s=1)
+
+
+def test_a_stalled_stage_fails_with_its_name(tmp_path):
+    stages = (stage("loading", r"LOADING", 0.5),)
+    server = make_server(tmp_path, "import time; print('LOADING', flush=True); time.sleep(60)", stages)
+    server.start()
+    with pytest.raises(EngineStartError) as caught:
+        server.wait_ready(timeout_s=300, poll_s=0.1)
+    assert not caught.value.exited and caught.value.stage == "loading"
+    assert "no progress past this stage" in caught.value.reason
+    server.stop(grace_s=1)
+    assert marked_pids(server.marker) == []
+
+
+GRANDCHILD_IGNORING_TERM = """
+import os, signal, subprocess, sys, time
+# a child that leaves the process group and ignores SIGTERM: only the env marker can find it
+subprocess.Popen([sys.executable, "-c",
+    "import os, signal, time; os.setsid(); signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("LOADING", flush=True)
+time.sleep(600)
+"""
+
+
+def test_stop_kills_everything_the_server_started(tmp_path):
+    server = make_server(tmp_path, GRANDCHILD_IGNORING_TERM)
+    server.start()
+    deadline = time.monotonic() + 30
+    while len(marked_pids(server.marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(marked_pids(server.marker)) == 2
+    server.stop(grace_s=1)
+    assert marked_pids(server.marker) == []
+    record = (tmp_path / "run" / "server.json").read_text()
+    assert '"exit_code": -9' in record
+
+
+def test_a_died_server_is_reported_after_start(tmp_path):
+    server = make_server(tmp_path, "import time; print('LOADING', flush=True); time.sleep(0.5); print('BOOM')")
+    server.start()
+    deadline = time.monotonic() + 30
+    while server.running[0].popen.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    death = server.death()
+    assert "exited with code 0" in death and "diagnosis: the stand-in exploded" in death
+    server.stop(grace_s=1)
