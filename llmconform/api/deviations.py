@@ -1,0 +1,84 @@
+"""Known deviations of engines from the OpenAI API, per engine and version (deviations.yaml beside this file).
+
+A deviation names the check(s) it affects (check ids such as `test_context_length_boundary[chat]`; `*` matches any
+text, brackets are literal), the engine versions (a PEP 440 specifier set), and a regex that must match each problem
+it explains: a check whose problems all match becomes a strict xfail with the reason; a problem no deviation explains
+still fails the check; a check that passes although a deviation is declared fails as XPASS(strict), so a fixed
+deviation shows up."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
+FIELDS = ("engine", "versions", "check", "match", "reason")
+
+
+class DeviationFileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Deviation:
+    engine: str
+    versions: str  # PEP 440 specifier set, e.g. ">=0.32,<0.33"; "" means every version
+    check: str  # check id pattern: `*` matches any text, everything else (brackets included) is literal
+    match: str  # regex searched in each problem this deviation explains
+    reason: str
+
+    def applies_to(self, engine: str, version: str | None, check: str) -> bool:
+        if engine != self.engine or not matches_check(self.check, check):
+            return False
+        if not self.versions or version is None:
+            return True  # an engine of unknown version is assumed affected; the reason says so
+        try:
+            return SpecifierSet(self.versions).contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            return True
+
+    def explains(self, problem: str) -> bool:
+        return re.search(self.match, problem) is not None
+
+
+def matches_check(pattern: str, check: str) -> bool:
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), check) is not None
+
+
+def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
+    data = yaml.safe_load(Path(path).read_text()) or []
+    if not isinstance(data, list):
+        raise DeviationFileError(f"{path}: expected a list of deviations, got {type(data).__name__}")
+    deviations = []
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict):
+            raise DeviationFileError(f"{where}: expected a mapping with keys {', '.join(FIELDS)}")
+        unknown = sorted(set(entry) - set(FIELDS))
+        missing = [k for k in FIELDS if k != "versions" and not entry.get(k)]
+        if unknown or missing:
+            raise DeviationFileError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; allowed: "
+                                     f"{', '.join(FIELDS)} (versions optional)")
+        versions = str(entry.get("versions") or "")
+        try:
+            SpecifierSet(versions)
+        except InvalidSpecifier:
+            raise DeviationFileError(f"{where}: versions {versions!r} is not a PEP 440 specifier set "
+                                     "(e.g. '>=0.32,<0.33')") from None
+        try:
+            re.compile(entry["match"])
+        except re.error as error:
+            raise DeviationFileError(f"{where}: match {entry['match']!r} is not a regular expression: {error}") \
+                from None
+        deviations.append(Deviation(engine=str(entry["engine"]), versions=versions, check=str(entry["check"]),
+                                    match=str(entry["match"]), reason=str(entry["reason"]).strip()))
+    return deviations
+
+
+def for_check(deviations: list[Deviation], engine: str, version: str | None, check: str) -> list[Deviation]:
+    return [d for d in deviations if d.applies_to(engine, version, check)]

@@ -1,0 +1,87 @@
+"""The `conformance` fixture: names the running check, records it for the conformance table, applies the engine's
+known deviations as strict xfails, and judges the check's problems.
+
+Suites import it (`from llmconform.api.fixture import conformance`) and end each check with
+`conformance.require(problems)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import httpx
+import pytest
+
+from . import deviations as known
+
+PROPERTY = "conformance"
+_load_deviations = cache(known.load)  # one read per session, not per check
+
+
+class KnownDeviation(Exception):
+    """The check failed only in ways the engine's declared deviations explain (an expected, strict xfail)."""
+
+
+@dataclass
+class Conformance:
+    check: str
+    spec: str
+    deviations: list[known.Deviation] = field(default_factory=list)
+
+    def require(self, problems: list[str]) -> None:
+        """Pass when there are no problems; fail on any problem no declared deviation explains; otherwise raise
+        KnownDeviation, which the strict xfail the fixture applied expects."""
+        if not problems:
+            return
+        undeclared = [p for p in problems if not any(d.explains(p) for d in self.deviations)]
+        if undeclared:
+            pytest.fail(f"{self.check} ({self.spec}):\n  " + "\n  ".join(undeclared), pytrace=False)
+        raise KnownDeviation("; ".join(problems))
+
+
+def check_id(name: str, callspec_id: str | None, llm_id: str) -> str:
+    """`test_x[chat]` from the test's name and its parameters other than the server's (`chat-vllm-m-tp1`)."""
+    if not callspec_id:
+        return name
+    rest = "-".join(part for part in callspec_id.replace(llm_id, "").split("-") if part)
+    return f"{name}[{rest}]" if rest else name
+
+
+def spec_of(function) -> str:
+    """The `Spec:` line of a check's docstring: the OpenAI spec field or text the check enforces."""
+    for line in (function.__doc__ or "").splitlines():
+        line = line.strip()
+        if line.startswith("Spec:"):
+            return line[len("Spec:"):].strip()
+    return ""
+
+
+def engine_version(llm) -> str | None:
+    """The handle's version, or what an attached server's /version says (asked once per server)."""
+    if llm.engine_version:
+        return llm.engine_version
+    if "probed_version" not in llm.extra:
+        try:
+            response = httpx.get(f"{llm.base_url}/version", headers=llm.headers, timeout=10)
+            llm.extra["probed_version"] = response.json().get("version") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            llm.extra["probed_version"] = None
+    return llm.extra["probed_version"]
+
+
+@pytest.fixture
+def conformance(request, llm, record_property) -> Conformance:
+    callspec = getattr(request.node, "callspec", None)
+    name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
+    version = engine_version(llm)
+    matching = known.for_check(_load_deviations(), llm.engine, version, name)
+    checker = Conformance(check=name, spec=spec_of(request.function), deviations=matching)
+    reason = None
+    if matching:
+        reason = " | ".join(d.reason for d in matching)
+        if version is None:
+            reason += " (engine version unknown: assumed affected)"
+        request.applymarker(pytest.mark.xfail(strict=True, raises=KnownDeviation, reason=reason))
+    record_property(PROPERTY, {"check": name, "spec": checker.spec, "engine_version": version,
+                               "deviation": reason})
+    return checker
