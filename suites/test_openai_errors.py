@@ -1,12 +1,15 @@
 """OpenAI API conformance: invalid requests get 4xx answers with the OpenAI error object, never a 500, and the
 server keeps serving."""
 
+# The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
+# ruff: noqa: F811
+
 import pytest
 
 from llmconform.api import errors
 from llmconform.api.calls import health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401  (the fixture)
+from llmconform.api.fixture import conformance  # noqa: F401
 
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
 
@@ -67,9 +70,10 @@ INVALID_REQUESTS = [
 @pytest.mark.parametrize("endpoint, wrong, fields", INVALID_REQUESTS,
                          ids=[f"{e.name}-{wrong}" for e, wrong, _ in INVALID_REQUESTS])
 def test_invalid_request_rejected(llm, conformance, endpoint, wrong, fields):
-    """Spec: CreateCompletionRequest / CreateChatCompletionRequest field types, required fields and ranges
-    (temperature 0..2, top_p 0..1, n 1..128, max_tokens >= 0, penalties -2..2, stop <= 4 items, logprobs 0..5,
-    top_logprobs 0..20, messages minItems 1, role enum): a request outside them is 400, never 500."""
+    """Spec: CreateCompletionRequest / CreateChatCompletionRequest constraints: field types, required fields
+    (model, prompt, messages) and ranges (temperature 0..2, top_p 0..1, n 1..128, max_tokens >= 0, penalties -2..2,
+    stop <= 4 items, logprobs 0..5, top_logprobs 0..20, messages minItems 1, role enum): a request outside them is
+    400, never 500."""
     body = endpoint.body(llm.model, "Hi", max_tokens=2)
     for key, value in fields.items():
         if value is None:

@@ -1,5 +1,8 @@
 """OpenAI API conformance: structured output, tool calls and authentication."""
 
+# The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
+# ruff: noqa: F811
+
 import json
 
 import httpx
@@ -9,7 +12,7 @@ import pytest
 from llmconform.api import errors, schema
 from llmconform.api.calls import post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401  (the fixture)
+from llmconform.api.fixture import conformance  # noqa: F401
 
 ANSWER_SCHEMA = {
     "type": "object",

@@ -1,11 +1,14 @@
 """OpenAI API conformance: non-streaming /v1/completions and /v1/chat/completions."""
 
+# The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
+# ruff: noqa: F811
+
 import pytest
 
 from llmconform.api import checks, errors, schema
 from llmconform.api.calls import context_length, generate, health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401  (the fixture)
+from llmconform.api.fixture import conformance  # noqa: F401
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
@@ -150,7 +153,7 @@ def test_n_with_greedy_sampling(llm, conformance, endpoint):
 def test_seed_reproducible(llm, conformance, endpoint):
     """Spec: seed: "repeated requests with the same seed and parameters should return the same result" (Beta; the
     spec calls determinism best effort)."""
-    params = dict(max_tokens=16, temperature=1.0, top_p=0.9, seed=1234)
+    params = {"max_tokens": 16, "temperature": 1.0, "top_p": 0.9, "seed": 1234}
     outputs, problems = [], []
     for _ in range(2):
         body, failed = generate(llm, endpoint, PROMPT, **params)

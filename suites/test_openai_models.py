@@ -1,8 +1,11 @@
 """OpenAI API conformance: the models endpoints."""
 
+# The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
+# ruff: noqa: F811
+
 from llmconform.api import schema
 from llmconform.api.calls import get
-from llmconform.api.fixture import conformance  # noqa: F401  (the fixture)
+from llmconform.api.fixture import conformance  # noqa: F401
 
 
 def test_models_list(llm, conformance):

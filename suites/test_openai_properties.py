@@ -1,13 +1,17 @@
 """OpenAI API conformance, property-based: random valid sampling parameters never give a server error, and every
 answer keeps its promises (shape, max_tokens, stop sequences, n)."""
 
+# The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
+# ruff: noqa: F811
+
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llmconform.api import checks, schema
 from llmconform.api.calls import generate
 from llmconform.api.endpoints import ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401  (the fixture)
+from llmconform.api.fixture import conformance  # noqa: F401
 
 PROMPT = "Write a short story about a lighthouse keeper."
 stop_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz .,", min_size=1, max_size=3)

@@ -1,11 +1,14 @@
 """OpenAI API conformance: streaming, read as raw server-sent events (no client library in between)."""
 
+# The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
+# ruff: noqa: F811
+
 import pytest
 
 from llmconform.api import checks, schema, sse
 from llmconform.api.calls import generate
 from llmconform.api.endpoints import CHAT, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401  (the fixture)
+from llmconform.api.fixture import conformance  # noqa: F401
 
 PROMPT = "Once upon a time, in a quiet town by the sea,"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
@@ -62,7 +65,7 @@ def test_stream_first_delta_role(llm, conformance):
 
 @by_endpoint
 def test_stream_one_finish_reason_per_choice(llm, conformance, endpoint):
-    """Spec: choices[].finish_reason is null until the choice ends; exactly one chunk per choice carries it."""
+    """Spec: choices[].finish_reason: null until the choice ends; exactly one chunk per choice carries it."""
     result, problems = stream(llm, endpoint, max_tokens=6, n=2, temperature=1.0, seed=3)
     streamed = checks.assemble(result.chunks(), chat=endpoint.chat)
     if set(streamed) != {0, 1}:

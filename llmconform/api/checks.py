@@ -27,9 +27,11 @@ def completion_logprobs_problems(logprobs, text: str, top: int) -> list[str]:
     """Legacy completions logprobs: tokens concatenate to the text, one token_logprobs/top_logprobs/text_offset entry
     per token, logprobs <= 0, `top` to `top`+1 alternatives per position ("the API will always return the logprob
     of the sampled token, so there may be up to logprobs+1 elements"), text_offset = where each token starts."""
+    if logprobs is None:
+        return ["logprobs: null although logprobs were requested"]
     problems = schema.validate(schema.COMPLETION_LOGPROBS, logprobs, "logprobs")
-    if problems or logprobs is None:
-        return problems or ["logprobs: null although logprobs were requested"]
+    if problems:
+        return problems
     tokens = logprobs.get("tokens") or []
     joined = "".join(tokens)
     if joined != text:
@@ -199,7 +201,3 @@ def choice_indices_problems(choices: list, n: int) -> list[str]:
         return [f"choice indices {indices}, expected {list(range(n))} for n={n}"]
     return []
 
-
-__all__ = ["usage_problems", "completion_logprobs_problems", "chat_logprobs_problems", "max_tokens_problems",
-           "stop_problems", "assemble", "StreamedChoice", "stream_identity_problems", "include_usage_problems",
-           "stream_usage_null_problems", "choice_indices_problems"]

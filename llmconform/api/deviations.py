@@ -62,8 +62,9 @@ def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
         unknown = sorted(set(entry) - set(FIELDS))
         missing = [k for k in FIELDS if k != "versions" and not entry.get(k)]
         if unknown or missing:
-            raise DeviationFileError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; allowed: "
-                                     f"{', '.join(FIELDS)} (versions optional)")
+            wrong = "; ".join(text for text in (unknown and f"unknown key(s) {unknown}",
+                                               missing and f"missing key(s) {missing}") if text)
+            raise DeviationFileError(f"{where}: {wrong}; keys: {', '.join(FIELDS)} (versions optional)")
         versions = str(entry.get("versions") or "")
         try:
             SpecifierSet(versions)

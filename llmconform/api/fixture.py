@@ -6,8 +6,10 @@ Suites import it (`from llmconform.api.fixture import conformance`) and end each
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +17,13 @@ import pytest
 from . import deviations as known
 
 PROPERTY = "conformance"
-_load_deviations = cache(known.load)  # one read per session, not per check
+# Extra deviation files (os.pathsep-separated), e.g. for an engine build of your own; read beside the packaged list.
+DEVIATIONS_ENV = "LLMCONFORM_DEVIATIONS"
+
+
+@cache  # one read per session, not per check
+def _load_deviations(extra: str) -> list[known.Deviation]:
+    return [d for path in [known.DEFAULT_FILE, *filter(None, extra.split(os.pathsep))] for d in known.load(Path(path))]
 
 
 class KnownDeviation(Exception):
@@ -48,12 +56,17 @@ def check_id(name: str, callspec_id: str | None, llm_id: str) -> str:
 
 
 def spec_of(function) -> str:
-    """The `Spec:` line of a check's docstring: the OpenAI spec field or text the check enforces."""
+    """The `Spec:` paragraph of a check's docstring: the OpenAI spec field or text the check enforces."""
+    lines, inside = [], False
     for line in (function.__doc__ or "").splitlines():
         line = line.strip()
         if line.startswith("Spec:"):
-            return line[len("Spec:"):].strip()
-    return ""
+            inside, line = True, line[len("Spec:"):].strip()
+        elif inside and not line:
+            break
+        if inside:
+            lines.append(line)
+    return " ".join(lines)
 
 
 def engine_version(llm) -> str | None:
@@ -74,7 +87,7 @@ def conformance(request, llm, record_property) -> Conformance:
     callspec = getattr(request.node, "callspec", None)
     name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
     version = engine_version(llm)
-    matching = known.for_check(_load_deviations(), llm.engine, version, name)
+    matching = known.for_check(_load_deviations(os.environ.get(DEVIATIONS_ENV, "")), llm.engine, version, name)
     checker = Conformance(check=name, spec=spec_of(request.function), deviations=matching)
     reason = None
     if matching:

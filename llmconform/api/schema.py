@@ -9,7 +9,7 @@ null for an unset optional field, and the SDKs read it as absent); fields the sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Enum:
 
 @dataclass(frozen=True)
 class Array:
-    items: "Spec"
+    items: Spec
     min_items: int = 0
 
 
@@ -37,7 +37,7 @@ class Array:
 class Map:
     """An object with arbitrary keys, e.g. the legacy `{token: logprob}` top-logprobs entries."""
 
-    values: "Spec"
+    values: Spec
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,10 @@ class Object:
 
 @dataclass(frozen=True)
 class Nullable:
-    inner: "Spec"
+    inner: Spec
 
 
-Spec = Union[Primitive, Const, Enum, Array, Map, Object, Nullable]
+Spec = Primitive | Const | Enum | Array | Map | Object | Nullable
 
 STRING, INTEGER, NUMBER, BOOLEAN = (Primitive(n) for n in ("string", "integer", "number", "boolean"))
 

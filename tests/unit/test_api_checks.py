@@ -1,0 +1,152 @@
+import pytest
+
+from llmconform.api import checks, errors
+
+
+def test_usage_arithmetic():
+    assert checks.usage_problems({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, 2) == []
+    assert checks.usage_problems({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 6}) == [
+        "usage.total_tokens 6 != prompt_tokens 3 + completion_tokens 2"]
+    assert checks.usage_problems({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, 3) == [
+        "usage.completion_tokens 2 != 3 tokens returned"]
+    assert checks.usage_problems(None) == ["usage: expected object, got null None"]
+
+
+LEGACY = {"tokens": [" a", "bc"], "token_logprobs": [-0.5, -1.0], "top_logprobs": [{" a": -0.5, "x": -2.0},
+                                                                                    {"bc": -1.0, "y": -1.5}],
+          "text_offset": [0, 2]}
+
+
+def test_completion_logprobs_consistent():
+    assert checks.completion_logprobs_problems(LEGACY, " abc", 1) == []
+    assert checks.completion_logprobs_problems(LEGACY, " abc", 2) == []
+
+
+@pytest.mark.parametrize("change, text, top, problem", [
+    ({}, " abcd", 1, "logprobs.tokens concatenate to ' abc', text is ' abcd'"),
+    ({"token_logprobs": [-0.5, 0.25]}, " abc", 1, "logprobs.token_logprobs[1] = 0.25 > 0"),
+    ({"text_offset": [0, 1]}, " abc", 1,
+     "logprobs.text_offset [0, 1] does not follow the token lengths (expected [0, 2])"),
+    ({}, " abc", 3, "logprobs.top_logprobs[0] has 2 entries, expected 3..4"),
+    ({"top_logprobs": [{" a": -0.5}]}, " abc", 1, "logprobs.top_logprobs has 1 entries for 2 tokens"),
+    ({"top_logprobs": [{" a": 0.1}, {"bc": -1.0}]}, " abc", 0, "logprobs.top_logprobs[0][' a'] = 0.1 > 0"),
+])
+def test_completion_logprobs_problems(change, text, top, problem):
+    assert problem in checks.completion_logprobs_problems({**LEGACY, **change}, text, top)
+
+
+def test_completion_logprobs_requested_but_null():
+    assert checks.completion_logprobs_problems(None, "x", 1) == ["logprobs: null although logprobs were requested"]
+
+
+def entry(token: str, logprob: float, top: list[tuple[str, float]]) -> dict:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top]}
+
+
+def test_chat_logprobs():
+    logprobs = {"content": [entry("Hel", -0.1, [("Hel", -0.1), ("A", -2.0)]), entry("lo", -0.2, [("lo", -0.2)])],
+                "refusal": None}
+    assert checks.chat_logprobs_problems(logprobs, "Hello", 2) == []
+    assert checks.chat_logprobs_problems(logprobs, "Hello", 1) == [
+        "logprobs.content[0].top_logprobs has 2 entries for top_logprobs=1"]
+    assert checks.chat_logprobs_problems(logprobs, "Hell", 2) == [
+        "logprobs.content tokens concatenate to 'Hello', content is 'Hell'",
+        "logprobs.content bytes concatenate to b'Hello', not the content's UTF-8"]
+
+
+def test_chat_logprobs_order_and_sign():
+    logprobs = {"content": [entry("a", 0.5, [("b", -3.0), ("a", 0.5)])], "refusal": None}
+    assert checks.chat_logprobs_problems(logprobs, "a", 2) == [
+        "logprobs.content[0].logprob = 0.5 > 0", "logprobs.content[0].top_logprobs[1].logprob = 0.5 > 0",
+        "logprobs.content[0].top_logprobs are not sorted most likely first: [-3.0, 0.5]"]
+
+
+def test_chat_logprobs_zero_top_means_empty_lists():
+    logprobs = {"content": [entry("a", -0.5, [])], "refusal": None}
+    assert checks.chat_logprobs_problems(logprobs, "a", 0) == []
+    assert checks.chat_logprobs_problems(logprobs, "a", 2) == [
+        "logprobs.content[0].top_logprobs has 0 entries for top_logprobs=2"]
+
+
+@pytest.mark.parametrize("tokens, limit, finish, problems", [
+    (4, 4, "length", []),
+    (2, 4, "stop", []),
+    (5, 4, "length", ["5 tokens returned for max_tokens=4"]),
+    (4, 4, "stop", ["finish_reason 'stop' although max_tokens=4 was reached (expected 'length')"]),
+    (3, 4, "length", ["finish_reason 'length' after 3 of max_tokens=4 tokens (expected 'stop')"]),
+])
+def test_max_tokens(tokens, limit, finish, problems):
+    assert checks.max_tokens_problems(tokens, limit, finish) == problems
+
+
+def test_stop_sequences():
+    reference = "alpha beta gamma"
+    assert checks.stop_problems("alpha ", ["beta"], reference, "stop") == []
+    assert checks.stop_problems("alpha beta", ["beta"], reference, "stop") == [
+        "the output contains stop sequence 'beta': 'alpha beta'",
+        "output 'alpha beta' is not the stop-free output cut at the first stop sequence ('alpha ')"]
+    assert checks.stop_problems("alpha ", ["beta", "QQ"], reference, "length") == [
+        "finish_reason 'length' after a stop sequence (expected 'stop')"]
+
+
+def chunk(index, text=None, finish=None, role=None, usage=None, id_="x", created=1) -> dict:
+    delta = {k: v for k, v in (("role", role), ("content", text)) if v is not None}
+    body = {"id": id_, "object": "chat.completion.chunk", "created": created, "model": "m",
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def test_assemble_chat_chunks():
+    chunks = [chunk(0, "", role="assistant"), chunk(1, "", role="assistant"), chunk(0, "He"), chunk(1, "Yo"),
+              chunk(0, "y", finish="stop"), chunk(1, None, finish="length")]
+    choices = checks.assemble(chunks, chat=True)
+    assert choices[0].text == "Hey" and choices[0].finish_reasons == ["stop"]
+    assert choices[1].first_delta_role == "assistant" and choices[1].finish_reasons == ["length"]
+
+
+def test_stream_identity():
+    assert checks.stream_identity_problems([chunk(0, "a"), chunk(0, "b")]) == []
+    assert checks.stream_identity_problems([chunk(0, "a"), chunk(0, "b", id_="y", created=2)]) == [
+        "chunks carry 2 different id values: 'x', 'y'", "chunks carry 2 different created values: 1, 2"]
+
+
+def test_include_usage():
+    usage = {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}
+    good = [chunk(0, "a", finish="length"), {**chunk(0), "choices": [], "usage": usage}]
+    assert checks.include_usage_problems(good, 1, chat=True) == []
+    no_usage_chunk = [chunk(0, "a", finish="length")]
+    last_is_content = ("the last chunk's choices is [{'index': 0, 'delta': {'content': 'a'}, 'finish_reason': "
+                       "'length'}], expected [] (the usage chunk)")
+    assert checks.include_usage_problems(no_usage_chunk, 1, chat=True) == [
+        last_is_content, "the last chunk has no usage", "content chunks cover choice indices [], expected 0..0"]
+    early = [chunk(0, "a", usage=usage), {**chunk(0), "choices": [], "usage": usage}]
+    assert checks.include_usage_problems(early, 1, chat=True) == [
+        f"chunk 0 carries usage {usage!r} before the usage chunk"]
+
+
+def test_usage_null_on_other_chunks():
+    chunks = [chunk(0, "a", usage=None), {**chunk(0, "b"), "usage": None}, {**chunk(0), "choices": []}]
+    assert checks.stream_usage_null_problems(chunks) == ["chunk 0 has no usage field (expected usage: null)"]
+
+
+def test_choice_indices():
+    assert checks.choice_indices_problems([{"index": 1}, {"index": 0}], 2) == []
+    assert checks.choice_indices_problems([{"index": 0}, {"index": 0}], 2) == [
+        "choice indices [0, 0], expected [0, 1] for n=2"]
+
+
+def test_error_answers():
+    assert errors.status_problems(400, 400, "") == []
+    assert errors.status_problems(500, 400, "boom") == ["server error HTTP 500, expected 400: 'boom'"]
+    assert errors.status_problems(422, 400, "{}") == ["HTTP 422, expected 400: '{}'"]
+    assert errors.envelope_problems('{"error": {"message": "bad"}}') == []
+    assert errors.envelope_problems('{"detail": "bad"}') == ["body.error: missing (required)"]
+    assert errors.envelope_problems("Internal Server Error") == [
+        "error body is not JSON: 'Internal Server Error'"]
+    full = '{"error": {"message": "m", "type": "t", "param": null, "code": "model_not_found"}}'
+    assert errors.error_object_problems(full) == []
+    assert errors.error_object_problems('{"error": "Unauthorized"}') == [
+        "body.error: expected object, got string 'Unauthorized'"]

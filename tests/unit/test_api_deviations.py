@@ -1,0 +1,72 @@
+import re
+
+import pytest
+
+from llmconform.api import deviations
+from llmconform.api.deviations import Deviation, DeviationFileError
+from llmconform.api.fixture import check_id, spec_of
+
+CODE_INT = Deviation(engine="vllm", versions=">=0.32,<0.33", check="test_error_object_fields*",
+                     match=r"code: expected string, got integer", reason="integer code")
+
+
+@pytest.mark.parametrize("engine, version, check, applies", [
+    ("vllm", "0.32.0", "test_error_object_fields[400]", True),
+    ("vllm", "0.32.1+cpu", "test_error_object_fields", True),
+    ("vllm", "0.33.0", "test_error_object_fields[400]", False),
+    ("sglang", "0.32.0", "test_error_object_fields[400]", False),
+    ("vllm", "0.32.0", "test_response_schema[chat]", False),
+    ("vllm", None, "test_error_object_fields[404]", True),  # unknown version: assumed affected
+])
+def test_applies_to_engine_version_and_check(engine, version, check, applies):
+    assert CODE_INT.applies_to(engine, version, check) is applies
+
+
+def test_brackets_in_check_patterns_are_literal():
+    deviation = Deviation("vllm", "", "test_x[chat]", "x", "r")
+    assert deviation.applies_to("vllm", "1.0", "test_x[chat]")
+    assert not deviation.applies_to("vllm", "1.0", "test_x[c]")
+
+
+def test_explains_only_matching_problems():
+    assert CODE_INT.explains("body.error.code: expected string, got integer 400")
+    assert not CODE_INT.explains("HTTP 500, expected 400")
+
+
+def test_packaged_file_loads():
+    loaded = deviations.load()
+    assert loaded and all(d.reason and d.match for d in loaded)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("engine: vllm", "expected a list of deviations"),
+    ("- {engine: vllm, check: x, match: y}", "missing key(s) ['reason']"),
+    ("- {engine: vllm, check: x, match: y, reason: z, version: '1'}", "unknown key(s) ['version']"),
+    ("- {engine: vllm, check: x, match: y, reason: z, versions: 'new'}", "is not a PEP 440 specifier set"),
+    ("- {engine: vllm, check: x, match: '(', reason: z}", "is not a regular expression"),
+])
+def test_bad_files_say_what_to_change(tmp_path, text, message):
+    path = tmp_path / "deviations.yaml"
+    path.write_text(text)
+    with pytest.raises(DeviationFileError, match=re.escape(message)):
+        deviations.load(path)
+
+
+@pytest.mark.parametrize("callspec_id, expected", [
+    (None, "test_x"),
+    ("vllm-qwen2-tiny-tp1", "test_x"),
+    ("vllm-qwen2-tiny-tp1-chat", "test_x[chat]"),
+    ("chat-model-missing-vllm-qwen2-tiny-tp1", "test_x[chat-model-missing]"),
+])
+def test_check_id_drops_the_server_parameter(callspec_id, expected):
+    assert check_id("test_x", callspec_id, "vllm-qwen2-tiny-tp1") == expected
+
+
+def test_spec_of_reads_the_spec_paragraph():
+    def check():
+        """Spec: CompletionUsage: total = prompt +
+        completion.
+
+        More words."""
+
+    assert spec_of(check) == "CompletionUsage: total = prompt + completion."
