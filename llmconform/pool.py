@@ -10,7 +10,7 @@ from . import engines, models
 from .case import Case
 from .engines.base import Placement, Ports
 from .launchers import local, slurm
-from .resources import Hardware, Lease, lease_devices, lease_ports
+from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
 from .server import EngineStartError, Server
 
 
@@ -73,8 +73,11 @@ class ServerPool:
         layout = case.layout
         if case.launcher == "slurm":
             nodes = self.hardware.nodes[: layout.nodes]
+            pools = [n.cpus if case.engine.device == "cpu" else n.gpus for n in nodes]
+            addresses = tuple(node_address(n.name) for n in nodes)
             placement = Placement(hosts=tuple(n.name for n in nodes),
-                                  devices=tuple(n.gpus[: layout.gpus_per_node] for n in nodes), bind_host="0.0.0.0")
+                                  devices=tuple(p[: layout.gpus_per_node] for p in pools), bind_host="0.0.0.0",
+                                  addresses=addresses if all(addresses) else ())
             ports = Ports.from_base(slurm.port_base(os.environ.get("SLURM_JOB_ID"), self.worker))
 
             def launch(process, env, log_path):

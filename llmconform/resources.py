@@ -118,6 +118,22 @@ def detect(env: dict | None = None) -> Hardware:
     return Hardware((Node(socket.gethostname(), local_gpus, cpus, gpu_model, gpu_memory),), "local")
 
 
+def node_address(name: str) -> str | None:
+    """A node's IP: DNS/hosts first, then SLURM's NodeAddr (on clusters whose names resolve only inside nodes)."""
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        pass
+    if not shutil.which("scontrol"):
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "node", name], capture_output=True, text=True, timeout=30).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    match = re.search(r"\bNodeAddr=(\S+)", out)
+    return match.group(1) if match else None
+
+
 def from_target(nodes: int, gpus_per_node: int) -> Hardware:
     """The hardware a matrix is written for, as if it were present (for planning advice)."""
     return Hardware(tuple(Node(f"node{i}", tuple(range(gpus_per_node)), tuple(range(gpus_per_node * 8)))

@@ -33,10 +33,15 @@ class Placement:
     hosts: tuple[str, ...]
     devices: tuple[tuple[int, ...], ...]  # GPU ids (cuda) or CPU core ids (cpu) per node
     bind_host: str = "127.0.0.1"  # what the API server binds; launchers on other nodes need 0.0.0.0
+    addresses: tuple[str, ...] = ()  # each node's IP where known (names may not resolve on every side)
 
     @property
     def head(self) -> str:
-        return self.hosts[0]
+        """How other nodes and the client reach node 0: its address if known, else its name."""
+        return self.addresses[0] if self.addresses else self.hosts[0]
+
+    def address(self, node: int) -> str | None:
+        return self.addresses[node] if self.addresses else None
 
 
 @dataclass(frozen=True)

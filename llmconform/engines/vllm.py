@@ -96,8 +96,6 @@ class VLLM(Engine):
                 f"{layout.gpus_per_node} GPUs per node do not hold a whole number of {layout.replica_gpus}-GPU "
                 f"DP ranks",
             )
-        if device == "cpu" and layout.nodes > 1:
-            raise LayoutError("vllm-cpu-single-node", "vLLM-CPU layouts run on one node")
         super().check_layout(layout, model_config, device)
 
     def fill_suggestion(self, layout: Layout, nodes: int, gpus_per_node: int) -> Layout | None:
@@ -137,13 +135,17 @@ class VLLM(Engine):
                     argv += ["--data-parallel-start-rank", str(node * local)]
             if node > 0:
                 argv.append("--headless")
-            env = self._env(case, placement.devices[node], layout)
+            env = self._env(case, placement.devices[node], layout, placement.address(node))
             processes.append(Process(node=node, role="api" if node == 0 else "worker", argv=tuple(argv), env=env))
         return processes, {}, []
 
     @staticmethod
-    def _env(case, devices, layout) -> dict[str, str]:
+    def _env(case, devices, layout, address) -> dict[str, str]:
         env = {"VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
+        if layout.nodes > 1 and address:
+            # vLLM finds its own IP by a UDP "connect" to a public address; on a cluster without a default route
+            # that gives 0.0.0.0 and the cross-node message queue hangs (seen on the CI cluster).
+            env["VLLM_HOST_IP"] = address
         if case.engine.device == "cpu":
             ranks = layout.gpus_per_node
             per_rank = max(len(devices) // ranks, 1)
