@@ -1,0 +1,432 @@
+"""Output equivalence across layouts: the matrix's `compare:` section, which comparator applies to a case, which
+layout is the reference, where each layout's outputs are kept, and the equivalence report.
+
+```yaml
+compare:
+  reference: tp1               # the layout every other one is compared with (default: tp1, else the smallest)
+  comparator: auto             # auto | exact | logprob-close | logprob-delta
+  top_k: 5                     # logprobs requested per position
+  max_logprob_gap: 1.0         # logprob-close: how far either side may prefer its own token at the divergence
+  max_logprob_delta: 0.1       # logprob-delta: bound on |delta logprob| of the same token between layouts
+  max_tokens: 16               # tokens generated per greedy probe
+  samples: 200                 # sampled first tokens per prompt for the distribution test
+  false_alarm_rate: 0.001      # probability that layouts sampling from one distribution fail the test
+  repeats: 10                  # identical requests of the repeat-determinism probe
+  batch: 16                    # concurrent requests around the prompt of the batch-invariance probe
+  deterministic: false         # ask the engine for its determinism switch (VLLM_BATCH_INVARIANT=1, ...)
+  dtypes: {bfloat16: {comparator: logprob-close}}        # per dtype
+  models: {qwen3moe-tiny: {comparator: logprob-delta}}   # per model (wins over dtypes)
+```
+`auto` picks exact where the dtype makes layouts token-exact (float32; measured on vLLM-CPU) and logprob-close
+elsewhere (bf16 on H100: TP2 vs TP1 exact on 4/8 prompts, logprob-close on 8/8; research/device-vllm.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from . import layout as layouts
+from .case import Case
+from .compare import COMPARATORS, Comparator, Generation, make_comparator
+from .errors import LayoutError, UserError
+
+COMPARATOR_CHOICES = ("auto", *COMPARATORS)
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
+EXACT_DTYPES = ("float32",)
+OVERRIDE_KEYS = ("reference", "comparator", "top_k", "max_logprob_gap", "max_logprob_delta")
+SECTION_KEYS = (*OVERRIDE_KEYS, "max_tokens", "samples", "false_alarm_rate", "repeats", "batch", "deterministic",
+                "dtypes", "models")
+OUTPUTS_DIR = "equivalence"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one case is compared: the comparator (never `auto`), why it was chosen, and the probe sizes."""
+
+    comparator: str = "auto"
+    why: str = ""
+    reference: str | None = None
+    top_k: int = 5
+    max_logprob_gap: float = 1.0
+    max_logprob_delta: float = 0.1
+    max_tokens: int = 16
+    samples: int = 200
+    false_alarm_rate: float = 0.001
+    repeats: int = 10
+    batch: int = 16
+    deterministic: bool = False
+
+    def make_comparator(self) -> Comparator:
+        return make_comparator(self.comparator, top_k=self.top_k, max_gap=self.max_logprob_gap,
+                               max_delta=self.max_logprob_delta)
+
+
+@dataclass(frozen=True)
+class CompareSection:
+    """A validated `compare:` section: top-level settings and per-dtype / per-model overrides."""
+
+    settings: dict = field(default_factory=dict)
+    dtypes: dict[str, dict] = field(default_factory=dict)
+    models: dict[str, dict] = field(default_factory=dict)
+
+    def policy(self, model_id: str, dtype: str) -> Policy:
+        dtype = DTYPES.get(dtype, dtype)
+        chosen = {**self.settings, **self.dtypes.get(dtype, {}), **self.models.get(model_id, {})}
+        policy = replace(Policy(), **chosen)
+        if policy.comparator != "auto":
+            source = ("compare.models." + model_id if "comparator" in self.models.get(model_id, {})
+                      else "compare.dtypes." + dtype if "comparator" in self.dtypes.get(dtype, {})
+                      else "compare")
+            return replace(policy, why=f"{source}.comparator")
+        if dtype in EXACT_DTYPES:
+            return replace(policy, comparator="exact",
+                           why=f"auto: dtype {dtype} makes layouts token-exact (vLLM-CPU fp32: TP2 and PP2 identical "
+                               f"to TP1)")
+        return replace(policy, comparator="logprob-close",
+                       why=f"auto: dtype {dtype} rounds differently per layout (vLLM bf16 on H100: TP2 identical to "
+                           f"TP1 on 4/8 prompts, logprob-close on 8/8)")
+
+
+Fail = Callable[[str, str, str | None], None]  # fail(path, problem, allowed) raises
+
+
+def parse_compare_section(value, fail: Fail, model_ids: tuple[str, ...] | None = None) -> CompareSection:
+    """Validate a matrix's `compare:` section; `fail(path, problem, allowed)` must raise (matrix.py's _Reader.fail).
+    `model_ids` are the matrix's models, which `compare.models` may name."""
+    if value is None:
+        return CompareSection()
+    _mapping(value, "compare", SECTION_KEYS, fail)
+    top = {key: item for key, item in value.items() if key not in ("dtypes", "models")}
+    settings = _settings(top, "compare", SECTION_KEYS, fail)
+    dtypes, models = {}, {}
+    for dtype, body in _mapping(value.get("dtypes", {}), "compare.dtypes", None, fail).items():
+        if dtype not in DTYPES:
+            fail(f"compare.dtypes.{dtype}", "unknown dtype", ", ".join(DTYPES))
+        dtypes[DTYPES[dtype]] = _settings(body, f"compare.dtypes.{dtype}", OVERRIDE_KEYS, fail)
+    for model_id, body in _mapping(value.get("models", {}), "compare.models", None, fail).items():
+        if model_ids is not None and model_id not in model_ids:
+            fail(f"compare.models.{model_id}", "not a model of this matrix", ", ".join(model_ids))
+        models[model_id] = _settings(body, f"compare.models.{model_id}", OVERRIDE_KEYS, fail)
+    return CompareSection(settings, dtypes, models)
+
+
+def _mapping(value, path: str, allowed: tuple[str, ...] | None, fail: Fail) -> dict:
+    if not isinstance(value, dict):
+        fail(path, f"expected a mapping, got {value!r}", None)
+    for key in value:
+        if allowed is not None and key not in allowed:
+            fail(f"{path}.{key}", "unknown key", ", ".join(allowed))
+    return value
+
+
+def _settings(body, path: str, allowed: tuple[str, ...], fail: Fail) -> dict:
+    _mapping(body, path, allowed, fail)
+    checks = {
+        "reference": _layout_text, "comparator": _choice(COMPARATOR_CHOICES),
+        "top_k": _integer(1, 20), "max_tokens": _integer(1, 4096), "samples": _integer(20, 100000),
+        "repeats": _integer(2, 1000), "batch": _integer(2, 1024),
+        "max_logprob_gap": _positive, "max_logprob_delta": _positive, "false_alarm_rate": _probability,
+        "deterministic": _boolean,
+    }
+    out = {}
+    for key, item in body.items():
+        problem, allowed_text, parsed = checks[key](item)
+        if problem:
+            fail(f"{path}.{key}", problem, allowed_text)
+        out[key] = parsed
+    return out
+
+
+def _layout_text(value):
+    try:
+        return None, None, str(layouts.parse(value))
+    except LayoutError as error:
+        return error.detail, "a layout such as tp1, tp2, tp4pp2", None
+
+
+def _choice(choices):
+    def check(value):
+        if value not in choices:
+            return f"{value!r} is not allowed", ", ".join(choices), None
+        return None, None, value
+    return check
+
+
+def _integer(low: int, high: int):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"expected an integer from {low} to {high}, got {value!r}", None, None
+        return None, None, value
+    return check
+
+
+def _positive(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return f"expected a positive number, got {value!r}", None, None
+    return None, None, float(value)
+
+
+def _probability(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 0.5:
+        return f"expected a probability above 0 and below 0.5, got {value!r}", None, None
+    return None, None, float(value)
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        return f"expected true or false, got {value!r}", None, None
+    return None, None, value
+
+
+def _raise_user_error(path: str, problem: str, allowed: str | None) -> None:
+    raise UserError(f"{path}: {problem}" + (f" (allowed: {allowed})" if allowed else ""))
+
+
+def case_dtype(case: Case) -> str:
+    value = case.args.get("dtype", "auto")
+    return DTYPES.get(str(value).lower(), str(value).lower())
+
+
+def policy_for(case: Case) -> Policy:
+    """The policy of a case from its matrix's `compare:` section (validated again: a Case may be built by hand)."""
+    return parse_compare_section(case.compare or None, _raise_user_error).policy(case.model.id, case_dtype(case))
+
+
+# --- determinism switches ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeterminismSwitch:
+    """What makes an engine batch-invariant: environment and/or flags (research/engine-tests.md 4.1)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    args: dict = field(default_factory=dict)
+
+    def is_on(self, case: Case) -> bool:
+        env_on = all(str(case.env.get(k, "")).lower() in (v, "true") for k, v in self.env.items())
+        args_on = all(case.args.get(k, case.args.get(k.replace("-", "_"))) in (v, "true", "1")
+                      for k, v in self.args.items())
+        return env_on and args_on
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.env.items()] + [f"--{k}" for k in self.args]
+        return " ".join(parts)
+
+
+DETERMINISM_SWITCHES: dict[str, DeterminismSwitch] = {
+    "vllm": DeterminismSwitch(env={"VLLM_BATCH_INVARIANT": "1"}),
+    "sglang": DeterminismSwitch(args={"enable-deterministic-inference": True}),
+    "trtllm": DeterminismSwitch(env={"FORCE_DETERMINISTIC": "1"}),
+}
+
+
+def determinism_overrides(engine: str) -> tuple[dict, dict]:
+    """(args, env) that turn on an engine's determinism switch, for `compare.deterministic: true`."""
+    switch = DETERMINISM_SWITCHES.get(engine)
+    return (dict(switch.args), dict(switch.env)) if switch else ({}, {})
+
+
+# --- reference -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReferenceChoice:
+    case: Case | None
+    why: str
+
+
+def choose_reference(case: Case, cases: list[Case], policy: Policy, unfit: dict[str, str]) -> ReferenceChoice:
+    """The case this one is compared with: same engine and model, the layout `compare.reference` names, else tp1,
+    else the smallest layout that can run here."""
+    group = [c for c in cases if c.engine.name == case.engine.name and c.model.id == case.model.id]
+    names = ", ".join(str(c.layout) for c in group)
+    if policy.reference:
+        wanted = layouts.parse(policy.reference)
+        chosen = next((c for c in group if c.layout == wanted), None)
+        if chosen is None:
+            return ReferenceChoice(None, f"the reference layout {wanted} (compare.reference) is not among the "
+                                         f"layouts of {case.engine.name}/{case.model.id} in this session ({names}): "
+                                         f"add it to the matrix or set compare.reference to one of them")
+        return ReferenceChoice(chosen, f"compare.reference = {wanted}")
+    runnable = [c for c in group if c.id not in unfit] or group
+    chosen = min(runnable, key=lambda c: (c.layout != layouts.Layout(), c.layout.gpus, group.index(c)))
+    why = "tp1" if chosen.layout == layouts.Layout() else f"the smallest layout that runs here ({chosen.layout})"
+    return ReferenceChoice(chosen, why)
+
+
+# --- outputs of each layout ------------------------------------------------------------------------------------
+@dataclass
+class LayoutOutputs:
+    """What one layout answered to the probe set (or why it could not answer). `run` ties it to one test run so
+    that outputs left in a reused report dir are never mistaken for this run's."""
+
+    case_id: str
+    engine: str
+    engine_version: str | None
+    model: str
+    layout: str
+    dtype: str
+    run: str
+    generations: dict[str, list[Generation]] = field(default_factory=dict)  # probe -> answers
+    first_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # prompt -> {token: count}
+    failure: str | None = None
+    known_failure: str | None = None
+
+    @property
+    def collected(self) -> bool:
+        return self.failure is None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["generations"] = {probe: [g.to_dict() for g in answers] for probe, answers in self.generations.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LayoutOutputs:
+        generations = {probe: [Generation.from_dict(g) for g in answers]
+                       for probe, answers in data.pop("generations").items()}
+        return cls(generations=generations, **data)
+
+
+@dataclass(frozen=True)
+class OutputStore:
+    """Each layout's outputs as JSON files in the report dir, shared by every pytest(-xdist) process of a run."""
+
+    directory: Path
+    run: str
+
+    def path(self, case_id: str) -> Path:
+        return self.directory / f"{case_id}.json"
+
+    def save(self, outputs: LayoutOutputs) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(outputs.case_id)
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps(outputs.to_dict(), indent=1))
+        staging.replace(path)  # readers in other processes never see half a file
+        return path
+
+    def load(self, case_id: str) -> LayoutOutputs | None:
+        path = self.path(case_id)
+        if not path.exists():
+            return None
+        outputs = LayoutOutputs.from_dict(json.loads(path.read_text()))
+        return outputs if outputs.run == self.run else None
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+PROPERTY = "equivalence"  # the user property each equivalence test records (see suites/test_equivalence.py)
+REPORT_MD, REPORT_JSON = "equivalence.md", "equivalence.json"
+
+
+def write_report(report_dir: Path, results: list[dict]) -> list[str]:
+    """The equivalence table (markdown + JSON) from the tests' `equivalence` properties; returns summary lines."""
+    rows = [_row(r) for r in results if isinstance(r.get("properties", {}).get(PROPERTY), dict)]
+    if not rows:
+        return []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["engine"], row["model"]), []).append(row)
+    markdown = ["# Output equivalence", ""]
+    document = []
+    lines = []
+    for (engine, model), members in groups.items():
+        group = _group(engine, model, members)
+        document.append(group)
+        markdown += _group_markdown(group)
+        lines.append(_group_line(group))
+    (report_dir / REPORT_MD).write_text("\n".join(markdown) + "\n")
+    (report_dir / REPORT_JSON).write_text(json.dumps({"groups": document}, indent=1))
+    return lines + [f"equivalence report: {report_dir / REPORT_MD}"]
+
+
+def _row(result: dict) -> dict:
+    prop = result["properties"][PROPERTY]
+    row = {key: prop.get(key) for key in ("engine", "model", "layout", "reference", "probe", "comparator", "why",
+                                          "verdict")}
+    row["status"], row["cell"] = _cell(result, prop.get("verdict"))
+    row["test"] = result.get("nodeid")
+    return row
+
+
+def _cell(result: dict, verdict: dict | None) -> tuple[str, str]:
+    outcome = result.get("outcome")
+    xfail = result.get("xfail_reason")
+    if result["properties"][PROPERTY].get("role") == "reference":
+        return "reference", "reference"
+    if outcome == "skipped" and xfail and xfail.startswith("known engine failure"):
+        return "known engine failure", f"KNOWN ENGINE FAILURE: {_first_line(xfail)}"
+    if outcome == "skipped" and xfail:
+        return "xfail", f"xfail: {_first_line(xfail)}"
+    if outcome == "passed" and xfail:
+        return "xpass", f"XPASS: {_first_line(xfail)}"
+    if outcome == "skipped":
+        return "skipped", f"skipped: {_first_line(result.get('skip_reason') or '')}"
+    if verdict:
+        text = verdict.get("cell") or verdict.get("summary", "")
+        return ("ok" if outcome == "passed" else "FAILED"), (text if outcome == "passed" else f"**{text}**")
+    if outcome == "passed":
+        return "ok", "ok"
+    return "FAILED", f"**FAILED**: {_first_line(result.get('error') or '')}"
+
+
+def _group(engine: str, model: str, members: list[dict]) -> dict:
+    probes: list[str] = []
+    layouts_seen: list[str] = []
+    for row in members:
+        if row["probe"] not in probes:
+            probes.append(row["probe"])
+        if row["layout"] not in layouts_seen:
+            layouts_seen.append(row["layout"])
+    reference = next((r["reference"] for r in members if r.get("reference")), None)
+    comparator = next((r["comparator"] for r in members if r.get("comparator")), None)
+    why = next((r["why"] for r in members if r.get("why")), None)
+    table = {layout: {row["probe"]: {"status": row["status"], "cell": row["cell"], "verdict": row["verdict"],
+                                     "test": row["test"]}
+                      for row in members if row["layout"] == layout}
+             for layout in layouts_seen}
+    return {"engine": engine, "model": model, "reference": reference, "comparator": comparator, "why": why,
+            "probes": probes, "layouts": table}
+
+
+def _group_markdown(group: dict) -> list[str]:
+    out = [f"## {group['engine']} / {group['model']}: reference {group['reference'] or 'none'}, comparator "
+           f"{group['comparator']} ({group['why']})", ""]
+    out.append("| layout | " + " | ".join(group["probes"]) + " |")
+    out.append("|---" * (len(group["probes"]) + 1) + "|")
+    for layout, cells in group["layouts"].items():
+        name = f"{layout} (reference)" if layout == group["reference"] else layout
+        out.append(f"| {name} | " + " | ".join(_escape(cells[p]["cell"]) if p in cells else ""
+                                                for p in group["probes"]) + " |")
+    details = [(layout, probe, cell) for layout, cells in group["layouts"].items() for probe, cell in cells.items()
+               if cell["verdict"] and cell["verdict"].get("explain") and cell["verdict"].get("outcome") != "identical"]
+    if details:
+        out += ["", "### Where outputs differ", ""]
+        for layout, probe, cell in details:
+            out += [f"**{layout} / {probe}** ({cell['status']})", "", "```", cell["verdict"]["explain"], "```", ""]
+    return out + [""]
+
+
+def _group_line(group: dict) -> str:
+    states = []
+    for layout, cells in group["layouts"].items():
+        if layout == group["reference"]:
+            continue
+        statuses = {c["status"] for c in cells.values()}
+        for status in ("FAILED", "known engine failure", "skipped"):
+            if status in statuses:
+                states.append(f"{layout} {status}")
+                break
+        else:
+            outcomes = {(c["verdict"] or {}).get("outcome") for c in cells.values()} - {None}
+            states.append(f"{layout} {'identical' if outcomes <= {'identical'} else 'equivalent'}")
+    return (f"equivalence {group['engine']}/{group['model']} vs {group['reference']} ({group['comparator']}): "
+            + (", ".join(states) or "no other layouts"))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
