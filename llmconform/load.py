@@ -1,0 +1,687 @@
+"""Async load generator for OpenAI-compatible servers: streamed `/v1/completions` requests with prompts of exact token
+lengths, a fixed output length, closed-loop (fixed concurrency) or open-loop (Poisson/gamma arrivals) traffic, and
+raw per-request timings.
+
+What it records per request (`RequestRecord`): when it was due and sent, the arrival time of every streamed chunk that
+carries a choice, the end of the stream, the server's token counts and any error. Every metric is derived afterwards
+from those records (llmconform.load_metrics) with the definitions of `vllm bench serve`
+(research/conformance-perf.md 2.1-2.2), so that our numbers and vLLM's can be compared one to one.
+
+The traffic shapes follow `vllm bench serve` too: a closed-loop point keeps `concurrency` requests in flight (vLLM's
+`--max-concurrency C --request-rate inf`); an open-loop point draws gamma inter-arrival gaps (shape = burstiness,
+1 = Poisson) and rescales them so that the last request is due at exactly N / rate seconds, as vLLM does.
+
+One process drives thousands of concurrent streams: aiohttp (the client `vllm bench serve` uses) on one event loop,
+request bodies serialised before the clock starts, and SSE parsed from raw reads. The client measures its own cost
+(CPU time of the event-loop thread per streamed chunk, event-loop lag) so a run can say when the client, not the
+server, set the pace (`load_metrics.client_overhead`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import resource
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Engines whose OpenAI server accepts `ignore_eos` in a completion request (vLLM and SGLang sampling params;
+# TensorRT-LLM tensorrt_llm/serve/openai_protocol.py CompletionRequest). Elsewhere only `max_tokens` is sent and the
+# output lengths are checked afterwards.
+ENGINES_WITH_IGNORE_EOS = frozenset({"vllm", "sglang", "trtllm"})
+PROMPT_KINDS = ("random", "text")
+DEFAULT_REQUESTS_PER_STREAM = 5
+MIN_REQUESTS = 16
+MAX_DEFAULT_WARMUP = 64
+LAG_PROBE_INTERVAL_S = 0.01
+
+# Prose for `prompts: text` (written for this project): prompts are cut from it at exact token counts.
+DEFAULT_TEXT = (
+    "A serving engine keeps many conversations moving at once. Each request brings a prompt that must be read in "
+    "full before the first word of the answer can appear, and then the answer grows one token at a time while other "
+    "requests join and leave the batch. Operators care about how long the first token takes, how steady the stream "
+    "of later tokens is, and how many tokens the whole machine produces every second. A good benchmark measures "
+    "all three with the same clock, on the same requests, and keeps its own overhead small enough that the engine, "
+    "not the client, sets the pace. Hardware has limits that no scheduler can beat: a decoding step has to read "
+    "every weight of the model from memory, so the memory bandwidth of the accelerator bounds how fast a single "
+    "stream can go. Batching many streams shares that read among them, which is why throughput rises with "
+    "concurrency until compute or memory capacity runs out. "
+)
+
+
+class PromptError(ValueError):
+    """No prompt of the requested token length could be made with this tokenizer."""
+
+
+# --- workloads -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives for goodput, in milliseconds (vLLM `--goodput ttft:.. tpot:.. e2el:..`)."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One measured point of a sweep. Closed loop: `concurrency` streams kept in flight. Open loop: `rate` requests
+    per second (inf: all due at t=0), optionally capped at `max_concurrency` in flight."""
+
+    requests: int
+    warmup: int
+    concurrency: int | None = None
+    rate: float | None = None
+    max_concurrency: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.rate is None:
+            return f"c{self.concurrency}"
+        rate = "inf" if math.isinf(self.rate) else f"{self.rate:g}"
+        return f"r{rate}" + (f"-c{self.max_concurrency}" if self.max_concurrency else "")
+
+    @property
+    def in_flight_limit(self) -> int | None:
+        return self.concurrency if self.rate is None else self.max_concurrency
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A matrix `workloads:` entry: what to send and at which concurrencies or rates (see `parse_workloads`)."""
+
+    name: str
+    input_tokens: int
+    output_tokens: int
+    concurrency: tuple[int, ...] = ()
+    rates: tuple[float, ...] = ()
+    requests: int | None = None
+    requests_per_stream: int = DEFAULT_REQUESTS_PER_STREAM
+    warmup: int | None = None
+    prompts: str = "random"
+    text: str | None = None
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    ignore_eos: bool = True
+    temperature: float | None = None
+    slo: Slo | None = None
+    seed: int = 0
+
+    def points(self) -> list[LoadPoint]:
+        points = []
+        for c in self.concurrency:
+            requests = self.requests or max(MIN_REQUESTS, self.requests_per_stream * c)
+            warmup = self.warmup if self.warmup is not None else min(c, MAX_DEFAULT_WARMUP)
+            points.append(LoadPoint(requests=requests, warmup=warmup, concurrency=c))
+        for rate in self.rates:
+            warmup = self.warmup if self.warmup is not None else min(self.max_concurrency or 8, MAX_DEFAULT_WARMUP)
+            points.append(LoadPoint(requests=self.requests, warmup=warmup, rate=rate,
+                                    max_concurrency=self.max_concurrency))
+        return points
+
+
+WORKLOAD_KEYS = ("name", "input_tokens", "output_tokens", "concurrency", "rate", "requests", "requests_per_stream",
+                 "warmup", "prompts", "text", "burstiness", "max_concurrency", "ignore_eos", "temperature", "slo",
+                 "seed")
+SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
+
+
+def parse_workloads(value, fail: Callable[[str, str, str | None], None]) -> tuple[Workload, ...]:
+    """Validate a matrix's `workloads:` section. `fail(path, problem, allowed)` must raise (matrix.py turns it into a
+    MatrixError naming the file). Items that are already `Workload`s pass through.
+
+    ```yaml
+    workloads:
+      - name: decode-512-128     # unique; floors refer to it (`in decode-512-128`)
+        input_tokens: 512        # exact prompt length, as the server counts it (usage.prompt_tokens)
+        output_tokens: 128       # exact output length (ignore_eos where the engine accepts it)
+        concurrency: [1, 64]     # closed loop: streams in flight, one point each ...
+        rate: [2, 8, inf]        # ... or open loop: requests/s (gamma arrivals; burstiness 1 = Poisson)
+        burstiness: 1.0
+        max_concurrency: 256     # open loop: cap on requests in flight
+        requests: 320            # per point (default: 5 per stream, at least 16; required with rate)
+        requests_per_stream: 5
+        warmup: 8                # unmeasured requests first (default: one wave, at most 64)
+        prompts: random          # random tokens | text (cut from `text`, default: built-in prose)
+        ignore_eos: true
+        temperature: 0           # default: the server's
+        slo: {ttft_ms: 2000, tpot_ms: 100, e2el_ms: 20000}   # goodput: requests meeting all of them
+        seed: 0
+    ```
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        fail("workloads", f"expected a list of workloads, got {type(value).__name__}", None)
+    workloads: list[Workload] = []
+    for i, item in enumerate(value):
+        if isinstance(item, Workload):
+            workloads.append(item)
+            continue
+        workloads.append(_parse_workload(item, f"workloads[{i}]", fail))
+    names = [w.name for w in workloads]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            fail(f"workloads[{i}].name", f"workload name {name!r} is used twice", "unique names")
+    return tuple(workloads)
+
+
+def _parse_workload(item, path: str, fail) -> Workload:
+    if not isinstance(item, dict):
+        fail(path, f"expected a mapping, got {type(item).__name__}", None)
+    for key in item:
+        if key not in WORKLOAD_KEYS:
+            fail(f"{path}.{key}", "unknown key", ", ".join(WORKLOAD_KEYS))
+    for key in ("name", "input_tokens", "output_tokens"):
+        if key not in item:
+            fail(f"{path}.{key}", "missing required key", None)
+    name = item["name"]
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        fail(f"{path}.name", f"{name!r} is not a workload name", "letters, digits, '-', '_' and '.'")
+
+    def integer(key: str, minimum: int = 1) -> int | None:
+        v = item.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            fail(f"{path}.{key}", f"expected an integer >= {minimum}, got {v!r}", None)
+        return v
+
+    def number(key: str, v, where: str | None = None) -> float:
+        if isinstance(v, str) and v.strip().lower() == "inf":
+            return math.inf
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            fail(where or f"{path}.{key}", f"expected a positive number, got {v!r}", None)
+        return float(v)
+
+    def listed(key: str) -> list:
+        v = item.get(key)
+        if v is None:
+            return []
+        return list(v) if isinstance(v, list) else [v]
+
+    concurrency = []
+    for j, c in enumerate(listed("concurrency")):
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            fail(f"{path}.concurrency[{j}]", f"expected an integer >= 1, got {c!r}", None)
+        concurrency.append(c)
+    rates = [number("rate", r, f"{path}.rate[{j}]") for j, r in enumerate(listed("rate"))]
+    if bool(concurrency) == bool(rates):
+        fail(path, "give exactly one of `concurrency` (closed loop) and `rate` (open loop)",
+             "concurrency: [1, 64] or rate: [2, 8]")
+    requests = integer("requests")
+    if rates and requests is None:
+        fail(f"{path}.requests", "an open-loop workload (rate) needs `requests` per point", None)
+    if "requests_per_stream" in item and (requests is not None or rates):
+        fail(f"{path}.requests_per_stream", "only for closed-loop workloads without `requests`", None)
+    if "max_concurrency" in item and not rates:
+        fail(f"{path}.max_concurrency", "only for open-loop workloads (rate); closed loops use concurrency", None)
+    prompts = item.get("prompts", "random")
+    if prompts not in PROMPT_KINDS:
+        fail(f"{path}.prompts", f"{prompts!r} is not allowed", ", ".join(PROMPT_KINDS))
+    text = item.get("text")
+    if text is not None and (prompts != "text" or not isinstance(text, str) or not text.strip()):
+        fail(f"{path}.text", "`text` is a non-empty string, used with `prompts: text`", None)
+    ignore_eos = item.get("ignore_eos", True)
+    if not isinstance(ignore_eos, bool):
+        fail(f"{path}.ignore_eos", f"expected true or false, got {ignore_eos!r}", None)
+    temperature = item.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or temperature < 0):
+        fail(f"{path}.temperature", f"expected a number >= 0, got {temperature!r}", None)
+    seed = item.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        fail(f"{path}.seed", f"expected an integer >= 0, got {seed!r}", None)
+    return Workload(
+        name=name, input_tokens=integer("input_tokens"), output_tokens=integer("output_tokens"),
+        concurrency=tuple(concurrency), rates=tuple(rates), requests=requests,
+        requests_per_stream=integer("requests_per_stream") or DEFAULT_REQUESTS_PER_STREAM,
+        warmup=integer("warmup", minimum=0), prompts=prompts, text=text,
+        burstiness=number("burstiness", item.get("burstiness", 1.0)),
+        max_concurrency=integer("max_concurrency"), ignore_eos=ignore_eos,
+        temperature=float(temperature) if temperature is not None else None,
+        slo=_parse_slo(item.get("slo"), f"{path}.slo", fail), seed=seed)
+
+
+def _parse_slo(value, path: str, fail) -> Slo | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        fail(path, "expected a mapping of SLOs in milliseconds", ", ".join(SLO_KEYS))
+    for key, v in value.items():
+        if key not in SLO_KEYS:
+            fail(f"{path}.{key}", "unknown SLO", ", ".join(SLO_KEYS))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            fail(f"{path}.{key}", f"expected a positive number of milliseconds, got {v!r}", None)
+    return Slo(**{k: float(v) for k, v in value.items()})
+
+
+# --- prompts -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    tokens: int  # as the server counts it: special tokens its tokenizer adds (BOS) included
+
+
+class PromptTokenizer:
+    """Makes prompts whose token count is exact: tokens -> text -> tokens again, truncating or topping up until the
+    round trip is stable (byte-level BPE merges neighbours, so N sampled tokens rarely re-encode to N).
+
+    The vocabulary and decoding come from the model's tokenizer.json (read with `tokenizers`). Counting is the
+    server's where it can tell (`with_server`: its /tokenize route), because the server's tokenizer may split text
+    differently from tokenizer.json alone (transformers picks a tokenizer class by model type, with its own
+    pre-tokenizer); otherwise tokenizer.json counts and usage.prompt_tokens checks it afterwards."""
+
+    def __init__(self, tokenizer, encode: Callable[[str], list[int]] | None = None,
+                 added_by_server: int | None = None, counted_by: str = "tokenizer.json"):
+        self.tokenizer = tokenizer
+        self.encode = encode or (lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
+        # special tokens (e.g. BOS) the server adds to every prompt
+        self.added_by_server = (tokenizer.num_special_tokens_to_add(False) if added_by_server is None
+                                else added_by_server)
+        self.counted_by = counted_by
+        special = set(tokenizer.get_added_tokens_decoder())
+        self.ordinary_ids = np.array([i for i in range(tokenizer.get_vocab_size(with_added_tokens=True))
+                                      if i not in special], dtype=np.int64)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> PromptTokenizer:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"no tokenizer.json at {path}")
+        return cls(Tokenizer.from_file(str(file)))
+
+    def with_server(self, target: Target) -> PromptTokenizer:
+        """The same tokenizer, counting with the server's POST /tokenize (vLLM, SGLang) where it answers;
+        unchanged where it does not."""
+        import httpx
+
+        client = httpx.Client(base_url=target.base_url, timeout=60, headers=target.headers)
+
+        def server_ids(text: str, special: bool) -> list[int]:
+            response = client.post("/tokenize", json={"model": target.model, "prompt": text,
+                                                      "add_special_tokens": special})
+            response.raise_for_status()
+            return response.json()["tokens"]
+
+        try:
+            added = len(server_ids("a", True)) - len(server_ids("a", False))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            client.close()
+            return self
+        return PromptTokenizer(self.tokenizer, lambda text: server_ids(text, False), added,
+                               counted_by=f"{target.base_url}/tokenize")
+
+    def count(self, text: str, with_special: bool = True) -> int:
+        return len(self.encode(text)) + (self.added_by_server if with_special else 0)
+
+    def random_prompts(self, n: int, tokens: int, rng: np.random.Generator) -> list[Prompt]:
+        """`n` prompts of uniformly random ordinary tokens, each exactly `tokens` long as the server counts."""
+        body = self._body_length(tokens)
+
+        def one(child: np.random.Generator) -> Prompt:
+            def draw(k: int) -> list[int]:
+                return child.choice(self.ordinary_ids, size=k).tolist()
+
+            return Prompt(self._fit(draw(body), body, draw), tokens)
+
+        return self._each(one, rng.spawn(n))
+
+    def text_prompts(self, n: int, tokens: int, rng: np.random.Generator, text: str | None = None) -> list[Prompt]:
+        """`n` prompts cut from natural text (`text`, default the built-in prose), each starting at a different word
+        and with its own request number first, so that no two share a cached prefix."""
+        body = self._body_length(tokens)
+        words = (text or DEFAULT_TEXT).split()
+
+        def one(i: int) -> Prompt:
+            start = int(starts[i])
+            rotated = " ".join(words[start:] + words[:start])
+            ids = self.tokenizer.encode(f"Request {i}: {rotated}", add_special_tokens=False).ids
+            while len(ids) < body + 8:  # enough text to cut from
+                ids += self.tokenizer.encode(" " + rotated, add_special_tokens=False).ids
+            filler = itertools.cycle(ids)
+            return Prompt(self._fit(ids[:body], body, lambda k: [next(filler) for _ in range(k)]), tokens)
+
+        starts = rng.integers(len(words), size=n)
+        return self._each(one, range(n))
+
+    def _each(self, make: Callable, items) -> list[Prompt]:
+        # Counting may be a round trip to the server per try: overlap them. Each prompt has its own random stream,
+        # so the prompts do not depend on the order the threads run in.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(make, items))
+
+    def _body_length(self, tokens: int) -> int:
+        body = tokens - self.added_by_server
+        if body < 1:
+            raise PromptError(f"a prompt of {tokens} tokens leaves no room after the {self.added_by_server} special "
+                              f"token(s) the server adds")
+        return body
+
+    def _fit(self, ids: list[int], length: int, more: Callable[[int], list[int]], tries: int = 32) -> str:
+        for _ in range(tries):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            again = self.encode(text)
+            if len(again) == length:
+                return text
+            ids = again[:length] if len(again) > length else again + more(length - len(again))
+        raise PromptError(f"could not make a prompt of exactly {length} tokens in {tries} round trips")
+
+
+def make_prompts(tokenizer: PromptTokenizer, workload: Workload, count: int, stream: int) -> list[Prompt]:
+    """Prompts for one phase of a sweep; `stream` separates the random streams of points and warm-ups, so no prompt
+    repeats across them (a repeat would be served from the prefix cache)."""
+    rng = np.random.default_rng([workload.seed, stream])
+    if workload.prompts == "text":
+        return tokenizer.text_prompts(count, workload.input_tokens, rng, workload.text)
+    return tokenizer.random_prompts(count, workload.input_tokens, rng)
+
+
+# --- records -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RequestRecord:
+    """Raw timings of one request, in seconds since the start of its run (the clock is `time.perf_counter`)."""
+
+    index: int
+    expected_input_tokens: int
+    expected_output_tokens: int
+    scheduled_s: float | None = None  # open loop: when it was due
+    sent_s: float = 0.0  # when the request went out (after any client-side queueing)
+    chunk_s: list[float] = field(default_factory=list)  # arrival of each streamed chunk that carries a choice
+    done_s: float | None = None  # end of the stream ([DONE] or connection close)
+    prompt_tokens: int | None = None  # usage, as the server counted
+    completion_tokens: int | None = None
+    text_tokens: int | None = None  # the generated text re-tokenised, only where the server sent no usage
+    finish_reason: str | None = None
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """vLLM's `success`: answered 200 and streamed at least one choice chunk."""
+        return self.error is None and bool(self.chunk_s)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RequestRecord:
+        return cls(**data)
+
+
+@dataclass
+class ClientStats:
+    """The client's own cost during the timed run: CPU seconds of the event-loop thread, streamed chunks parsed, and
+    how late the event loop woke up for a periodic probe (lag = time a chunk may wait before it is timestamped)."""
+
+    cpu_s: float
+    chunks: int
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
+
+
+@dataclass
+class PointRun:
+    workload: str
+    point: LoadPoint
+    records: list[RequestRecord]
+    duration_s: float  # vLLM's benchmark duration: first dispatch to last completion
+    client: ClientStats
+    sent_ignore_eos: bool
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send: an OpenAI-compatible server, the model id it serves, and which engine it is (for the engine's
+    request extensions)."""
+
+    base_url: str
+    model: str
+    engine: str = "unknown"
+    api_key: str | None = None
+
+    @property
+    def accepts_ignore_eos(self) -> bool:
+        return self.engine in ENGINES_WITH_IGNORE_EOS
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+# --- running -------------------------------------------------------------------------------------------------------
+
+def request_body(target: Target, workload: Workload, prompt: Prompt) -> dict:
+    body = {"model": target.model, "prompt": prompt.text, "max_tokens": workload.output_tokens, "stream": True,
+            "stream_options": {"include_usage": True}}
+    if workload.ignore_eos and target.accepts_ignore_eos:
+        body["ignore_eos"] = True
+    if workload.temperature is not None:
+        body["temperature"] = workload.temperature
+    return body
+
+
+def arrival_times(count: int, rate: float, burstiness: float, rng: np.random.Generator) -> list[float]:
+    """When each request is due, as in `vllm bench serve`: gamma gaps with shape `burstiness` and mean 1/rate
+    (burstiness 1 = Poisson), accumulated and rescaled so the last request is due at exactly count / rate."""
+    if math.isinf(rate):
+        return [0.0] * count
+    gaps = rng.gamma(shape=burstiness, scale=1.0 / (rate * burstiness), size=count)
+    due = np.cumsum(gaps)
+    return (due * (count / rate) / due[-1]).tolist()
+
+
+def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
+              warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None = None,
+              request_timeout_s: float = 1800.0) -> PointRun:
+    """Send the warm-up requests (unmeasured), then the point's requests, and return their raw records."""
+    _raise_open_file_limit()
+    return asyncio.run(_run_point(target, workload, point, prompts, warmup_prompts, tokenizer, request_timeout_s))
+
+
+def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
+                 on_point: Callable[[PointRun], None] | None = None) -> list[PointRun]:
+    """Every point of a workload's sweep, in order; `on_point` sees each run as soon as it is done."""
+    runs = []
+    for i, point in enumerate(workload.points()):
+        prompts = make_prompts(tokenizer, workload, point.requests, stream=2 * i + 1)
+        warmup = make_prompts(tokenizer, workload, point.warmup, stream=2 * i + 2) if point.warmup else []
+        run = run_point(target, workload, point, prompts, warmup, tokenizer)
+        if on_point:
+            on_point(run)
+        runs.append(run)
+    return runs
+
+
+def _raise_open_file_limit() -> None:
+    # Each stream holds a socket; thousands of them need more than the usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+async def _run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
+                     warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None,
+                     request_timeout_s: float) -> PointRun:
+    import aiohttp
+
+    limit = point.in_flight_limit or 0
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=request_timeout_s)
+    headers = {"Content-Type": "application/json", **target.headers}
+    url = f"{target.base_url.rstrip('/')}/v1/completions"
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+        client = _Client(session, url)
+        if warmup_prompts:
+            warm = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens))
+                    for i, p in enumerate(warmup_prompts)]
+            await client.closed_loop(iter(warm), min(point.in_flight_limit or len(warm), len(warm)),
+                                     time.perf_counter())
+        jobs = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens))
+                for i, p in enumerate(prompts)]
+        client.chunks = 0
+        lags: list[float] = []
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(_watch_loop_lag(stop, lags))
+        cpu_before = time.thread_time()
+        start = time.perf_counter()
+        if point.rate is None:
+            await client.closed_loop(iter(jobs), point.concurrency, start)
+        else:
+            due = arrival_times(len(jobs), point.rate, workload.burstiness,
+                                np.random.default_rng([workload.seed, 0]))
+            await client.open_loop(jobs, due, point.max_concurrency, start)
+        duration = time.perf_counter() - start
+        cpu = time.thread_time() - cpu_before
+        stop.set()
+        await watcher
+    records = [job.record for job in jobs]
+    if tokenizer:
+        for job in jobs:  # vLLM's fallback when usage is missing: count the generated text's tokens
+            if job.record.ok and not job.record.completion_tokens:
+                job.record.text_tokens = tokenizer.count("".join(job.text), with_special=False)
+    return PointRun(workload=workload.name, point=point, records=records, duration_s=duration,
+                    client=ClientStats(cpu_s=cpu, chunks=client.chunks,
+                                       loop_lag_p99_ms=float(np.percentile(lags or 0, 99)) * 1e3,
+                                       loop_lag_max_ms=max(lags, default=0.0) * 1e3),
+                    sent_ignore_eos=workload.ignore_eos and target.accepts_ignore_eos)
+
+
+def _payload(target: Target, workload: Workload, prompt: Prompt) -> bytes:
+    return json.dumps(request_body(target, workload, prompt)).encode()
+
+
+@dataclass
+class _Job:
+    payload: bytes
+    record: RequestRecord
+    text: list[str] = field(default_factory=list)
+
+
+class _Client:
+    def __init__(self, session, url: str):
+        self.session = session
+        self.url = url
+        self.chunks = 0
+
+    async def closed_loop(self, jobs: Iterator[_Job], concurrency: int, start: float) -> None:
+        async def stream_next():
+            for job in jobs:  # one shared iterator: a stream takes the next job as soon as it is free
+                await self.send(job, start)
+
+        await asyncio.gather(*(stream_next() for _ in range(concurrency)))
+
+    async def open_loop(self, jobs: list[_Job], due: list[float], cap: int | None, start: float) -> None:
+        gate = asyncio.Semaphore(cap) if cap else None
+
+        async def fire(job: _Job) -> None:
+            if gate is None:
+                await self.send(job, start)
+                return
+            async with gate:
+                await self.send(job, start)
+
+        tasks = []
+        for job, at in zip(jobs, due):
+            job.record.scheduled_s = at
+            wait = at - (time.perf_counter() - start)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(fire(job)))
+        await asyncio.gather(*tasks)
+
+    async def send(self, job: _Job, start: float) -> None:
+        import aiohttp
+
+        record = job.record
+        record.sent_s = time.perf_counter() - start
+        try:
+            async with self.session.post(self.url, data=job.payload) as response:
+                record.status = response.status
+                if response.status != 200:
+                    record.error = f"HTTP {response.status}: {(await response.text())[:500]}"
+                    return
+                pending = b""
+                async for data in response.content.iter_any():
+                    now = time.perf_counter() - start
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if self._handle(line, now, job):
+                            record.done_s = now
+                            return
+                record.done_s = time.perf_counter() - start
+                if pending.strip():
+                    self._handle(pending, record.done_s, job)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+            record.error = f"{type(error).__name__}: {error}"
+        finally:
+            if record.error is None and not record.chunk_s:
+                record.error = "the stream carried no choice chunk (no first token)"
+
+    def _handle(self, line: bytes, now: float, job: _Job) -> bool:
+        """One SSE line; True at the end of the stream. Only `data:` lines matter (comments and blank separators
+        do not)."""
+        if not line.startswith(b"data:"):
+            return False
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return True
+        self.chunks += 1
+        event = json.loads(data)
+        record = job.record
+        choices = event.get("choices")
+        if choices:
+            record.chunk_s.append(now)
+            choice = choices[0]
+            job.text.append(choice.get("text") or "")
+            if choice.get("finish_reason"):
+                record.finish_reason = choice["finish_reason"]
+        usage = event.get("usage")
+        if usage:
+            record.prompt_tokens = usage.get("prompt_tokens")
+            record.completion_tokens = usage.get("completion_tokens")
+        if event.get("error"):
+            record.error = f"error event: {json.dumps(event['error'])[:500]}"
+        return False
+
+
+async def _watch_loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
+    while not stop.is_set():
+        before = time.perf_counter()
+        await asyncio.sleep(LAG_PROBE_INTERVAL_S)
+        lags.append(max(0.0, time.perf_counter() - before - LAG_PROBE_INTERVAL_S))
+
+
+def write_records(path: Path, run: PointRun) -> None:
+    """Raw records of one point as JSON lines (one request per line), after a header line with the point."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as out:
+        out.write(json.dumps({"workload": run.workload, "point": asdict(run.point), "duration_s": run.duration_s,
+                              "client": asdict(run.client), "sent_ignore_eos": run.sent_ignore_eos}) + "\n")
+        out.writelines(json.dumps(record.to_json()) + "\n" for record in run.records)
+
+
+def read_records(path: Path) -> PointRun:
+    lines = Path(path).read_text().splitlines()
+    head = json.loads(lines[0])
+    return PointRun(workload=head["workload"], point=LoadPoint(**head["point"]),
+                    records=[RequestRecord.from_json(json.loads(line)) for line in lines[1:] if line.strip()],
+                    duration_s=head["duration_s"], client=ClientStats(**head["client"]),
+                    sent_ignore_eos=head["sent_ignore_eos"])

@@ -1,0 +1,239 @@
+"""Serving metrics from raw request records, with exactly the definitions of `vllm bench serve`
+(vllm/benchmarks/serve.py `calculate_metrics`, vLLM 0.32; research/conformance-perf.md 2.1-2.2):
+
+- a request succeeded when it answered 200 and streamed at least one chunk carrying a choice; the rest are `failed`;
+- TTFT = arrival of the first choice chunk - send time;
+- E2EL = arrival of the last choice chunk - send time (the trailing usage chunk and [DONE] do not count);
+- ITL = every gap between consecutive choice chunks, pooled over all requests (a chunk may carry several tokens);
+- TPOT = (E2EL - TTFT) / (output tokens - 1), only for requests with more than one output token ("excl. 1st token");
+  for goodput, a request with one output token has TPOT 0;
+- output tokens = the server's usage.completion_tokens; when it is missing or 0, the generated text re-tokenised;
+  failed requests count 0; input tokens = usage.prompt_tokens where the server sent it, else the prompt's length;
+- duration = first dispatch to last completion; request, output and total token throughput divide by it;
+- goodput = requests meeting every given SLO (TTFT, TPOT, E2EL; value <= SLO) per second of duration;
+- mean, median, std and percentiles are numpy's (`np.percentile`, linear interpolation) over successful requests,
+  and 0 when there are none;
+- peak output throughput = the most choice chunks arriving in one 1-second bucket counted from the first send,
+  and the most requests active in one bucket (vLLM's "Peak output token throughput" / "Peak concurrent requests").
+
+Names: throughputs are `output_tok_s`, `total_tok_s`, `requests_per_s`, `goodput_requests_per_s`, `max_output_tok_s`;
+latencies are vLLM's result keys `{mean,median,std,p90,p99}_{ttft,tpot,itl,e2el}_ms`. `VLLM_RESULT_KEYS` maps ours to
+the keys of vLLM's saved result JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .load import ClientStats, PointRun, RequestRecord, Slo
+
+LATENCIES = ("ttft", "tpot", "itl", "e2el")
+STATISTICS = ("mean", "median", "std", "p90", "p99")
+THROUGHPUTS = ("output_tok_s", "total_tok_s", "requests_per_s", "goodput_requests_per_s", "max_output_tok_s")
+LATENCY_METRICS = tuple(f"{stat}_{name}_ms" for name in LATENCIES for stat in STATISTICS)
+METRICS = THROUGHPUTS + LATENCY_METRICS
+VLLM_RESULT_KEYS = {"output_tok_s": "output_throughput", "total_tok_s": "total_token_throughput",
+                    "requests_per_s": "request_throughput", "goodput_requests_per_s": "request_goodput",
+                    "max_output_tok_s": "max_output_tokens_per_s", **{m: m for m in LATENCY_METRICS}}
+# The client is called significant when its event loop is busy this share of each ITL window: towards 1 it caps the
+# throughput it measures and queues chunks before timestamping them.
+CLIENT_SHARE_WARNING = 0.5
+# Event-loop lag (p99) beyond this share of the median ITL makes chunk timestamps too coarse to trust.
+LOOP_LAG_WARNING = 0.2
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric in THROUGHPUTS
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Milliseconds."""
+
+    mean: float
+    median: float
+    std: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> LatencyStats:
+        values = seconds or 0  # vLLM: numpy over an empty list would warn; it reports 0
+        return cls(mean=float(np.mean(values)) * 1e3, median=float(np.median(values)) * 1e3,
+                   std=float(np.std(values)) * 1e3, p90=float(np.percentile(values, 90)) * 1e3,
+                   p99=float(np.percentile(values, 99)) * 1e3)
+
+
+@dataclass(frozen=True)
+class ServingMetrics:
+    completed: int
+    failed: int
+    duration_s: float
+    total_input_tokens: int
+    total_output_tokens: int
+    requests_per_s: float
+    output_tok_s: float
+    total_tok_s: float
+    goodput_requests_per_s: float | None  # None without SLOs
+    ttft: LatencyStats
+    tpot: LatencyStats
+    itl: LatencyStats
+    e2el: LatencyStats
+    max_output_tok_s: float
+    max_concurrent_requests: int
+    prompt_length_mismatches: int  # successful requests whose usage.prompt_tokens differs from the prompt's length
+    output_length_mismatches: int  # successful requests whose output length differs from max_tokens
+
+    def value(self, metric: str) -> float | None:
+        if metric in THROUGHPUTS:
+            return getattr(self, metric)
+        stat, name, _ = metric.split("_")
+        return getattr(getattr(self, name), stat)
+
+    def flat(self) -> dict:
+        """Every metric under its name (see the module docstring), plus the counts."""
+        out = {k: v for k, v in asdict(self).items() if k not in LATENCIES}
+        out.update({m: self.value(m) for m in LATENCY_METRICS})
+        return out
+
+
+def compute(records: list[RequestRecord], duration_s: float, slo: Slo | None = None) -> ServingMetrics:
+    ttfts: list[float] = []
+    tpots: list[float] = []  # requests with more than one output token
+    all_tpots: list[float] = []  # 0 for one-token requests: what goodput compares
+    itls: list[float] = []
+    e2els: list[float] = []
+    output_lens: list[int] = []
+    total_input = 0
+    prompt_mismatches = output_mismatches = 0
+    good = 0
+    for record in records:
+        if not record.ok:
+            output_lens.append(0)
+            continue
+        out = output_tokens(record)
+        output_lens.append(out)
+        total_input += record.prompt_tokens if record.prompt_tokens is not None else record.expected_input_tokens
+        ttft = record.chunk_s[0] - record.sent_s
+        e2el = record.chunk_s[-1] - record.sent_s
+        tpot = (e2el - ttft) / (out - 1) if out > 1 else 0.0
+        if out > 1:
+            tpots.append(tpot)
+        all_tpots.append(tpot)
+        ttfts.append(ttft)
+        e2els.append(e2el)
+        itls.extend(b - a for a, b in zip(record.chunk_s, record.chunk_s[1:]))
+        if record.prompt_tokens is not None and record.prompt_tokens != record.expected_input_tokens:
+            prompt_mismatches += 1
+        if out != record.expected_output_tokens:
+            output_mismatches += 1
+        if slo is not None and meets(slo, ttft, tpot, e2el):
+            good += 1
+    completed = len(ttfts)
+    total_output = sum(output_lens)
+    peak_tokens, peak_requests = _peaks([r for r in records if r.ok])
+    return ServingMetrics(
+        completed=completed, failed=len(records) - completed, duration_s=duration_s,
+        total_input_tokens=total_input, total_output_tokens=total_output,
+        requests_per_s=completed / duration_s, output_tok_s=total_output / duration_s,
+        total_tok_s=(total_input + total_output) / duration_s,
+        goodput_requests_per_s=good / duration_s if slo is not None else None,
+        ttft=LatencyStats.of(ttfts), tpot=LatencyStats.of(tpots), itl=LatencyStats.of(itls),
+        e2el=LatencyStats.of(e2els), max_output_tok_s=peak_tokens, max_concurrent_requests=peak_requests,
+        prompt_length_mismatches=prompt_mismatches, output_length_mismatches=output_mismatches)
+
+
+def output_tokens(record: RequestRecord) -> int:
+    """vLLM: usage.completion_tokens, else the generated text re-tokenised, else 1 (no tokenizer to count with)."""
+    return record.completion_tokens or record.text_tokens or 1
+
+
+def meets(slo: Slo, ttft_s: float, tpot_s: float, e2el_s: float) -> bool:
+    limits = ((slo.ttft_ms, ttft_s), (slo.tpot_ms, tpot_s), (slo.e2el_ms, e2el_s))
+    return all(limit_ms / 1e3 >= value for limit_ms, value in limits if limit_ms is not None)
+
+
+def _peaks(records: list[RequestRecord]) -> tuple[float, int]:
+    """vLLM's 1-second buckets from the earliest send: most chunk arrivals, and most requests active, in a bucket."""
+    if not records:
+        return 0.0, 0
+    first = min(r.sent_s for r in records)
+    last = max(r.chunk_s[-1] for r in records)
+    buckets = math.ceil(last - first) + 1
+    tokens = np.zeros(buckets)
+    active = np.zeros(buckets)
+    for r in records:
+        for t in r.chunk_s:
+            tokens[int(t - first)] += 1
+        active[int(r.sent_s - first): int(r.chunk_s[-1] - first) + 1] += 1
+    return float(tokens.max()), int(active.max())
+
+
+@dataclass(frozen=True)
+class ClientOverhead:
+    """What the load generator itself cost during a run, against the server's inter-token latency.
+
+    `share_of_itl`: within one median ITL window every stream in flight delivers about one chunk, so the client spends
+    (CPU per chunk x mean streams in flight) of each window on its own work; near 1 the client, not the server, sets
+    the pace. Mean streams in flight comes from Little's law (sum of E2EL / duration)."""
+
+    cpu_us_per_chunk: float | None
+    busy_fraction: float  # event-loop thread CPU time / duration
+    share_of_itl: float | None
+    loop_lag_p99_ms: float
+    warning: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def client_overhead(client: ClientStats, metrics: ServingMetrics, records: list[RequestRecord]) -> ClientOverhead:
+    per_chunk = client.cpu_s / client.chunks if client.chunks else None
+    in_flight = sum(r.chunk_s[-1] - r.sent_s for r in records if r.ok) / metrics.duration_s
+    median_itl_s = metrics.itl.median / 1e3
+    share = per_chunk * in_flight / median_itl_s if per_chunk is not None and median_itl_s > 0 else None
+    warnings = []
+    if share is not None and share >= CLIENT_SHARE_WARNING:
+        warnings.append(f"the client's own work is {share:.0%} of each ITL window "
+                        f"({per_chunk * 1e6:.0f} us per chunk x {in_flight:.1f} streams in flight vs median ITL "
+                        f"{metrics.itl.median:.2f} ms): the numbers may be client-bound")
+    if median_itl_s > 0 and client.loop_lag_p99_ms / 1e3 >= LOOP_LAG_WARNING * median_itl_s:
+        warnings.append(f"the client's event loop ran {client.loop_lag_p99_ms:.2f} ms late (p99) against a median "
+                        f"ITL of {metrics.itl.median:.2f} ms: chunk timestamps are that coarse")
+    return ClientOverhead(cpu_us_per_chunk=per_chunk * 1e6 if per_chunk is not None else None,
+                          busy_fraction=client.cpu_s / metrics.duration_s, share_of_itl=share,
+                          loop_lag_p99_ms=client.loop_lag_p99_ms, warning="; ".join(warnings) or None)
+
+
+@dataclass(frozen=True)
+class PointSummary:
+    """One measured point: what was run, its metrics and the client's overhead (JSON for reports and baselines)."""
+
+    workload: str
+    point: str
+    concurrency: int | None
+    rate: float | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    sent_ignore_eos: bool
+    metrics: ServingMetrics
+    client: ClientOverhead
+
+    def as_dict(self) -> dict:
+        rate = None if self.rate is None else ("inf" if math.isinf(self.rate) else self.rate)
+        return {"workload": self.workload, "point": self.point, "concurrency": self.concurrency, "rate": rate,
+                "requests": self.requests, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "sent_ignore_eos": self.sent_ignore_eos, "metrics": self.metrics.flat(),
+                "client": self.client.as_dict()}
+
+
+def summarize(run: PointRun, input_tokens: int, output_tokens: int, slo: Slo | None = None) -> PointSummary:
+    metrics = compute(run.records, run.duration_s, slo)
+    return PointSummary(workload=run.workload, point=run.point.label, concurrency=run.point.concurrency,
+                        rate=run.point.rate, requests=len(run.records), input_tokens=input_tokens,
+                        output_tokens=output_tokens, sent_ignore_eos=run.sent_ignore_eos, metrics=metrics,
+                        client=client_overhead(run.client, metrics, run.records))

@@ -1,0 +1,154 @@
+"""The metric math on constructed timings: every number is worked out by hand from vLLM's definitions
+(llmconform/load_metrics.py docstring)."""
+
+import math
+
+import pytest
+
+from llmconform.load import ClientStats, LoadPoint, PointRun, RequestRecord, Slo
+from llmconform.load_metrics import METRICS, VLLM_RESULT_KEYS, client_overhead, compute, higher_is_better, summarize
+
+
+def record(index, sent, chunks, completion=None, prompt=None, expected_in=4, expected_out=None, error=None,
+           text_tokens=None):
+    return RequestRecord(index=index, expected_input_tokens=expected_in,
+                         expected_output_tokens=expected_out if expected_out is not None else len(chunks),
+                         sent_s=sent, chunk_s=list(chunks), completion_tokens=completion, prompt_tokens=prompt,
+                         error=error, text_tokens=text_tokens, status=200 if error is None else 500)
+
+
+def two_requests():
+    # A: sent 0.0, chunks at 0.1, 0.3, 0.6 -> TTFT 100 ms, E2EL 600 ms, ITLs 200/300 ms, TPOT (0.6-0.1)/2 = 250 ms
+    # B: sent 0.5, chunks at 0.9, 1.0     -> TTFT 400 ms, E2EL 500 ms, ITL 100 ms,      TPOT (0.5-0.4)/1 = 100 ms
+    return [record(0, 0.0, [0.1, 0.3, 0.6], completion=3, prompt=4),
+            record(1, 0.5, [0.9, 1.0], completion=2, prompt=4)]
+
+
+def test_latencies_follow_vllm_definitions():
+    m = compute(two_requests(), duration_s=2.0)
+    assert m.ttft.mean == pytest.approx(250.0) and m.ttft.median == pytest.approx(250.0)
+    assert m.e2el.mean == pytest.approx(550.0)
+    assert m.tpot.mean == pytest.approx(175.0) and m.tpot.std == pytest.approx(75.0)
+    # ITL pools every gap of every request: 200, 300, 100 ms
+    assert m.itl.mean == pytest.approx(200.0) and m.itl.median == pytest.approx(200.0)
+    # numpy linear interpolation: p90 of [100, 200, 300] = 200 + 0.8 * 100
+    assert m.itl.p90 == pytest.approx(280.0) and m.itl.p99 == pytest.approx(298.0)
+
+
+def test_throughputs_divide_by_the_run_duration():
+    m = compute(two_requests(), duration_s=2.0)
+    assert (m.completed, m.failed) == (2, 0)
+    assert (m.total_input_tokens, m.total_output_tokens) == (8, 5)
+    assert m.requests_per_s == pytest.approx(1.0)
+    assert m.output_tok_s == pytest.approx(2.5)
+    assert m.total_tok_s == pytest.approx(6.5)
+    assert m.goodput_requests_per_s is None
+
+
+def test_output_tokens_come_from_usage_not_from_chunk_count():
+    # One chunk may carry several tokens: 2 chunks, 9 tokens -> TPOT = 0.4 / 8
+    m = compute([record(0, 0.0, [0.1, 0.5], completion=9)], duration_s=1.0)
+    assert m.total_output_tokens == 9
+    assert m.tpot.mean == pytest.approx(50.0)
+    assert m.itl.mean == pytest.approx(400.0)
+
+
+def test_missing_usage_falls_back_to_retokenised_text_then_to_one():
+    with_text = compute([record(0, 0.0, [0.1, 0.2, 0.3], text_tokens=5)], duration_s=1.0)
+    assert with_text.total_output_tokens == 5
+    bare = compute([record(0, 0.0, [0.1, 0.2, 0.3])], duration_s=1.0)
+    assert bare.total_output_tokens == 1
+    assert bare.tpot.mean == 0.0  # one output token: no TPOT sample
+
+
+def test_failed_requests_count_no_tokens_and_no_latency():
+    records = two_requests() + [record(2, 0.2, [], error="HTTP 500: boom"),
+                                record(3, 0.3, [0.4], completion=1, error="error event: {}")]
+    m = compute(records, duration_s=2.0)
+    assert (m.completed, m.failed) == (2, 2)
+    assert m.total_output_tokens == 5 and m.total_input_tokens == 8
+    assert m.ttft.mean == pytest.approx(250.0)
+
+
+def test_a_stream_without_choice_chunks_is_a_failure():
+    assert not record(0, 0.0, []).ok
+
+
+def test_no_successes_give_zero_not_nan():
+    m = compute([record(0, 0.0, [], error="refused")], duration_s=1.0)
+    assert m.completed == 0 and m.output_tok_s == 0.0
+    assert all(v == 0.0 for v in (m.ttft.mean, m.ttft.p99, m.tpot.median, m.itl.p90, m.e2el.std))
+    assert (m.max_output_tok_s, m.max_concurrent_requests) == (0.0, 0)
+
+
+def test_goodput_counts_requests_meeting_every_slo():
+    records = two_requests()
+    assert compute(records, 2.0, Slo(ttft_ms=300)).goodput_requests_per_s == pytest.approx(0.5)  # only A
+    assert compute(records, 2.0, Slo(ttft_ms=400)).goodput_requests_per_s == pytest.approx(1.0)  # <= is good
+    assert compute(records, 2.0, Slo(ttft_ms=400, tpot_ms=200)).goodput_requests_per_s == pytest.approx(0.5)  # B
+    assert compute(records, 2.0, Slo(e2el_ms=100)).goodput_requests_per_s == 0.0
+
+
+def test_one_token_requests_have_tpot_zero_for_goodput():
+    m = compute([record(0, 0.0, [0.05], completion=1)], 1.0, Slo(tpot_ms=1))
+    assert m.goodput_requests_per_s == pytest.approx(1.0)
+
+
+def test_peaks_use_one_second_buckets_from_the_first_send():
+    # Bucket 0 gets chunks 0.1, 0.3, 0.6, 0.9 (4), bucket 1 gets 1.0; A is active in bucket 0, B in 0 and 1.
+    m = compute(two_requests(), duration_s=2.0)
+    assert m.max_output_tok_s == 4.0
+    assert m.max_concurrent_requests == 2
+
+
+def test_length_mismatches_are_counted_against_the_prompt_and_max_tokens():
+    records = [record(0, 0.0, [0.1, 0.2], completion=2, prompt=5, expected_in=4, expected_out=2),
+               record(1, 0.0, [0.1, 0.2], completion=2, prompt=4, expected_in=4, expected_out=3)]
+    m = compute(records, 1.0)
+    assert (m.prompt_length_mismatches, m.output_length_mismatches) == (1, 1)
+    assert m.total_input_tokens == 9  # the server's count wins
+
+
+def test_every_metric_is_readable_by_name_and_mapped_to_vllm():
+    m = compute(two_requests(), 2.0, Slo(ttft_ms=1000))
+    flat = m.flat()
+    for name in METRICS:
+        assert flat[name] == m.value(name)
+        assert name in VLLM_RESULT_KEYS
+    assert flat["p99_ttft_ms"] == pytest.approx(397.0)
+    assert higher_is_better("output_tok_s") and not higher_is_better("p99_ttft_ms")
+
+
+def test_client_overhead_share_of_itl():
+    records = two_requests()
+    m = compute(records, 2.0)
+    # 0.01 s CPU over 10 chunks = 1 ms per chunk; streams in flight = (0.6 + 0.5) / 2 = 0.55; median ITL 200 ms
+    overhead = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m,
+                               records)
+    assert overhead.cpu_us_per_chunk == pytest.approx(1000.0)
+    assert overhead.share_of_itl == pytest.approx(0.001 * 0.55 / 0.2)
+    assert overhead.busy_fraction == pytest.approx(0.005)
+    assert overhead.warning is None
+    below = client_overhead(ClientStats(cpu_s=1.5, chunks=10, loop_lag_p99_ms=39.0, loop_lag_max_ms=39.0), m, records)
+    assert below.share_of_itl < 0.5 and below.warning is None
+
+
+def test_client_overhead_warns_when_client_bound():
+    records = two_requests()
+    m = compute(records, 2.0)
+    busy = client_overhead(ClientStats(cpu_s=2.0, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m, records)
+    assert busy.share_of_itl == pytest.approx(0.2 * 0.55 / 0.2)
+    assert "client-bound" in busy.warning
+    laggy = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=50.0, loop_lag_max_ms=80.0), m,
+                            records)
+    assert "event loop ran 50.00 ms late" in laggy.warning
+
+
+def test_summary_names_the_point():
+    run = PointRun(workload="w", point=LoadPoint(requests=2, warmup=0, rate=math.inf, max_concurrency=8),
+                   records=two_requests(), duration_s=2.0,
+                   client=ClientStats(cpu_s=0.0, chunks=5, loop_lag_p99_ms=0.0, loop_lag_max_ms=0.0),
+                   sent_ignore_eos=True)
+    summary = summarize(run, input_tokens=4, output_tokens=3).as_dict()
+    assert summary["point"] == "rinf-c8" and summary["rate"] == "inf"
+    assert summary["metrics"]["output_tok_s"] == pytest.approx(2.5)
