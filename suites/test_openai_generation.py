@@ -17,7 +17,7 @@ UNLIKELY_STOPS = ("QZXQ1", "QZXQ2", "QZXQ3")
 
 
 def first_choice(body: dict | None) -> dict:
-    return (body or {}).get("choices", [{}])[0] if (body or {}).get("choices") else {}
+    return ((body or {}).get("choices") or [{}])[0]
 
 
 @by_endpoint

@@ -4,7 +4,7 @@ import pytest
 
 from llmconform.api import deviations
 from llmconform.api.deviations import Deviation, DeviationFileError
-from llmconform.api.fixture import check_id, spec_of
+from llmconform.api.fixture import Conformance, KnownDeviation, check_id, spec_of
 
 CODE_INT = Deviation(engine="vllm", versions=">=0.32,<0.33", check="test_error_object_fields*",
                      match=r"code: expected string, got integer", reason="integer code")
@@ -70,3 +70,12 @@ def test_spec_of_reads_the_spec_paragraph():
         More words."""
 
     assert spec_of(check) == "CompletionUsage: total = prompt + completion."
+
+
+def test_require_judges_problems_against_the_declared_deviations():
+    checker = Conformance(check="test_error_object_fields[400]", spec="ErrorResponse", deviations=[CODE_INT])
+    checker.require([])
+    with pytest.raises(KnownDeviation, match="got integer 400"):
+        checker.require(["body.error.code: expected string, got integer 400"])
+    with pytest.raises(pytest.fail.Exception, match="HTTP 500, expected 400"):
+        checker.require(["body.error.code: expected string, got integer 400", "HTTP 500, expected 400"])
