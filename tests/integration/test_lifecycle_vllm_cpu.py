@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -16,7 +15,7 @@ from llmconform.pool import ServerPool
 from llmconform.resources import _bindable
 from llmconform.server import EngineStartError, marked_pids
 
-from paths import CPU_SMOKE, ROOT
+from paths import CPU_SMOKE, ROOT, pytest_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
@@ -60,10 +59,9 @@ def _run_suite_attached(tmp_path, server):
     suite.parent.mkdir()
     suite.write_text(ATTACHED_SUITE)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(suite), "-p", "llmconform.plugin", "--rootdir", str(suite.parent),
-         "--llm-url", server.base_url, "--llm-model", server.model, "-q", "-p", "no:cacheprovider",
-         "--report-dir", str(tmp_path / "attached-report")],
-        capture_output=True, text=True, timeout=300, cwd=suite.parent)
+        pytest_command(str(suite), "--rootdir", str(suite.parent), "--llm-url", server.base_url, "--llm-model",
+                       server.model, "-q", "--report-dir", str(tmp_path / "attached-report")),
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert not (tmp_path / "attached-report" / "servers").exists(), "attach mode must start nothing"
     return result
 
@@ -105,8 +103,8 @@ def test_interrupted_session_leaves_no_process_behind(tmp_path):
     suite.write_text(SESSION_SUITE)
     report = tmp_path / "report"
     session = subprocess.Popen(
-        [sys.executable, "-m", "pytest", str(suite), "-p", "llmconform.plugin", "--rootdir", str(suite.parent),
-         "--matrix", str(CPU_SMOKE), "-k", "tp1", "-q", "-p", "no:cacheprovider", "--report-dir", str(report)],
+        pytest_command(str(suite), "--rootdir", str(suite.parent), "--matrix", str(CPU_SMOKE), "-k", "tp1", "-q",
+                       "--report-dir", str(report)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     record = report / "servers" / "vllm-qwen2-tiny-tp1" / "server.json"
     deadline = time.monotonic() + 600

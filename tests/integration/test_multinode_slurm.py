@@ -4,13 +4,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from llmconform.server import marked_pids
 
-from paths import ROOT
+from paths import ROOT, pytest_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.multinode, pytest.mark.slow]
 
@@ -44,9 +43,9 @@ def test_multinode_suite_inside_salloc(tmp_path):
     suite.write_text(SUITE)
     report = tmp_path / "report"
     result = subprocess.run(
-        ["salloc", "-N", "2", "--gpus-per-node=1", "--time=30", sys.executable, "-m", "pytest", str(suite),
-         "-p", "llmconform.plugin", "--rootdir", str(suite.parent), "--matrix", str(MULTINODE), "-m", "multinode",
-         "-q", "-p", "no:cacheprovider", "--report-dir", str(report)],
+        ["salloc", "-N", "2", "--gpus-per-node=1", "--time=30",
+         *pytest_command(str(suite), "--rootdir", str(suite.parent), "--matrix", str(MULTINODE), "-m", "multinode",
+                         "-q", "--report-dir", str(report))],
         capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout

