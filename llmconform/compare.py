@@ -481,7 +481,7 @@ class DistributionVerdict:
 
     @property
     def outcome(self) -> str:
-        return "close" if self.ok else "diverged"
+        return "consistent" if self.ok else "diverged"
 
     def summary(self) -> str:
         worst = min((p.p_value for p in self.prompts), default=1.0)

@@ -9,7 +9,7 @@ compare:
   max_logprob_gap: 1.0         # logprob-close: how far either side may prefer its own token at the divergence
   max_logprob_delta: 0.1       # logprob-delta: bound on |delta logprob| of the same token between layouts
   max_tokens: 16               # tokens generated per greedy probe
-  samples: 200                 # sampled first tokens per prompt for the distribution test
+  samples: 500                 # sampled first tokens per prompt for the distribution test
   false_alarm_rate: 0.001      # probability that layouts sampling from one distribution fail the test
   repeats: 10                  # identical requests of the repeat-determinism probe
   batch: 16                    # concurrent requests around the prompt of the batch-invariance probe
@@ -54,7 +54,7 @@ class Policy:
     max_logprob_gap: float = 1.0
     max_logprob_delta: float = 0.1
     max_tokens: int = 16
-    samples: int = 200
+    samples: int = 500
     false_alarm_rate: float = 0.001
     repeats: int = 10
     batch: int = 16
@@ -327,6 +327,8 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["engine"], row["model"]), []).append(row)
+    for row in _start_failures(report_dir, rows):
+        groups[(row["engine"], row["model"])].append(row)
     markdown = ["# Output equivalence", ""]
     document = []
     lines = []
@@ -342,11 +344,30 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
 
 def _row(result: dict) -> dict:
     prop = result["properties"][PROPERTY]
-    row = {key: prop.get(key) for key in ("engine", "model", "layout", "reference", "probe", "comparator", "why",
-                                          "verdict")}
+    row = {key: prop.get(key) for key in ("engine", "model", "served_model", "layout", "reference", "probe",
+                                          "comparator", "why", "verdict")}
     row["status"], row["cell"] = _cell(result, prop.get("verdict"))
     row["test"] = result.get("nodeid")
     return row
+
+
+def _start_failures(report_dir: Path, rows: list[dict]) -> list[dict]:
+    """A layout whose server never started has no test properties; its server record says what happened."""
+    models = {(row["engine"], row["served_model"]): row["model"] for row in rows}
+    seen = {(row["engine"], row["model"], row["layout"]) for row in rows}
+    failures = []
+    for record_path in sorted((report_dir / "servers").glob("*/server.json")):
+        record = json.loads(record_path.read_text())
+        model = models.get((record.get("engine"), record.get("served_model")))
+        if not record.get("error") or model is None or (record["engine"], model, record["layout"]) in seen:
+            continue
+        diagnosis = next((line.split("diagnosis:", 1)[1].strip() for line in record["error"].splitlines()
+                          if "diagnosis:" in line), _first_line(record["error"]))
+        failures.append({"engine": record["engine"], "model": model, "layout": record["layout"], "reference": None,
+                         "probe": "probe set", "comparator": None, "why": None, "verdict": None, "test": None,
+                         "served_model": record.get("served_model"), "status": "FAILED",
+                         "cell": f"**SERVER FAILED TO START** (stage {record.get('stage')}): {diagnosis}"})
+    return failures
 
 
 def _cell(result: dict, verdict: dict | None) -> tuple[str, str]:
@@ -356,10 +377,11 @@ def _cell(result: dict, verdict: dict | None) -> tuple[str, str]:
         return "reference", "reference"
     if outcome == "skipped" and xfail and xfail.startswith("known engine failure"):
         return "known engine failure", f"KNOWN ENGINE FAILURE: {_first_line(xfail)}"
+    shown = (verdict or {}).get("cell")
     if outcome == "skipped" and xfail:
-        return "xfail", f"xfail: {_first_line(xfail)}"
+        return "xfail", f"{shown} [xfail: {_first_line(xfail)}]" if shown else f"xfail: {_first_line(xfail)}"
     if outcome == "passed" and xfail:
-        return "xpass", f"XPASS: {_first_line(xfail)}"
+        return "xpass", f"{shown} [XPASS: {_first_line(xfail)}]" if shown else f"XPASS: {_first_line(xfail)}"
     if outcome == "skipped":
         return "skipped", f"skipped: {_first_line(result.get('skip_reason') or '')}"
     if verdict:
@@ -418,8 +440,8 @@ def _group_line(group: dict) -> str:
                 states.append(f"{layout} {status}")
                 break
         else:
-            outcomes = {(c["verdict"] or {}).get("outcome") for c in cells.values()} - {None}
-            states.append(f"{layout} {'identical' if outcomes <= {'identical'} else 'equivalent'}")
+            outcomes = {(c["verdict"] or {}).get("outcome") for c in cells.values()} & {"identical", "close"}
+            states.append(f"{layout} {'identical' if outcomes == {'identical'} else 'equivalent'}")
     return (f"equivalence {group['engine']}/{group['model']} vs {group['reference']} ({group['comparator']}): "
             + (", ".join(states) or "no other layouts"))
 

@@ -120,7 +120,7 @@ def test_determinism_switch_detection():
 
 
 def result(layout, probe, outcome, verdict=None, role=None, **extra):
-    prop = {"engine": "vllm", "model": "m", "layout": layout, "reference": "tp1", "probe": probe,
+    prop = {"engine": "vllm", "model": "m", "served_model": "m", "layout": layout, "reference": "tp1", "probe": probe,
             "comparator": "exact", "why": "auto: dtype float32", "verdict": verdict}
     if role:
         prop["role"] = role
@@ -154,3 +154,19 @@ def test_report_table_makes_divergence_and_known_failures_unmistakable(tmp_path)
 def test_no_equivalence_results_no_report(tmp_path):
     assert equivalence.write_report(tmp_path, [{"nodeid": "x", "outcome": "passed", "properties": {}}]) == []
     assert not (tmp_path / "equivalence.md").exists()
+
+
+def test_a_layout_whose_server_never_started_still_gets_a_row(tmp_path):
+    record = tmp_path / "servers" / "vllm-m-pp4" / "server.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"engine": "vllm", "served_model": "m", "layout": "pp4", "stage": "load-weights",
+                                  "error": "vllm-m-pp4: engine failed\n  diagnosis: GPU out of memory: lower ..."}))
+    equivalence.write_report(tmp_path, [result("tp1", "probe set", "passed", {"outcome": "answered", "cell": "ok"})])
+    markdown = (tmp_path / "equivalence.md").read_text()
+    assert "| pp4 | **SERVER FAILED TO START** (stage load-weights): GPU out of memory: lower ... |" in markdown
+
+
+def test_determinism_control_cells_keep_the_measurement():
+    verdict = {"outcome": "invariant", "cell": "invariant (batch 16)"}
+    xpass = result("tp1", "batch invariance", "passed", verdict, xfail_reason="control: switch off")
+    assert equivalence._cell(xpass, verdict) == ("xpass", "invariant (batch 16) [XPASS: control: switch off]")

@@ -55,8 +55,9 @@ def test_description_names_versions_device_symptom_and_issue():
     assert "segfaults" in text and "vllm-project/vllm#57837" in text
 
 
-# the test module already imported the plugin, so pytest cannot (and need not) rewrite its asserts
-PLUGIN = ("-p", "llmconform.known_failures", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+# The hook alone, without the llmconform plugin (which would parametrize `llm` itself when installed); the test
+# module already imported the hook's module, so pytest cannot (and need not) rewrite its asserts.
+PLUGIN = ("-p", "no:llmconform", "-p", "llmconform.known_failures", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 CONFTEST = """
 import pytest
 from llmconform.case import Case, EngineSettings, ModelSpec
