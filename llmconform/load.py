@@ -41,6 +41,7 @@ DEFAULT_REQUESTS_PER_STREAM = 5
 MIN_REQUESTS = 16
 MAX_DEFAULT_WARMUP = 64
 LAG_PROBE_INTERVAL_S = 0.01
+KEEPALIVE_S = 4.0
 
 # Prose for `prompts: text` (written for this project): prompts are cut from it at exact token counts.
 DEFAULT_TEXT = (
@@ -522,7 +523,9 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, promp
     import aiohttp
 
     limit = point.in_flight_limit or 0
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False, keepalive_timeout=60)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout (vLLM, SGLang and TensorRT-LLM serve
+    # through uvicorn): reusing one the server has just closed fails the request.
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=KEEPALIVE_S)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=request_timeout_s)
     headers = {"Content-Type": "application/json", **target.headers}
     url = f"{target.base_url.rstrip('/')}/v1/completions"
@@ -617,6 +620,8 @@ class _Client:
                 if response.status != 200:
                     record.error = f"HTTP {response.status}: {(await response.text())[:500]}"
                     return
+                # Read to the end of the body, past [DONE]: a response left unread would close the connection
+                # instead of returning it to the pool, and the next request would pay for a new one.
                 pending = b""
                 async for data in response.content.iter_any():
                     now = time.perf_counter() - start
@@ -625,10 +630,10 @@ class _Client:
                     for line in lines:
                         if self._handle(line, now, job):
                             record.done_s = now
-                            return
-                record.done_s = time.perf_counter() - start
-                if pending.strip():
-                    self._handle(pending, record.done_s, job)
+                if pending.strip() and self._handle(pending, time.perf_counter() - start, job):
+                    record.done_s = time.perf_counter() - start
+                if record.done_s is None:  # the server closed the stream without [DONE]
+                    record.done_s = time.perf_counter() - start
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
             record.error = f"{type(error).__name__}: {error}"
         finally:

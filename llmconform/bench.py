@@ -1,0 +1,332 @@
+"""Standalone benchmarking against any running OpenAI-compatible server (no matrix, no pytest):
+
+    python -m llmconform.bench run --base-url URL --model ID --tokenizer DIR --input-tokens 512 --output-tokens 128 \
+        --concurrency 1 64
+    python -m llmconform.bench compare-vllm --base-url URL --model ID --tokenizer DIR --input-tokens 512 \
+        --output-tokens 128 --concurrency 1 64 --vllm-bench "vllm bench serve" --rounds 2 --out DIR
+
+`compare-vllm` is the fidelity check. For each point it runs our load generator and `vllm bench serve --backend openai
+--dataset-name random --ignore-eos --save-result --save-detailed` against the same server with the same workload
+(request count, warm-ups, lengths, concurrency or rate), one after the other, alternating which goes first from round
+to round (ours, vllm, vllm, ours, ...), so that drifting background load weighs on both alike. Per gated metric
+(output tok/s, median TTFT, median TPOT) the difference is the median over rounds of ours / vllm - 1 (adjacent runs),
+and the noise is how much each tool's own rounds differ. Verdicts: `ok` (within the tolerance); `DIFFERENT` (outside
+it, while the noise is small enough to tell); `inconclusive` (outside it, but the runs of one tool differ by more
+than half the tolerance, so this machine cannot resolve it; needs --rounds >= 2). Exit code 0 when all are ok, 1 when
+any is DIFFERENT, 3 when some are inconclusive.
+
+Every round also recomputes vllm bench's aggregates from its own per-request timings with our metric code
+(`metric_math_differences`): 0 up to float rounding means the definitions are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import floors, load, load_metrics
+
+GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
+SHOWN = ("requests_per_s", "total_tok_s", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",
+         "p99_itl_ms", "median_e2el_ms")
+
+
+@dataclass
+class PointComparison:
+    point: str
+    rounds: list[dict] = field(default_factory=list)  # {"first": tool, "ours": metrics, "vllm": metrics, ...}
+
+    def difference(self, metric: str) -> float | None:
+        """Median over rounds of ours / vllm - 1 (each round's two runs were adjacent in time)."""
+        diffs = [r["ours"][metric] / r["vllm"][metric] - 1 for r in self.rounds
+                 if r["vllm"].get(metric) and r["ours"].get(metric) is not None]
+        return statistics.median(diffs) if diffs else None
+
+    def noise(self, metric: str) -> float | None:
+        """How much one tool's rounds differ among themselves (the larger of the two tools' max/min - 1)."""
+        spreads = []
+        for tool in ("ours", "vllm"):
+            values = [r[tool][metric] for r in self.rounds if r[tool].get(metric)]
+            if len(values) >= 2:
+                spreads.append(max(values) / min(values) - 1)
+        return max(spreads) if spreads else None
+
+    def median(self, tool: str, metric: str) -> float | None:
+        values = [r[tool][metric] for r in self.rounds if r[tool].get(metric) is not None]
+        return statistics.median(values) if values else None
+
+    def verdict(self, metric: str, tolerance: float) -> str:
+        diff, noise = self.difference(metric), self.noise(metric)
+        if diff is not None and abs(diff) <= tolerance:
+            return "ok"
+        if noise is None or noise > tolerance / 2:
+            return "inconclusive"
+        return "DIFFERENT"
+
+
+def vllm_bench_argv(command: list[str], target: load.Target, workload: load.Workload, point: load.LoadPoint,
+                    tokenizer_dir: str, result_dir: Path, filename: str) -> list[str]:
+    """`vllm bench serve` for the same traffic as our point: random dataset of exact lengths, ignore_eos, the same
+    number of requests and warm-ups, and either `--max-concurrency C` (rate inf) or `--request-rate R`. The result
+    keeps per-request timings (`--save-detailed`) for `metric_math_differences`."""
+    argv = [*command, "--backend", "openai", "--base-url", target.base_url, "--endpoint", "/v1/completions",
+            "--model", target.model, "--tokenizer", tokenizer_dir, "--dataset-name", "random",
+            "--random-input-len", str(workload.input_tokens), "--random-output-len", str(workload.output_tokens),
+            "--num-prompts", str(point.requests), "--num-warmups", str(point.warmup), "--seed", str(workload.seed),
+            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "90,99", "--disable-tqdm",
+            "--save-result", "--save-detailed", "--result-dir", str(result_dir), "--result-filename", filename]
+    if workload.ignore_eos:
+        argv.append("--ignore-eos")
+    if workload.temperature is not None:
+        argv += ["--temperature", str(workload.temperature)]
+    if point.rate is None:
+        argv += ["--max-concurrency", str(point.concurrency)]
+    else:
+        argv += ["--request-rate", "inf" if math.isinf(point.rate) else str(point.rate),
+                 "--burstiness", str(workload.burstiness)]
+        if point.max_concurrency:
+            argv += ["--max-concurrency", str(point.max_concurrency)]
+    if workload.slo:
+        pairs = [f"{k}:{v:g}" for k, v in (("ttft", workload.slo.ttft_ms), ("tpot", workload.slo.tpot_ms),
+                                           ("e2el", workload.slo.e2el_ms)) if v is not None]
+        argv += ["--goodput", *pairs]
+    return argv
+
+
+def vllm_metrics(result: dict) -> dict:
+    """vLLM's saved result JSON under our metric names."""
+    return {ours: result.get(theirs) for ours, theirs in load_metrics.VLLM_RESULT_KEYS.items()} | {
+        "completed": result.get("completed"), "failed": result.get("failed"), "duration_s": result.get("duration"),
+        "total_output_tokens": result.get("total_output_tokens"), "total_input_tokens": result.get("total_input_tokens")}
+
+
+def records_from_vllm_result(result: dict) -> list[load.RequestRecord]:
+    """vLLM's per-request timings (`--save-detailed`) as our raw records: first chunk at start + TTFT, each further
+    chunk one ITL later."""
+    records = []
+    for i, (start, ttft, itls, error) in enumerate(zip(result["start_times"], result["ttfts"], result["itls"],
+                                                      result["errors"])):
+        chunks = [start + ttft] if not error else []
+        for gap in itls if not error else []:
+            chunks.append(chunks[-1] + gap)
+        records.append(load.RequestRecord(
+            index=i, expected_input_tokens=result["input_lens"][i], expected_output_tokens=result["output_lens"][i],
+            sent_s=start, chunk_s=chunks, prompt_tokens=result["input_lens"][i],
+            completion_tokens=result["output_lens"][i] if not error else None, error=error or None))
+    return records
+
+
+def metric_math_differences(result: dict) -> dict[str, float]:
+    """Our metric code on vLLM's own per-request timings, against the aggregates vLLM computed from them: the
+    relative difference per metric (0 up to float rounding when the definitions are the same)."""
+    ours = load_metrics.compute(records_from_vllm_result(result), result["duration"]).flat()
+    theirs = vllm_metrics(result) | {"max_concurrent_requests": result.get("max_concurrent_requests")}
+    out = {}
+    for metric, value in theirs.items():
+        if value is None or ours.get(metric) is None:
+            continue
+        out[metric] = abs(ours[metric] - value) / abs(value) if value else abs(ours[metric])
+    return out
+
+
+def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s: float) -> dict:
+    with open(log_file, "w") as log:
+        done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+    if done.returncode != 0 or not result_file.is_file():
+        tail = "\n".join(log_file.read_text().splitlines()[-30:])
+        raise RuntimeError(f"vllm bench serve failed (exit {done.returncode}); log {log_file}:\n{tail}")
+    return json.loads(result_file.read_text())
+
+
+def run_ours(target: load.Target, workload: load.Workload, point: load.LoadPoint, tokenizer: load.PromptTokenizer,
+             records_file: Path, stream: int) -> load_metrics.PointSummary:
+    prompts = load.make_prompts(tokenizer, workload, point.requests, stream=stream)
+    warmup = load.make_prompts(tokenizer, workload, point.warmup, stream=stream + 1) if point.warmup else []
+    run = load.run_point(target, workload, point, prompts, warmup, tokenizer)
+    load.write_records(records_file, run)
+    return load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
+
+
+def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokenizer_dir: str,
+                            vllm_command: list[str], out_dir: Path, rounds: int = 2, timeout_s: float = 3600.0,
+                            log=print) -> list[PointComparison]:
+    """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
+    log(f"prompt lengths counted by {tokenizer.counted_by}")
+    comparisons = []
+    for p, point in enumerate(workload.points()):
+        comparison = PointComparison(point.label)
+        for r in range(rounds):
+            stem = f"{point.label}-round{r + 1}"
+            row: dict = {"first": "ours" if r % 2 == 0 else "vllm"}
+            for tool in ("ours", "vllm") if row["first"] == "ours" else ("vllm", "ours"):
+                started = time.monotonic()
+                if tool == "ours":
+                    summary = run_ours(target, workload, point, tokenizer, out_dir / f"ours-{stem}.records.jsonl",
+                                       stream=1000 * (p + 1) + 10 * r)
+                    row.update(ours=summary.metrics.flat(), ours_client=summary.client.as_dict())
+                    if summary.client.warning:
+                        log(f"  warning (ours): {summary.client.warning}")
+                else:
+                    row["vllm_argv"] = vllm_bench_argv(vllm_command, target, workload, point, tokenizer_dir,
+                                                       out_dir, f"vllm-{stem}.json")
+                    result = run_vllm_bench(row["vllm_argv"], out_dir / f"vllm-{stem}.json",
+                                            out_dir / f"vllm-{stem}.log", timeout_s)
+                    row.update(vllm=vllm_metrics(result), metric_math=metric_math_differences(result))
+                log(f"  {point.label} round {r + 1} {tool:<4}: output {row[tool]['output_tok_s']:.1f} tok/s, median "
+                    f"TTFT {row[tool]['median_ttft_ms']:.1f} ms, median TPOT {row[tool]['median_tpot_ms']:.2f} ms "
+                    f"({time.monotonic() - started:.0f} s)")
+            worst = max(row["metric_math"].items(), key=lambda kv: kv[1])
+            log(f"  our metric code on vllm bench's per-request timings: largest difference {worst[1]:.1e} "
+                f"({worst[0]})")
+            comparison.rounds.append(row)
+        comparisons.append(comparison)
+    return comparisons
+
+
+def comparison_table(comparisons: list[PointComparison], tolerance: float) -> list[str]:
+    lines = [f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'noise':>7}  verdict"]
+    for c in comparisons:
+        for metric in GATED + SHOWN:
+            ours, theirs = c.median("ours", metric), c.median("vllm", metric)
+            if ours is None or theirs is None:
+                continue
+            diff, noise = c.difference(metric), c.noise(metric)
+            lines.append(f"{c.point:<10} {metric:<16} {ours:>11.2f} {theirs:>11.2f} "
+                         f"{'-' if diff is None else f'{diff:+.1%}':>8} {'-' if noise is None else f'{noise:.1%}':>7}"
+                         f"  {c.verdict(metric, tolerance) if metric in GATED else ''}")
+    return lines
+
+
+def exit_code(comparisons: list[PointComparison], tolerance: float) -> int:
+    verdicts = {c.verdict(m, tolerance) for c in comparisons for m in GATED}
+    return 1 if "DIFFERENT" in verdicts else 3 if "inconclusive" in verdicts else 0
+
+
+def roofline_line(comparisons: list[PointComparison], model_dir: str, dtype: str | None, tp: int) -> str | None:
+    """The c1 point against the memory-bandwidth bound, when the model's config and this machine's GPU are known."""
+    config_file = Path(model_dir) / "config.json"
+    single = next((c for c in comparisons if c.point == "c1"), None)
+    hardware = floors.detect_hardware("cuda")
+    if single is None or not config_file.is_file() or hardware.bandwidth is None:
+        return None
+    try:
+        size = floors.model_bytes(json.loads(config_file.read_text()), dtype)
+    except floors.ModelSizeError as error:
+        return f"roofline: {error}"
+    bound = floors.roofline_ms_per_token(size, hardware.bandwidth, tp)
+    parts = [f"{tool} {tpot:.2f} ms = {bound / tpot:.0%}" for tool in ("ours", "vllm")
+             if (tpot := single.median(tool, "median_tpot_ms"))]
+    return (f"roofline on {hardware.describe()}: {size.decode_bytes / 1e9:.2f} GB read per token / "
+            f"{hardware.bandwidth / 1e12:.2f} TB/s x TP{tp} = {bound:.2f} ms/token; median TPOT at c1: "
+            + ", ".join(parts))
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmconform bench", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run our load generator against a server"),
+                       ("compare-vllm", "run our load generator and `vllm bench serve` against the same server")):
+        p = commands.add_parser(name, help=text)
+        p.add_argument("--base-url", required=True, help="server root, e.g. http://127.0.0.1:8000")
+        p.add_argument("--model", required=True, help="the model id the server serves")
+        p.add_argument("--tokenizer", required=True, help="directory with the model's tokenizer.json")
+        p.add_argument("--engine", default="vllm", help="vllm, sglang, trtllm (decides ignore_eos) or other")
+        p.add_argument("--api-key")
+        p.add_argument("--input-tokens", type=int, required=True)
+        p.add_argument("--output-tokens", type=int, required=True)
+        traffic = p.add_mutually_exclusive_group(required=True)
+        traffic.add_argument("--concurrency", type=int, nargs="+", help="closed loop: streams in flight, per point")
+        traffic.add_argument("--rate", nargs="+", help="open loop: requests/s per point (inf: all at once)")
+        p.add_argument("--requests", type=int, help="requests per point (default: 5 per stream, at least 16)")
+        p.add_argument("--warmup", type=int, help="unmeasured requests before each point (default: one wave)")
+        p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of arrivals (1: Poisson)")
+        p.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
+        p.add_argument("--prompts", choices=load.PROMPT_KINDS, default="random")
+        p.add_argument("--temperature", type=float)
+        p.add_argument("--no-ignore-eos", action="store_true", help="do not ask for exact output lengths")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=None, help="directory for JSON results and raw records")
+        if name == "compare-vllm":
+            p.add_argument("--vllm-bench", default="vllm bench serve",
+                           help="how to run vllm bench serve, e.g. 'python3 -m vllm.entrypoints.cli.main bench serve'")
+            p.add_argument("--rounds", type=int, default=2,
+                           help="runs of each tool per point, alternating which goes first (>= 2 to measure noise)")
+            p.add_argument("--tolerance", type=float, default=0.05, help="allowed relative difference (0.05 = 5%%)")
+            p.add_argument("--dtype", help="weight dtype the server uses, for the roofline line (default: config)")
+            p.add_argument("--tp", type=int, default=1, help="tensor-parallel size, for the roofline line")
+    return parser
+
+
+def _workload(args) -> load.Workload:
+    rates = tuple(math.inf if r == "inf" else float(r) for r in args.rate or ())
+    if rates and args.requests is None:
+        raise SystemExit("--rate needs --requests")
+    return load.Workload(name="cli", input_tokens=args.input_tokens, output_tokens=args.output_tokens,
+                         concurrency=tuple(args.concurrency or ()), rates=rates, requests=args.requests,
+                         warmup=args.warmup, prompts=args.prompts, burstiness=args.burstiness,
+                         max_concurrency=args.max_concurrency, ignore_eos=not args.no_ignore_eos,
+                         temperature=args.temperature, seed=args.seed)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    workload = _workload(args)
+    target = load.Target(args.base_url.rstrip("/"), args.model, args.engine, args.api_key)
+    out_dir = Path(args.out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.command == "run":
+        tokenizer = load.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
+        summaries = []
+        for i, point in enumerate(workload.points()):
+            summary = run_ours(target, workload, point, tokenizer, out_dir / f"{point.label}.records.jsonl",
+                               stream=2 * i + 1)
+            summaries.append(summary.as_dict())
+            m = summary.metrics
+            print(f"{point.label}: {m.completed} ok / {m.failed} failed, output {m.output_tok_s:.1f} tok/s, "
+                  f"TTFT median {m.ttft.median:.1f} ms p99 {m.ttft.p99:.1f} ms, TPOT median {m.tpot.median:.2f} ms, "
+                  f"ITL p99 {m.itl.p99:.2f} ms, client {summary.client.share_of_itl or 0:.0%} of ITL")
+            if summary.client.warning:
+                print(f"  warning: {summary.client.warning}")
+        (out_dir / "summary.json").write_text(json.dumps({"points": _jsonable(summaries)}, indent=2))
+        print(f"results: {out_dir / 'summary.json'}")
+        return 0
+    comparisons = compare_with_vllm_bench(target, workload, args.tokenizer, shlex.split(args.vllm_bench), out_dir,
+                                          rounds=args.rounds)
+    roofline = roofline_line(comparisons, args.tokenizer, args.dtype, args.tp)
+    for line in comparison_table(comparisons, args.tolerance) + ([roofline] if roofline else []):
+        print(line)
+    code = exit_code(comparisons, args.tolerance)
+    (out_dir / "comparison.json").write_text(json.dumps(_jsonable({
+        "base_url": target.base_url, "model": target.model, "workload": asdict(workload),
+        "tolerance": args.tolerance, "gated": GATED, "exit_code": code, "roofline": roofline,
+        "points": [{"point": c.point, "rounds": c.rounds,
+                    "difference": {m: c.difference(m) for m in GATED + SHOWN},
+                    "noise": {m: c.noise(m) for m in GATED + SHOWN},
+                    "verdict": {m: c.verdict(m, args.tolerance) for m in GATED}} for c in comparisons]}), indent=2))
+    print(f"results: {out_dir / 'comparison.json'}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
