@@ -6,13 +6,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
-from paths import ROOT
+from paths import ROOT, pytest_command
 
 from llmconform.api.fixture import DEVIATIONS_ENV
 from tests.fakes.openai_server import BUGS, MODEL, FakeHTTPServer, FakeOpenAI
@@ -132,9 +131,9 @@ def run_plan(plan: Plan, workdir) -> Run:
         deviations = workdir / f"{plan.name}-deviations.yaml"
         deviations.write_text(plan.deviations)
         env[DEVIATIONS_ENV] = str(deviations)
-    command = [sys.executable, "-m", "pytest", *(f"suites/test_openai_{s}.py" for s in plan.suites),
-               "--llm-url", server.url, "--llm-model", MODEL, "--llm-engine", "fake", "--llm-api-key", API_KEY,
-               "--report-dir", str(report_dir), "-q", "-p", "no:cacheprovider"]
+    command = pytest_command(*(f"suites/test_openai_{s}.py" for s in plan.suites), "--llm-url", server.url,
+                             "--llm-model", MODEL, "--llm-engine", "fake", "--llm-api-key", API_KEY,
+                             "--report-dir", str(report_dir), "-q")
     if plan.select:
         command += ["-k", plan.select]
     try:

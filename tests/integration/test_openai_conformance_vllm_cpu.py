@@ -3,10 +3,9 @@ deviations of llmconform/api/deviations.yaml, and the conformance table is writt
 
 import json
 import subprocess
-import sys
 
 import pytest
-from paths import CPU_SMOKE, ROOT
+from paths import CPU_SMOKE, ROOT, pytest_command
 
 from llmconform import conformance, report
 from llmconform.api import deviations
@@ -25,8 +24,8 @@ EXPECTED_SKIPS = {
 def test_suites_pass_on_vllm_cpu_except_declared_deviations(tmp_path):
     report_dir = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", *map(str, sorted(ROOT.glob("suites/test_openai_*.py"))), "-k", "tp1",
-         "--matrix", str(CPU_SMOKE), "--report-dir", str(report_dir), "-q", "-p", "no:cacheprovider"],
+        pytest_command(*map(str, sorted(ROOT.glob("suites/test_openai_*.py"))), "-k", "tp1", "--matrix",
+                       str(CPU_SMOKE), "--report-dir", str(report_dir), "-q"),
         cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     table = conformance.build_table(report.load_results(report_dir))
