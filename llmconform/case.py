@@ -65,6 +65,12 @@ class Case:
         return f"{self.engine.name}-{self.model.id}-{self.layout}"
 
     @property
+    def api_key(self) -> str | None:
+        """The key the server is started with (`api-key` in the args), which every request must then carry."""
+        value = self.args.get("api-key") or self.args.get("api_key")
+        return str(value) if value else None
+
+    @property
     def server_key(self) -> str:
         """Cases with equal keys can share one running server."""
         return self.id

@@ -147,7 +147,7 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     name = r.string(top.get("name", default_name), "name")
     launcher = r.string(top.get("launcher", "local"), "launcher", LAUNCHERS)
     target = _target(r, top.get("target"))
-    base_dir = Path(file).parent if file != "<matrix>" else Path.cwd()
+    base_dir = Path(file).parent.resolve() if file != "<matrix>" else Path.cwd()
     engine_settings, engine_extras = _engines(r, top["engines"], base_dir)
     model_specs, model_extras = _models(r, top["models"], tuple(engine_settings))
     default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(r.sequence(top.get("layouts", []),

@@ -215,16 +215,11 @@ def llm(request):
     server = session.pool.start(case)
     handle = LLM(base_url=server.base_url, model=server.model, engine=case.engine.name,
                  engine_version=server.version or case.engine.version, report_dir=session.report_dir, case=case,
-                 server=server, api_key=_api_key(case))
+                 server=server, api_key=case.api_key)
     try:
         yield handle
     finally:
         session.pool.stop(case.id)
-
-
-def _api_key(case) -> str | None:
-    value = case.args.get("api-key") or case.args.get("api_key")
-    return str(value) if value else None
 
 
 class ResultsWriter:

@@ -79,6 +79,10 @@ class Server:
         return self.plan.served_model
 
     @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.case.api_key}"} if self.case.api_key else {}
+
+    @property
     def log_paths(self) -> list[Path]:
         return [r.log_path for r in self.running]
 
@@ -103,7 +107,7 @@ class Server:
         stage_entered = self.started_at
         stage_budgets = {s.name: s.budget_s for s in self.engine.stages}
         first_budget = self.engine.stages[0].budget_s if self.engine.stages else timeout_s
-        with httpx.Client(timeout=30.0) as client:
+        with httpx.Client(timeout=30.0, headers=self.headers) as client:
             while True:
                 self._read_logs()
                 stage = self.engine.stage_of(self.log_text)
@@ -189,7 +193,7 @@ class Server:
             what = f"the {r.process.role} process on node {r.process.node} exited with code {r.popen.poll()}"
         else:
             try:
-                status = httpx.get(self.base_url + "/health", timeout=10).status_code
+                status = httpx.get(self.base_url + "/health", timeout=10, headers=self.headers).status_code
             except httpx.HTTPError as error:
                 status = f"no answer ({type(error).__name__})"
             if status == 200:

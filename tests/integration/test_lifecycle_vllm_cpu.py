@@ -31,9 +31,9 @@ def test_start_serve_stop(layout, cpu_cases, tmp_path, record_property):
     pool = ServerPool(tmp_path / "report", resources.detect())
     server = pool.start(cpu_cases[layout])
     try:
-        models = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()
+        models = httpx.get(f"{server.base_url}/v1/models", timeout=30, headers=server.headers).json()
         assert [m["id"] for m in models["data"]] == ["qwen2-tiny"]
-        reply = httpx.post(f"{server.base_url}/v1/completions", timeout=60, json={
+        reply = httpx.post(f"{server.base_url}/v1/completions", timeout=60, headers=server.headers, json={
             "model": server.model, "prompt": "The quick brown fox", "max_tokens": 8, "temperature": 0}).json()
         assert reply["usage"]["completion_tokens"] == 8
         assert server.version == "0.32.0"
@@ -60,7 +60,8 @@ def _run_suite_attached(tmp_path, server):
     suite.write_text(ATTACHED_SUITE)
     result = subprocess.run(
         pytest_command(str(suite), "--rootdir", str(suite.parent), "--llm-url", server.base_url, "--llm-model",
-                       server.model, "-q", "--report-dir", str(tmp_path / "attached-report")),
+                       server.model, "--llm-api-key", server.case.api_key or "", "-q", "--report-dir",
+                       str(tmp_path / "attached-report")),
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert not (tmp_path / "attached-report" / "servers").exists(), "attach mode must start nothing"
     return result
