@@ -9,11 +9,11 @@
 --dataset-name random --ignore-eos --save-result --save-detailed` against the same server with the same workload
 (request count, warm-ups, lengths, concurrency or rate), one after the other, alternating which goes first from round
 to round (ours, vllm, vllm, ours, ...), so that drifting background load weighs on both alike. Per gated metric
-(output tok/s, median TTFT, median TPOT) the difference is the median over rounds of ours / vllm - 1 (adjacent runs),
-and the noise is how much each tool's own rounds differ. Verdicts: `ok` (within the tolerance); `DIFFERENT` (outside
-it, while the noise is small enough to tell); `inconclusive` (outside it, but the runs of one tool differ by more
-than half the tolerance, so this machine cannot resolve it; needs --rounds >= 2). Exit code 0 when all are ok, 1 when
-any is DIFFERENT, 3 when some are inconclusive.
+(output tok/s, median TTFT, median TPOT) the difference is the median over rounds of ours / vllm - 1 (the two runs
+of a round are adjacent in time), and the noise is half the range of those per-round differences. Verdicts: `ok`
+(difference +- noise within the tolerance), `DIFFERENT` (entirely outside it), `inconclusive` (the machine's noise is
+too large to tell; run more rounds or on a quieter machine). Exit code 0 when all are ok, 1 when any is DIFFERENT,
+3 when some are inconclusive.
 
 Every round also recomputes vllm bench's aggregates from its own per-request timings with our metric code
 (`metric_math_differences`): 0 up to float rounding means the definitions are the same.
@@ -44,32 +44,38 @@ class PointComparison:
     point: str
     rounds: list[dict] = field(default_factory=list)  # {"first": tool, "ours": metrics, "vllm": metrics, ...}
 
+    def paired(self, metric: str) -> list[float]:
+        """ours / vllm - 1 per round (each round's two runs were adjacent in time)."""
+        return [r["ours"][metric] / r["vllm"][metric] - 1 for r in self.rounds
+                if r["vllm"].get(metric) and r["ours"].get(metric) is not None]
+
     def difference(self, metric: str) -> float | None:
-        """Median over rounds of ours / vllm - 1 (each round's two runs were adjacent in time)."""
-        diffs = [r["ours"][metric] / r["vllm"][metric] - 1 for r in self.rounds
-                 if r["vllm"].get(metric) and r["ours"].get(metric) is not None]
+        """Median of the paired differences; with the order alternating, a steady drift of the machine's speed pushes
+        them in opposite directions and cancels out."""
+        diffs = self.paired(metric)
         return statistics.median(diffs) if diffs else None
 
     def noise(self, metric: str) -> float | None:
-        """How much one tool's rounds differ among themselves (the larger of the two tools' max/min - 1)."""
-        spreads = []
-        for tool in ("ours", "vllm"):
-            values = [r[tool][metric] for r in self.rounds if r[tool].get(metric)]
-            if len(values) >= 2:
-                spreads.append(max(values) / min(values) - 1)
-        return max(spreads) if spreads else None
+        """Half the range of the paired differences: how far apart rounds disagree (None with one round)."""
+        diffs = self.paired(metric)
+        return (max(diffs) - min(diffs)) / 2 if len(diffs) >= 2 else None
 
     def median(self, tool: str, metric: str) -> float | None:
         values = [r[tool][metric] for r in self.rounds if r[tool].get(metric) is not None]
         return statistics.median(values) if values else None
 
     def verdict(self, metric: str, tolerance: float) -> str:
-        diff, noise = self.difference(metric), self.noise(metric)
-        if diff is not None and abs(diff) <= tolerance:
-            return "ok"
-        if noise is None or noise > tolerance / 2:
+        """ok: difference +- noise lies within the tolerance; DIFFERENT: it lies entirely outside; else
+        inconclusive. With one round the noise is unknown and taken as 0."""
+        diff = self.difference(metric)
+        if diff is None:
             return "inconclusive"
-        return "DIFFERENT"
+        noise = self.noise(metric) or 0.0
+        if abs(diff) + noise <= tolerance:
+            return "ok"
+        if abs(diff) - noise > tolerance:
+            return "DIFFERENT"
+        return "inconclusive"
 
 
 def vllm_bench_argv(command: list[str], target: load.Target, workload: load.Workload, point: load.LoadPoint,
@@ -194,7 +200,7 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
 
 
 def comparison_table(comparisons: list[PointComparison], tolerance: float) -> list[str]:
-    lines = [f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'noise':>7}  verdict"]
+    lines = [f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'+-':>7}  verdict"]
     for c in comparisons:
         for metric in GATED + SHOWN:
             ours, theirs = c.median("ours", metric), c.median("vllm", metric)

@@ -1,0 +1,70 @@
+"""The perf report section: summary JSON (also the baseline format), markdown tables, plots."""
+
+import json
+import sys
+
+from llmconform import floors, perf
+
+SERVER = {"id": "vllm-qwen2-tiny-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1",
+          "model": "qwen2-tiny"}
+
+
+def metrics(output):
+    stats = {f"{s}_{n}_ms": 10.0 for n in ("ttft", "tpot", "itl", "e2el") for s in ("mean", "median", "std", "p90",
+                                                                                  "p99")}
+    return {"completed": 16, "output_tok_s": output, "requests_per_s": 2.0, "goodput_requests_per_s": None, **stats}
+
+
+def point(label, concurrency, rate, output, roofline=None):
+    row = {"workload": "w", "point": label, "concurrency": concurrency, "rate": rate, "requests": 16,
+           "input_tokens": 128, "output_tokens": 64, "metrics": metrics(output), "client": {"share_of_itl": 0.1}}
+    if roofline:
+        row["roofline"] = {"fraction": roofline}
+    return row
+
+
+def results():
+    perf_property = {"hardware": "H100-SXM", "gpu_name": "NVIDIA H100 80GB HBM3", "problems": [], "warnings": [],
+                     "points": [point("c1", 1, None, 150.0, roofline=0.67), point("c64", 64, None, 4900.0),
+                                point("r4", None, 4.0, 500.0), point("rinf", None, "inf", 5000.0)]}
+    verdicts = [{"floor": "output_tok_s >= 4000 at concurrency 64", "status": "pass", "detail": "ok",
+                 "workload": "w", "point": "c64"},
+                {"floor": "p99_ttft_ms <= 1", "status": "fail", "detail": "p99_ttft_ms = 10 (floor <= 1)",
+                 "workload": "w", "point": "c1"}]
+    return [{"nodeid": "a", "properties": {"llm": SERVER, "perf": perf_property}},
+            {"nodeid": "b", "properties": {"llm": SERVER, "floors": verdicts}},
+            {"nodeid": "c", "properties": {"llm": SERVER}}]
+
+
+def test_report_files_and_lines(tmp_path):
+    lines = perf.write_report(tmp_path, results())
+    assert lines[0] == "perf: 1 case(s), 4 measured point(s)"
+    assert lines[1] == "floors: 1 pass, 1 fail, 0 skip"
+    assert lines[2].startswith("  FAIL vllm-qwen2-tiny-tp1: p99_ttft_ms <= 1 [w c1]")
+    markdown = (tmp_path / "perf.md").read_text()
+    assert "## vllm-qwen2-tiny-tp1 / w" in markdown and "on H100-SXM (NVIDIA H100 80GB HBM3)" in markdown
+    assert "| c1 | 16/16 | 2.00 | 150.0 |" in markdown and "| 10% | 67% |" in markdown
+    assert "| vllm-qwen2-tiny-tp1 | `p99_ttft_ms <= 1` | w c1 | fail |" in markdown
+    for name in ("perf-throughput.png", "perf-latency.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_is_a_baseline(tmp_path):
+    perf.write_report(tmp_path, results())
+    summary = json.loads((tmp_path / perf.SUMMARY_FILE).read_text())
+    assert {r["point"] for r in summary["runs"]} == {"c1", "c64", "r4", "rinf"}
+    baseline = floors.load_baseline(tmp_path / perf.SUMMARY_FILE)
+    assert baseline.find("vllm-qwen2-tiny-tp1", "w", "c64")["metrics"]["output_tok_s"] == 4900.0
+    assert baseline.find("vllm-qwen2-tiny-tp1", "w", "c64")["hardware"] == "H100-SXM"
+
+
+def test_no_perf_results_no_section(tmp_path):
+    assert perf.write_report(tmp_path, [{"nodeid": "x", "properties": {"llm": SERVER}}]) == []
+    assert not (tmp_path / "perf.md").exists()
+
+
+def test_plots_are_optional(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    lines = perf.write_report(tmp_path, results())
+    assert lines[-1] == "perf plots skipped: matplotlib is not installed (pip install llmconform[plots])"
+    assert (tmp_path / "perf.md").exists() and not (tmp_path / "perf-latency.png").exists()
