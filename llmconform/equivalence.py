@@ -317,6 +317,7 @@ class OutputStore:
 # --- report ----------------------------------------------------------------------------------------------------
 PROPERTY = "equivalence"  # the user property each equivalence test records (see suites/test_equivalence.py)
 REPORT_MD, REPORT_JSON = "equivalence.md", "equivalence.json"
+DIFFERENT = ("close", "diverged", "variant", "nondeterministic")  # verdict outcomes whose details the report shows
 
 
 def write_report(report_dir: Path, results: list[dict]) -> list[str]:
@@ -421,7 +422,7 @@ def _group_markdown(group: dict) -> list[str]:
         out.append(f"| {name} | " + " | ".join(_escape(cells[p]["cell"]) if p in cells else ""
                                                 for p in group["probes"]) + " |")
     details = [(layout, probe, cell) for layout, cells in group["layouts"].items() for probe, cell in cells.items()
-               if cell["verdict"] and cell["verdict"].get("explain") and cell["verdict"].get("outcome") != "identical"]
+               if cell["verdict"] and cell["verdict"].get("explain") and cell["verdict"].get("outcome") in DIFFERENT]
     if details:
         out += ["", "### Where outputs differ", ""]
         for layout, probe, cell in details:

@@ -178,8 +178,8 @@ def test_batch_invariance(request, llm, outputs, client, policy, row):
     switch = equivalence.DETERMINISM_SWITCHES.get(llm.engine)
     if not _switch_on(llm):
         request.applymarker(pytest.mark.xfail(
-            strict=False, reason=f"control: determinism switch ({switch.describe() if switch else 'none known'}) "
-                                 f"off, so batch variance is allowed"))
+            strict=False, reason=f"control: {switch.describe() if switch else 'no determinism switch known'} is "
+                                 f"off (variance allowed)"))
     alone = client.complete("needle", NEEDLE)
     batch = [client.greedy(_filler(i)) for i in range(policy.batch - 1)]
     middle = len(batch) // 2
