@@ -21,6 +21,15 @@ from llmconform.compare import Exact, Verdict, compare, compare_distributions
 from llmconform.equivalence import LayoutOutputs, OutputStore, Policy
 
 GREEDY_PROBES = ("completions-text", "completions-token-ids", "completions-stream", "chat")
+PROBES = {  # the report's column of each test that is not parametrized by probe
+    "test_layout_answers_the_probe_set": "probe set",
+    "test_seeded_samples_match_reference": "sampled-seeded",
+    "test_sampled_distribution_matches_reference": "first-token-distribution",
+    "test_stream_matches_non_stream": "stream = non-stream",
+    "test_token_id_prompt_matches_text_prompt": "ids = text prompt",
+    "test_repeated_request_gives_one_answer": "repeat",
+    "test_batch_invariance": "batch invariance",
+}
 DISTRIBUTION_PROMPTS = ("greeting", "capital", "story")
 NEEDLE = probes.TEXT_PROMPTS["story"]
 _RUN_ID = pytest.StashKey[str]()
@@ -36,10 +45,13 @@ def policy(llm) -> Policy:
 
 
 @pytest.fixture
-def row(record_property, llm, policy) -> dict:
-    """This test's line of the equivalence report (filled in by the test, serialized after it ends)."""
+def row(request, record_property, llm, policy) -> dict:
+    """This test's cell of the equivalence report (the test adds its verdict; serialized after it ends). Set up
+    before anything can skip or xfail, so that such outcomes land in the right column too."""
+    callspec = getattr(request.node, "callspec", None)
+    probe = callspec.params["probe"] if callspec and "probe" in callspec.params else PROBES[request.node.originalname]
     data = {"engine": llm.engine, "model": _model_id(llm), "served_model": llm.model, "layout": llm.layout,
-            "comparator": policy.comparator, "why": policy.why}
+            "probe": probe, "comparator": policy.comparator, "why": policy.why}
     record_property(equivalence.PROPERTY, data)
     return data
 
@@ -55,9 +67,10 @@ def client(llm, policy) -> probes.ProbeClient:
 
 
 @pytest.fixture
-def outputs(request, llm, store, client, policy) -> LayoutOutputs:
+def outputs(request, llm, store, client, policy, row) -> LayoutOutputs:
     """This layout's answers to the probe set, collected once per case; a layout that could not answer is an
-    expected failure when a declared engine bug explains it, and a failure otherwise."""
+    expected failure when a declared engine bug explains it, and a failure otherwise. (Needs `row` first, so that
+    the report knows which cell such an outcome belongs to.)"""
     collected = _collect_once(request.config, llm, store, client, policy)
     if collected.known_failure:
         pytest.xfail(collected.known_failure)
@@ -70,7 +83,6 @@ def outputs(request, llm, store, client, policy) -> LayoutOutputs:
 def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
     """Every probe is answered. A case with a declared engine bug must fail exactly as declared (strict xfail: if
     it passes, the declaration is stale)."""
-    row["probe"] = "probe set"
     declared = known_failures.declared(llm.case, llm.engine_version) if llm.case else ()
     if declared:
         request.applymarker(pytest.mark.xfail(
@@ -95,7 +107,6 @@ def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
 # --- layout against reference ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("probe", GREEDY_PROBES)
 def test_greedy_outputs_match_reference(request, llm, store, outputs, policy, row, probe):
-    row["probe"] = probe
     reference = _reference_outputs(request, llm, store, policy, row)
     verdict = compare(policy.make_comparator(), reference.generations[probe], outputs.generations[probe],
                       reference.layout, llm.layout)
@@ -106,7 +117,6 @@ def test_greedy_outputs_match_reference(request, llm, store, outputs, policy, ro
 def test_seeded_samples_match_reference(request, llm, store, outputs, policy, row):
     """Sampling with the same seed draws the same tokens, where the arithmetic is exact; elsewhere sampling is
     judged by the distribution test."""
-    row["probe"] = "sampled-seeded"
     reference = _reference_outputs(request, llm, store, policy, row)
     if policy.comparator != "exact":
         pytest.skip(f"seeded samples are compared token for token only under the exact comparator (here "
@@ -120,7 +130,6 @@ def test_seeded_samples_match_reference(request, llm, store, outputs, policy, ro
 def test_sampled_distribution_matches_reference(request, llm, store, outputs, policy, row):
     """First tokens sampled at temperature 1 come from the same distribution (chi-square; a layout that samples from
     the same distribution fails with probability compare.false_alarm_rate)."""
-    row["probe"] = "first-token-distribution"
     reference = _reference_outputs(request, llm, store, policy, row)
     verdict = compare_distributions(reference.first_tokens, outputs.first_tokens, policy.false_alarm_rate,
                                     reference.layout, llm.layout)
@@ -133,7 +142,6 @@ def test_sampled_distribution_matches_reference(request, llm, store, outputs, po
 
 # --- within one server -------------------------------------------------------------------------------------------
 def test_stream_matches_non_stream(llm, outputs, policy, row):
-    row["probe"] = "stream = non-stream"
     verdict = compare(policy.make_comparator(), outputs.generations["completions-text"],
                       outputs.generations["completions-stream"], "non-stream", "stream")
     _record(row, verdict)
@@ -142,7 +150,6 @@ def test_stream_matches_non_stream(llm, outputs, policy, row):
 
 def test_token_id_prompt_matches_text_prompt(llm, outputs, policy, row):
     """A text prompt and the token ids the engine says it made of it give the same answer."""
-    row["probe"] = "ids = text prompt"
     resent = outputs.generations.get("text-as-token-ids")
     if not resent:
         pytest.skip(f"{llm.engine} returned no prompt token ids, so there are none to send back")
@@ -155,7 +162,6 @@ def test_token_id_prompt_matches_text_prompt(llm, outputs, policy, row):
 def test_repeated_request_gives_one_answer(llm, outputs, client, policy, row):
     """The same greedy request, repeated, gets one answer (tokens, text, finish_reason); with the engine's
     determinism switch on, bitwise-identical logprobs too. With DP the repeats also reach different replicas."""
-    row["probe"] = "repeat"
     switch_on = _switch_on(llm)
     answers = [client.complete("repeat", NEEDLE) for _ in range(policy.repeats)]
     distinct = {(a.tokens, a.text, a.finish_reason) for a in answers}
@@ -174,7 +180,6 @@ def test_batch_invariance(request, llm, outputs, client, policy, row):
     """A prompt answered alone and inside a concurrent batch gets bitwise-identical tokens and logprobs. Asserted
     where the engine's determinism switch is on; without it the test is the control (XFAIL: the probe saw batch
     variance; XPASS: no variance was observable on this engine and device)."""
-    row["probe"] = "batch invariance"
     switch = equivalence.DETERMINISM_SWITCHES.get(llm.engine)
     if not _switch_on(llm):
         request.applymarker(pytest.mark.xfail(
