@@ -9,11 +9,10 @@
 --dataset-name random --ignore-eos --save-result --save-detailed` against the same server with the same workload
 (request count, warm-ups, lengths, concurrency or rate), one after the other, alternating which goes first from round
 to round (ours, vllm, vllm, ours, ...), so that drifting background load weighs on both alike. Per gated metric
-(output tok/s, median TTFT, median TPOT) the difference is the median over rounds of ours / vllm - 1 (the two runs
-of a round are adjacent in time), and the noise is half the range of those per-round differences. Verdicts: `ok`
-(difference +- noise within the tolerance), `DIFFERENT` (entirely outside it), `inconclusive` (the machine's noise is
-too large to tell; run more rounds or on a quieter machine). Exit code 0 when all are ok, 1 when any is DIFFERENT,
-3 when some are inconclusive.
+(output tok/s, median TTFT, median TPOT) the difference is the mean over rounds of ours / vllm - 1 (the two runs of
+a round are adjacent in time), and the noise is its standard error. Verdicts (PointComparison.verdict): `ok`,
+`DIFFERENT`, or `inconclusive` when the machine's noise is too large to tell (run more rounds, or on a quieter
+machine). Exit code 0 when all are ok, 1 when any is DIFFERENT, 3 when some are inconclusive.
 
 Every round also recomputes vllm bench's aggregates from its own per-request timings with our metric code
 (`metric_math_differences`): 0 up to float rounding means the definitions are the same.
@@ -24,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import statistics
 import subprocess
@@ -50,32 +50,56 @@ class PointComparison:
                 if r["vllm"].get(metric) and r["ours"].get(metric) is not None]
 
     def difference(self, metric: str) -> float | None:
-        """Median of the paired differences; with the order alternating, a steady drift of the machine's speed pushes
+        """Mean of the paired differences; with the order alternating, a steady drift of the machine's speed pushes
         them in opposite directions and cancels out."""
         diffs = self.paired(metric)
-        return statistics.median(diffs) if diffs else None
+        return statistics.fmean(diffs) if diffs else None
 
     def noise(self, metric: str) -> float | None:
-        """Half the range of the paired differences: how far apart rounds disagree (None with one round)."""
+        """Standard error of that mean (None with one round); with two rounds, half their distance."""
         diffs = self.paired(metric)
-        return (max(diffs) - min(diffs)) / 2 if len(diffs) >= 2 else None
+        return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) >= 2 else None
+
+    def spread(self, metric: str) -> float | None:
+        """How much one tool's own runs differ (the larger of the two tools' max / min - 1): the machine's noise."""
+        spreads = []
+        for tool in ("ours", "vllm"):
+            values = [r[tool][metric] for r in self.rounds if r[tool].get(metric)]
+            if len(values) >= 2:
+                spreads.append(max(values) / min(values) - 1)
+        return max(spreads) if spreads else None
 
     def median(self, tool: str, metric: str) -> float | None:
         values = [r[tool][metric] for r in self.rounds if r[tool].get(metric) is not None]
         return statistics.median(values) if values else None
 
     def verdict(self, metric: str, tolerance: float) -> str:
-        """ok: difference +- noise lies within the tolerance; DIFFERENT: it lies entirely outside; else
-        inconclusive. With one round the noise is unknown and taken as 0."""
+        """With one round the noise is unknown (a quiet machine is assumed): the difference alone decides. With more:
+        inconclusive when one tool's own runs differ by more than the tolerance (background load changes faster
+        than the runs alternate, and can bias every pair alike); ok when the difference is within the tolerance and
+        known to better than half of it; DIFFERENT when it exceeds the tolerance by more than its one-sided 95%
+        confidence margin (Student's t over the rounds); otherwise inconclusive."""
         diff = self.difference(metric)
         if diff is None:
             return "inconclusive"
-        noise = self.noise(metric) or 0.0
-        if abs(diff) + noise <= tolerance:
+        noise = self.noise(metric)
+        if noise is None:
+            return "ok" if abs(diff) <= tolerance else "DIFFERENT"
+        if self.spread(metric) > tolerance:
+            return "inconclusive"
+        if abs(diff) <= tolerance and noise <= tolerance / 2:
             return "ok"
-        if abs(diff) - noise > tolerance:
+        if abs(diff) > tolerance + _t95(len(self.rounds) - 1) * noise:
             return "DIFFERENT"
         return "inconclusive"
+
+
+# One-sided 95% quantiles of Student's t by degrees of freedom (beyond 10: about 1.7 up to 30, 1.645 in the limit).
+_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
+
+
+def _t95(degrees: int) -> float:
+    return _T95.get(degrees, 1.7)
 
 
 def vllm_bench_argv(command: list[str], target: load.Target, workload: load.Workload, point: load.LoadPoint,
@@ -143,9 +167,13 @@ def metric_math_differences(result: dict) -> dict[str, float]:
     return out
 
 
-def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s: float) -> dict:
+def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s: float,
+                   api_key: str | None = None, cpus: frozenset[int] | None = None) -> dict:
+    env = {**os.environ, "OPENAI_API_KEY": api_key} if api_key else None  # vllm bench's source of the bearer token
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with open(log_file, "w") as log:
-        done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+        done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False, env=env,
+                              preexec_fn=pin)
     if done.returncode != 0 or not result_file.is_file():
         tail = "\n".join(log_file.read_text().splitlines()[-30:])
         raise RuntimeError(f"vllm bench serve failed (exit {done.returncode}); log {log_file}:\n{tail}")
@@ -163,8 +191,9 @@ def run_ours(target: load.Target, workload: load.Workload, point: load.LoadPoint
 
 def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokenizer_dir: str,
                             vllm_command: list[str], out_dir: Path, rounds: int = 2, timeout_s: float = 3600.0,
-                            log=print) -> list[PointComparison]:
-    """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first."""
+                            client_cpus: frozenset[int] | None = None, log=print) -> list[PointComparison]:
+    """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first; both on
+    `client_cpus` when given (for an engine on CPU: the cores it was not given, load.pinned)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     log(f"prompt lengths counted by {tokenizer.counted_by}")
@@ -177,8 +206,9 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
             for tool in ("ours", "vllm") if row["first"] == "ours" else ("vllm", "ours"):
                 started = time.monotonic()
                 if tool == "ours":
-                    summary = run_ours(target, workload, point, tokenizer, out_dir / f"ours-{stem}.records.jsonl",
-                                       stream=1000 * (p + 1) + 10 * r)
+                    with load.pinned(client_cpus):
+                        summary = run_ours(target, workload, point, tokenizer,
+                                           out_dir / f"ours-{stem}.records.jsonl", stream=1000 * (p + 1) + 10 * r)
                     row.update(ours=summary.metrics.flat(), ours_client=summary.client.as_dict())
                     if summary.client.warning:
                         log(f"  warning (ours): {summary.client.warning}")
@@ -186,7 +216,7 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
                     row["vllm_argv"] = vllm_bench_argv(vllm_command, target, workload, point, tokenizer_dir,
                                                        out_dir, f"vllm-{stem}.json")
                     result = run_vllm_bench(row["vllm_argv"], out_dir / f"vllm-{stem}.json",
-                                            out_dir / f"vllm-{stem}.log", timeout_s)
+                                            out_dir / f"vllm-{stem}.log", timeout_s, target.api_key, client_cpus)
                     row.update(vllm=vllm_metrics(result), metric_math=metric_math_differences(result))
                 log(f"  {point.label} round {r + 1} {tool:<4}: output {row[tool]['output_tok_s']:.1f} tok/s, median "
                     f"TTFT {row[tool]['median_ttft_ms']:.1f} ms, median TPOT {row[tool]['median_tpot_ms']:.2f} ms "
@@ -200,15 +230,17 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
 
 
 def comparison_table(comparisons: list[PointComparison], tolerance: float) -> list[str]:
-    lines = [f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'+-':>7}  verdict"]
+    header = f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'+-':>7} {'spread':>7}  verdict"
+    lines = [header]
     for c in comparisons:
         for metric in GATED + SHOWN:
             ours, theirs = c.median("ours", metric), c.median("vllm", metric)
             if ours is None or theirs is None:
                 continue
-            diff, noise = c.difference(metric), c.noise(metric)
+            diff, noise, spread = c.difference(metric), c.noise(metric), c.spread(metric)
             lines.append(f"{c.point:<10} {metric:<16} {ours:>11.2f} {theirs:>11.2f} "
-                         f"{'-' if diff is None else f'{diff:+.1%}':>8} {'-' if noise is None else f'{noise:.1%}':>7}"
+                         f"{'-' if diff is None else f'{diff:+.1%}':>8} {'-' if noise is None else f'{noise:.1%}':>7} "
+                         f"{'-' if spread is None else f'{spread:.1%}':>7}"
                          f"  {c.verdict(metric, tolerance) if metric in GATED else ''}")
     return lines
 
@@ -264,6 +296,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-ignore-eos", action="store_true", help="do not ask for exact output lengths")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", default=None, help="directory for JSON results and raw records")
+        p.add_argument("--client-cpus", type=_cpu_list, help="run the client(s) on these CPUs only, e.g. 0,2-3 (for "
+                                                             "an engine on CPU: the cores it does not use)")
         if name == "compare-vllm":
             p.add_argument("--vllm-bench", default="vllm bench serve",
                            help="how to run vllm bench serve, e.g. 'python3 -m vllm.entrypoints.cli.main bench serve'")
@@ -273,6 +307,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--dtype", help="weight dtype the server uses, for the roofline line (default: config)")
             p.add_argument("--tp", type=int, default=1, help="tensor-parallel size, for the roofline line")
     return parser
+
+
+def _cpu_list(text: str) -> frozenset[int]:
+    cpus = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return frozenset(cpus)
 
 
 def _workload(args) -> load.Workload:
@@ -305,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = load.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
         summaries = []
         for i, point in enumerate(workload.points()):
-            summary = run_ours(target, workload, point, tokenizer, out_dir / f"{point.label}.records.jsonl",
-                               stream=2 * i + 1)
+            with load.pinned(args.client_cpus):
+                summary = run_ours(target, workload, point, tokenizer, out_dir / f"{point.label}.records.jsonl",
+                                   stream=2 * i + 1)
             summaries.append(summary.as_dict())
             m = summary.metrics
             print(f"{point.label}: {m.completed} ok / {m.failed} failed, output {m.output_tok_s:.1f} tok/s, "
@@ -318,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {out_dir / 'summary.json'}")
         return 0
     comparisons = compare_with_vllm_bench(target, workload, args.tokenizer, shlex.split(args.vllm_bench), out_dir,
-                                          rounds=args.rounds)
+                                          rounds=args.rounds, client_cpus=args.client_cpus)
     roofline = roofline_line(comparisons, args.tokenizer, args.dtype, args.tp)
     for line in comparison_table(comparisons, args.tolerance) + ([roofline] if roofline else []):
         print(line)
@@ -329,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "points": [{"point": c.point, "rounds": c.rounds,
                     "difference": {m: c.difference(m) for m in GATED + SHOWN},
                     "noise": {m: c.noise(m) for m in GATED + SHOWN},
+                    "spread": {m: c.spread(m) for m in GATED + SHOWN},
                     "verdict": {m: c.verdict(m, args.tolerance) for m in GATED}} for c in comparisons]}), indent=2))
     print(f"results: {out_dir / 'comparison.json'}")
     return code

@@ -20,9 +20,11 @@ server, set the pace (`load_metrics.client_overhead`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
+import os
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -505,6 +507,28 @@ def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
             on_point(run)
         runs.append(run)
     return runs
+
+
+@contextlib.contextmanager
+def pinned(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Run the calling thread (the load generator's event loop, and threads it starts) on `cpus` only. For an engine
+    on CPU cores: a client sharing the engine's cores slows the engine down by the CPU it takes, by an amount that
+    depends on where the OS scheduler happens to put it."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def other_cpus(engine_cpus) -> frozenset[int] | None:
+    """The CPUs of this machine the engine was not given (None when it has them all)."""
+    rest = frozenset(os.sched_getaffinity(0)) - set(engine_cpus)
+    return rest or None
 
 
 def _raise_open_file_limit() -> None:

@@ -77,8 +77,13 @@ def _measure(llm) -> Measurement:
     target = load.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
     tokenizer = load.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     records_dir = Path(llm.report_dir) / "perf" / case.id
+    client_cpus = None
+    if case.engine.device == "cpu" and llm.server is not None and case.launcher == "local":
+        client_cpus = load.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
     for workload in workloads:
-        for run in load.run_workload(target, workload, tokenizer):
+        with load.pinned(client_cpus):
+            runs = load.run_workload(target, workload, tokenizer)
+        for run in runs:
             load.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()

@@ -90,3 +90,10 @@ def test_our_metric_code_reproduces_vllms_aggregates():
     assert max(differences.values()) < 1e-9
     wrong = bench.metric_math_differences(detailed_result(mean_tpot_ms=200.0))
     assert wrong["mean_tpot_ms"] == pytest.approx(0.125)
+
+
+def test_a_tool_whose_own_runs_disagree_makes_it_inconclusive():
+    # both pairs say ours is 25% faster, but vllm's own runs differ by 15%: a load bump can bias both pairs alike
+    c = bench.PointComparison("c32", rounds((125.0, 100.0), (143.75, 115.0)))
+    assert c.noise("output_tok_s") == pytest.approx(0.0, abs=1e-12) and c.spread("output_tok_s") > 0.05
+    assert c.verdict("output_tok_s", 0.05) == "inconclusive"
