@@ -349,6 +349,7 @@ def _row(result: dict) -> dict:
                                           "comparator", "why", "verdict")}
     row["status"], row["cell"] = _cell(result, prop.get("verdict"))
     row["test"] = result.get("nodeid")
+    row["reason"] = result.get("xfail_reason") if row["status"] == "known engine failure" else None
     return row
 
 
@@ -366,6 +367,7 @@ def _start_failures(report_dir: Path, rows: list[dict]) -> list[dict]:
                           if "diagnosis:" in line), _first_line(record["error"]))
         failures.append({"engine": record["engine"], "model": model, "layout": record["layout"], "reference": None,
                          "probe": "probe set", "comparator": None, "why": None, "verdict": None, "test": None,
+                         "reason": None,
                          "served_model": record.get("served_model"), "status": "FAILED",
                          "cell": f"**SERVER FAILED TO START** (stage {record.get('stage')}): {diagnosis}"})
     return failures
@@ -377,7 +379,7 @@ def _cell(result: dict, verdict: dict | None) -> tuple[str, str]:
     if result["properties"][PROPERTY].get("role") == "reference":
         return "reference", "reference"
     if outcome == "skipped" and xfail and xfail.startswith("known engine failure"):
-        return "known engine failure", f"KNOWN ENGINE FAILURE: {_first_line(xfail)}"
+        return "known engine failure", "KNOWN ENGINE FAILURE (below)"
     shown = (verdict or {}).get("cell")
     if outcome == "skipped" and xfail:
         return "xfail", f"{shown} [xfail: {_first_line(xfail)}]" if shown else f"xfail: {_first_line(xfail)}"
@@ -408,8 +410,12 @@ def _group(engine: str, model: str, members: list[dict]) -> dict:
                                      "test": row["test"]}
                       for row in members if row["layout"] == layout}
              for layout in layouts_seen}
+    known: dict[str, str] = {}
+    for row in members:
+        if row.get("reason") and (row["layout"] not in known or "diagnosis:" in row["reason"]):
+            known[row["layout"]] = row["reason"]  # the reason with the diagnosis, where one test has it
     return {"engine": engine, "model": model, "reference": reference, "comparator": comparator, "why": why,
-            "probes": probes, "layouts": table}
+            "probes": probes, "layouts": table, "known_engine_failures": known}
 
 
 def _group_markdown(group: dict) -> list[str]:
@@ -421,6 +427,9 @@ def _group_markdown(group: dict) -> list[str]:
         name = f"{layout} (reference)" if layout == group["reference"] else layout
         out.append(f"| {name} | " + " | ".join(_escape(cells[p]["cell"]) if p in cells else ""
                                                 for p in group["probes"]) + " |")
+    if group["known_engine_failures"]:
+        out += ["", "### Known engine failures", ""]
+        out += [f"- **{layout}**: {reason}" for layout, reason in group["known_engine_failures"].items()]
     details = [(layout, probe, cell) for layout, cells in group["layouts"].items() for probe, cell in cells.items()
                if cell["verdict"] and cell["verdict"].get("explain") and cell["verdict"].get("outcome") in DIFFERENT]
     if details:

@@ -3,9 +3,9 @@
 A declaration names an engine, the versions and device it affects, the cases it applies to (a layout or flag
 condition), the symptom, the log evidence that identifies it, and the upstream issue. A test of such a case that
 fails *with that evidence* in the server's death report is reported as an expected failure (xfail) whose reason is
-the declaration plus the diagnosis; any other failure stays a failure. Suites that trigger the bug on purpose (the
-equivalence suite's collection test) mark it `xfail(strict=True, raises=KnownEngineFailure)`, so a declaration that
-no longer holds (the engine got fixed) fails loudly instead of hiding a passing layout.
+the declaration plus the diagnosis; any other failure stays a failure. A suite that triggers the bug on purpose (the
+equivalence suite's collection test) fails when a declared case works after all, so a declaration that no longer
+holds (the engine got fixed) is noticed instead of hiding a passing layout.
 
 Register this module as a pytest plugin (`-p llmconform.known_failures`, or from llmconform.plugin) for the report
 hook below.
@@ -71,14 +71,6 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         evidence=re.compile(r"intermediate_tensors is not None|pipeline parallelism fails with --enforce-eager"),
         issue="research/vllm-cpu.md"),
 )
-
-
-class KnownEngineFailure(Exception):
-    """Raised by a suite when a case fails exactly as a declaration says it will."""
-
-    def __init__(self, failure: KnownFailure, diagnosis: str):
-        self.failure, self.diagnosis = failure, diagnosis
-        super().__init__(f"{failure.describe()}\n{diagnosis}")
 
 
 def declared(case: Case, version: str | None, failures: tuple[KnownFailure, ...] = KNOWN_FAILURES) \

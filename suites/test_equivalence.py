@@ -81,20 +81,18 @@ def outputs(request, llm, store, client, policy, row) -> LayoutOutputs:
 
 # --- the probe set -----------------------------------------------------------------------------------------------
 def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
-    """Every probe is answered. A case with a declared engine bug must fail exactly as declared (strict xfail: if
-    it passes, the declaration is stale)."""
+    """Every probe is answered. A case with a declared engine bug must fail exactly as declared (an expected
+    failure with the diagnosis); if it answers after all, the declaration is stale and this test fails."""
     declared = known_failures.declared(llm.case, llm.engine_version) if llm.case else ()
-    if declared:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=known_failures.KnownEngineFailure,
-            reason="; ".join(d.describe() for d in declared) + ". An XPASS means the engine no longer fails this "
-                   "way: narrow or drop the declaration in llmconform/known_failures.py"))
     collected = _collect_once(request.config, llm, store, client, policy)
+    if collected.known_failure:
+        pytest.xfail(collected.known_failure)
     if collected.failure:
-        failure = known_failures.recognise(llm.case, llm.engine_version, collected.failure) if llm.case else None
-        if failure is not None:
-            raise known_failures.KnownEngineFailure(failure, collected.failure)
         pytest.fail(f"{llm.id} could not answer the probe set:\n{collected.failure}", pytrace=False)
+    if declared:
+        pytest.fail(f"{llm.id} answered every probe although {'; '.join(d.describe() for d in declared)} is "
+                    f"declared: the engine no longer fails this way; narrow or drop the declaration in "
+                    f"llmconform/known_failures.py", pytrace=False)
     empty = [f"{probe}/{g.prompt}" for probe, answers in collected.generations.items() for g in answers
              if not g.tokens and not g.text]
     assert not empty, f"answers with neither tokens nor text: {empty}"

@@ -143,7 +143,8 @@ def test_report_table_makes_divergence_and_known_failures_unmistakable(tmp_path)
     assert "| tp1 (reference) | reference |" in markdown
     assert "| tp2 | **DIVERGED on 1/6** |" in markdown
     assert "| pp2 | identical 6/6 |" in markdown
-    assert "KNOWN ENGINE FAILURE: known engine failure of vllm >=0.32" in markdown
+    assert "| tp2ep2 | KNOWN ENGINE FAILURE (below) |" in markdown
+    assert "- **tp2ep2**: known engine failure of vllm >=0.32 on cpu with expert parallelism: segfault" in markdown
     assert "- prompt 'p': DIVERGED" in markdown  # the details, not just the cell
     assert lines[0] == ("equivalence vllm/m vs tp1 (exact): tp2 FAILED, pp2 identical, "
                         "tp2ep2 known engine failure")

@@ -112,9 +112,3 @@ def test_dead_server_reported_again_at_teardown_counts_once(pytester):
     # ep: the crash is one xfail (its teardown re-report is absorbed); a test that passed before the server died is
     # a pass plus an xfailed teardown. tp (nothing declared): a failure, a pass, and two teardown errors.
     result.assert_outcomes(xfailed=2, passed=2, failed=1, errors=2)
-
-
-def test_known_engine_failure_exception_carries_the_declaration():
-    failure = declared(cpu_case("tp2ep"), None)[0]
-    error = known_failures.KnownEngineFailure(failure, SEGFAULT)
-    assert "vllm-project/vllm#57837" in str(error) and "fused-MoE" in str(error)
