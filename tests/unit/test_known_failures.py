@@ -4,7 +4,6 @@ turns exactly that failure (and nothing else) into an expected failure."""
 import pytest
 from planning_helpers import make_case
 
-from llmconform import known_failures
 from llmconform.known_failures import declared, recognise, version_in_range
 
 pytest_plugins = ["pytester"]
