@@ -154,9 +154,15 @@ def records_from_vllm_result(result: dict) -> list[load.RequestRecord]:
     return records
 
 
+DETAILED_KEYS = ("start_times", "ttfts", "itls", "errors", "input_lens", "output_lens", "duration")
+
+
 def metric_math_differences(result: dict) -> dict[str, float]:
     """Our metric code on vLLM's own per-request timings, against the aggregates vLLM computed from them: the
-    relative difference per metric (0 up to float rounding when the definitions are the same)."""
+    relative difference per metric (0 up to float rounding when the definitions are the same). Empty when this
+    vllm bench version saved no per-request timings."""
+    if not all(key in result for key in DETAILED_KEYS):
+        return {}
     ours = load_metrics.compute(records_from_vllm_result(result), result["duration"]).flat()
     theirs = vllm_metrics(result) | {"max_concurrent_requests": result.get("max_concurrent_requests")}
     out = {}
@@ -221,9 +227,12 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
                 log(f"  {point.label} round {r + 1} {tool:<4}: output {row[tool]['output_tok_s']:.1f} tok/s, median "
                     f"TTFT {row[tool]['median_ttft_ms']:.1f} ms, median TPOT {row[tool]['median_tpot_ms']:.2f} ms "
                     f"({time.monotonic() - started:.0f} s)")
-            worst = max(row["metric_math"].items(), key=lambda kv: kv[1])
-            log(f"  our metric code on vllm bench's per-request timings: largest difference {worst[1]:.1e} "
-                f"({worst[0]})")
+            if row["metric_math"]:
+                worst = max(row["metric_math"], key=row["metric_math"].get)
+                log(f"  our metric code on vllm bench's per-request timings: largest difference "
+                    f"{row['metric_math'][worst]:.1e} ({worst})")
+            else:
+                log("  (this vllm bench saved no per-request timings: metric code not cross-checked)")
             comparison.rounds.append(row)
         comparisons.append(comparison)
     return comparisons

@@ -97,3 +97,9 @@ def test_a_tool_whose_own_runs_disagree_makes_it_inconclusive():
     c = bench.PointComparison("c32", rounds((125.0, 100.0), (143.75, 115.0)))
     assert c.noise("output_tok_s") == pytest.approx(0.0, abs=1e-12) and c.spread("output_tok_s") > 0.05
     assert c.verdict("output_tok_s", 0.05) == "inconclusive"
+
+
+def test_a_result_without_per_request_timings_is_not_cross_checked():
+    result = detailed_result()
+    del result["start_times"]
+    assert bench.metric_math_differences(result) == {}
