@@ -24,11 +24,12 @@ import contextlib
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import resource
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -490,9 +491,26 @@ def arrival_times(count: int, rate: float, burstiness: float, rng: np.random.Gen
 def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
               warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None = None,
               request_timeout_s: float = 1800.0) -> PointRun:
-    """Send the warm-up requests (unmeasured), then the point's requests, and return their raw records."""
+    """Send the warm-up requests (unmeasured), then the point's requests, and return their raw records.
+
+    The requests go out from a process of their own (spawned; it inherits the caller's CPU affinity): in the caller's
+    process other threads (pytest's, a server's memory sampler, log readers) would compete with the event loop for
+    the interpreter lock and delay its timestamps."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+        run, texts = child.submit(_run_point_here, target, workload, point, prompts, warmup_prompts,
+                                  request_timeout_s).result()
+    if tokenizer:
+        for record in run.records:  # vLLM's fallback when usage is missing: count the generated text's tokens
+            if record.index in texts:
+                record.text_tokens = tokenizer.count(texts[record.index], with_special=False)
+    return run
+
+
+def _run_point_here(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
+                    warmup_prompts: list[Prompt], request_timeout_s: float) -> tuple[PointRun, dict[int, str]]:
     _raise_open_file_limit()
-    return asyncio.run(_run_point(target, workload, point, prompts, warmup_prompts, tokenizer, request_timeout_s))
+    return asyncio.run(_run_point(target, workload, point, prompts, warmup_prompts, request_timeout_s))
 
 
 def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
@@ -542,8 +560,8 @@ def _raise_open_file_limit() -> None:
 
 
 async def _run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
-                     warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None,
-                     request_timeout_s: float) -> PointRun:
+                     warmup_prompts: list[Prompt], request_timeout_s: float) -> tuple[PointRun, dict[int, str]]:
+    """The run, and the generated text of each successful request the server sent no usage for."""
     import aiohttp
 
     limit = point.in_flight_limit or 0
@@ -578,16 +596,13 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, promp
         cpu = time.thread_time() - cpu_before
         stop.set()
         await watcher
-    records = [job.record for job in jobs]
-    if tokenizer:
-        for job in jobs:  # vLLM's fallback when usage is missing: count the generated text's tokens
-            if job.record.ok and not job.record.completion_tokens:
-                job.record.text_tokens = tokenizer.count("".join(job.text), with_special=False)
-    return PointRun(workload=workload.name, point=point, records=records, duration_s=duration,
-                    client=ClientStats(cpu_s=cpu, chunks=client.chunks,
-                                       loop_lag_p99_ms=float(np.percentile(lags or 0, 99)) * 1e3,
-                                       loop_lag_max_ms=max(lags, default=0.0) * 1e3),
-                    sent_ignore_eos=workload.ignore_eos and target.accepts_ignore_eos)
+    texts = {job.record.index: "".join(job.text) for job in jobs if job.record.ok and not job.record.completion_tokens}
+    run = PointRun(workload=workload.name, point=point, records=[job.record for job in jobs], duration_s=duration,
+                   client=ClientStats(cpu_s=cpu, chunks=client.chunks,
+                                      loop_lag_p99_ms=float(np.percentile(lags or 0, 99)) * 1e3,
+                                      loop_lag_max_ms=max(lags, default=0.0) * 1e3),
+                   sent_ignore_eos=workload.ignore_eos and target.accepts_ignore_eos)
+    return run, texts
 
 
 def _payload(target: Target, workload: Workload, prompt: Prompt) -> bytes:

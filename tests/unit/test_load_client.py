@@ -18,7 +18,7 @@ from llmconform.load import LoadPoint, Prompt, Target, Workload
 class ScriptedServer:
     """An OpenAI-style streaming completions server on a background event loop. Each request streams
     `max_tokens` chunks (one token each) with usage and [DONE]; prompts containing FAIL get HTTP 500, EMPTY a stream
-    without choices, BROKEN an error event. `hold_until` in-flight requests are held before streaming (a barrier that
+    without choices, BROKEN an error event, NOUSAGE no usage chunk. `hold_until` in-flight requests are held before streaming (a barrier that
     proves how many the client keeps open at once). /tokenize counts like a server whose tokenizer splits digits."""
 
     def __init__(self, tokenizer=None, hold_until: int = 0):
@@ -90,8 +90,9 @@ class ScriptedServer:
                     chunk = {"choices": [{"index": 0, "text": f" t{i}", "finish_reason": finish}]}
                     await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     await asyncio.sleep(0.001)
-            usage = {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": body["max_tokens"]}
-            await response.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+            if "NOUSAGE" not in body["prompt"]:
+                usage = {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": body["max_tokens"]}
+                await response.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             return response
@@ -232,6 +233,16 @@ def test_prompts_count_as_the_server_counts(tokenizer):
     assert any(tokenizer.count(p.text) != 40 for p in prompts)  # tokenizer.json alone would have miscounted
     with ScriptedServer(tokenizer=tokenizer.tokenizer) as server:
         assert all(tokenizer.with_server(Target(server.url, "m")).count(p.text) == 40 for p in prompts)
+
+
+def test_without_usage_the_generated_text_is_counted(tokenizer):
+    workload = Workload("w", 3, 4, concurrency=(1,))
+    with ScriptedServer() as server:
+        run = load.run_point(Target(server.url, "m", "vllm"), workload, closed(1, 1), [Prompt("NOUSAGE a b", 3)], [],
+                             tokenizer)
+    (record,) = run.records
+    assert record.ok and record.completion_tokens is None
+    assert record.text_tokens == tokenizer.count(" t0 t1 t2 t3", with_special=False)
 
 
 def test_a_server_without_tokenize_leaves_counting_local(tokenizer):
