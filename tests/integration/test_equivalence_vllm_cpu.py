@@ -9,6 +9,9 @@ import pytest
 import yaml
 from paths import ROOT, VLLM_CPU, pytest_command
 
+from llmconform import equivalence
+from llmconform import report as reports
+
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
 SUITE = ROOT / "suites" / "test_equivalence.py"
@@ -39,6 +42,9 @@ def test_suite_reports_a_layout_that_computes_differently(tmp_path):
     failed = [name for name, state in outcome.items() if state == "failed"]
     assert failed and all("greedy_outputs_match_reference[vllm-qwen2-tiny-tp2-" in name for name in failed), outcome
     assert "DIVERGED" in run.stdout and "first divergence at generated token" in run.stdout
+    lines = equivalence.write_report(report, reports.load_results(report))  # what the report section writes
+    assert lines[0] == "equivalence vllm/qwen2-tiny vs tp1 (exact): tp2 FAILED"
     markdown = (report / "equivalence.md").read_text()
-    assert "| tp2 | **DIVERGED on" in markdown
+    tp2_row = next(line for line in markdown.splitlines() if line.startswith("| tp2 |"))
+    assert "**DIVERGED on" in tp2_row
     assert "prefers it by" in markdown or "OUTSIDE" in markdown  # the margin or the top-k miss is spelled out
