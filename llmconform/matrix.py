@@ -40,6 +40,9 @@ from pathlib import Path
 import yaml
 
 from . import engines, layout as layouts, models
+from .equivalence import parse_compare_section
+from .floors import parse_floors
+from .load import parse_workloads
 from .case import Case, EngineSettings, ModelSpec
 from .errors import LayoutError, MatrixError
 
@@ -154,15 +157,17 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
                                                                                       "layouts"))]
     excludes = [_exclude(r, e, f"exclude[{i}]", engine_settings, model_specs)
                 for i, e in enumerate(r.sequence(top.get("exclude", []), "exclude"))]
-    sections = {key: top.get(key) for key in ("floors", "compare", "workloads")}
+    workloads = parse_workloads(top.get("workloads"), r.fail)
+    floor_list = parse_floors(top.get("floors"), r.fail, workloads)
+    compare = top.get("compare")
+    parse_compare_section(compare, r.fail, tuple(model_specs))  # validated now, applied per case
 
     def build(engine: str, model: str, layout, args=None, env=None) -> Case:
         e_args, e_env = engine_extras[engine]
         m = model_extras[model]
         return Case(engine=engine_settings[engine], model=model_specs[model], layout=layout, launcher=launcher,
                     args={**e_args, **m.args, **(args or {})}, env={**e_env, **m.env, **(env or {})},
-                    floors=tuple(sections["floors"] or ()), compare=dict(sections["compare"] or {}),
-                    workloads=tuple(sections["workloads"] or ()), matrix=name)
+                    floors=floor_list, compare=dict(compare or {}), workloads=workloads, matrix=name)
 
     cases: list[Case] = []
     for model_id, spec in model_specs.items():

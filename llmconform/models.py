@@ -23,7 +23,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECIPE_VERSION = 1  # bump when the files a recipe makes change
+RECIPE_VERSION = 2  # bump when the files a recipe makes change
+# transformers >= 5 builds the tokenizer class of the model type (Qwen2Tokenizer for qwen2/qwen2_moe/qwen3_moe) and
+# imposes its pre-tokenization on tokenizer.json; ours uses the same, so that counting tokens with tokenizer.json
+# agrees with the engine (digits are split one by one).
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -163,7 +168,7 @@ def make(p: Preset, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = copy.deepcopy(p.config)
     vocab_size = config["vocab_size"]
-    tokenizer = _train_tokenizer(p.tokenizer_vocab, seed=7)
+    tokenizer = _train_tokenizer(p.tokenizer_vocab, seed=7, model_type=config["model_type"])
     tokenizer_json = json.loads(tokenizer.to_str())
     if vocab_size > len(tokenizer_json["model"]["vocab"]) + len(SPECIAL_TOKENS):
         _pad_vocab(tokenizer_json, vocab_size)
@@ -203,11 +208,17 @@ def _corpus(seed: int) -> list[str]:
     return lines
 
 
-def _train_tokenizer(vocab_size: int, seed: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _train_tokenizer(vocab_size: int, seed: int, model_type: str):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if model_type.startswith("qwen"):
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     # Only ASCII bytes in the alphabet: every token then decodes to valid text by itself.
     ascii_alphabet = sorted({c for c in pre_tokenizers.ByteLevel.alphabet() if ord(c) < 0x7F and c.isprintable()}

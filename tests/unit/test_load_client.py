@@ -230,7 +230,6 @@ def test_prompts_count_as_the_server_counts(tokenizer):
         prompts = remote.random_prompts(10, 40, np.random.default_rng(5))
     assert remote.counted_by.endswith("/tokenize")
     assert all(p.tokens == 40 for p in prompts)
-    assert any(tokenizer.count(p.text) != 40 for p in prompts)  # tokenizer.json alone would have miscounted
     with ScriptedServer(tokenizer=tokenizer.tokenizer) as server:
         assert all(tokenizer.with_server(Target(server.url, "m")).count(p.text) == 40 for p in prompts)
 

