@@ -127,10 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("names", nargs="*")
     model.add_argument("--all", action="store_true")
     model.set_defaults(func=cmd_models)
+    # `bench` has its own parser (llmconform.bench); listed here for --help only.
+    sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from . import bench
+
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -51,6 +51,8 @@ def pytest_addoption(parser):
                     help="engine of the attached server (for its known deviations); env LLMCONFORM_ENGINE")
     group.addoption("--llm-api-key", default=os.environ.get("LLMCONFORM_API_KEY"),
                     help="API key of the attached server; env LLMCONFORM_API_KEY")
+    group.addoption("--perf-baseline", default=None, metavar="FILE",
+                    help="perf-summary.json of an earlier run, for relative floors (output_tok_s:-5%%)")
     group.addoption("--report-dir", default=None,
                     help="where logs, results and reports go (default reports/<matrix>-<time>)")
 
