@@ -34,13 +34,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from . import engines, layout as layouts, models
-from .equivalence import parse_compare_section
+from .equivalence import case_dtype, determinism_overrides, parse_compare_section
 from .floors import parse_floors
 from .load import parse_workloads
 from .case import Case, EngineSettings, ModelSpec
@@ -160,14 +160,19 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     workloads = parse_workloads(top.get("workloads"), r.fail)
     floor_list = parse_floors(top.get("floors"), r.fail, workloads)
     compare = top.get("compare")
-    parse_compare_section(compare, r.fail, tuple(model_specs))  # validated now, applied per case
+    compare_section = parse_compare_section(compare, r.fail, tuple(model_specs))
 
     def build(engine: str, model: str, layout, args=None, env=None) -> Case:
         e_args, e_env = engine_extras[engine]
         m = model_extras[model]
-        return Case(engine=engine_settings[engine], model=model_specs[model], layout=layout, launcher=launcher,
+        case = Case(engine=engine_settings[engine], model=model_specs[model], layout=layout, launcher=launcher,
                     args={**e_args, **m.args, **(args or {})}, env={**e_env, **m.env, **(env or {})},
                     floors=floor_list, compare=dict(compare or {}), workloads=workloads, matrix=name)
+        if compare_section.policy(model, case_dtype(case)).deterministic:
+            # `compare.deterministic: true` turns on the engine's own switch; what the matrix sets explicitly wins.
+            switch_args, switch_env = determinism_overrides(engine)
+            case = replace(case, args={**switch_args, **case.args}, env={**switch_env, **case.env})
+        return case
 
     cases: list[Case] = []
     for model_id, spec in model_specs.items():

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
-SECTIONS = ("llmconform.conformance", "llmconform.perf")
+SECTIONS = ("llmconform.conformance", "llmconform.equivalence", "llmconform.perf")
 
 
 def load_results(report_dir: Path) -> list[dict]:

@@ -83,3 +83,21 @@ def test_hub_id_of_a_known_shape_knows_its_config():
     case = loaded.cases[0]
     assert case.model.path == "Qwen/Qwen3-30B-A3B-FP8" and case.model.config["num_experts"] == 128
     assert not case.model.dummy_weights
+
+
+def test_deterministic_compare_turns_on_the_engine_switch_and_explicit_values_win():
+    data = {"engines": {"vllm": {}, "sglang": {}}, "models": {"m": {"source": "factory:qwen2-tiny"}},
+            "layouts": ["tp1"], "compare": {"deterministic": True}}
+    cases = {c.engine.name: c for c in matrix.parse(data).cases}
+    assert cases["vllm"].env["VLLM_BATCH_INVARIANT"] == "1"
+    assert cases["sglang"].args["enable-deterministic-inference"] is True
+    data["engines"]["vllm"] = {"env": {"VLLM_BATCH_INVARIANT": "0"}}
+    assert matrix.parse(data).cases[0].env["VLLM_BATCH_INVARIANT"] == "0"
+
+
+def test_bad_compare_and_floor_sections_name_their_path():
+    base = {"engines": {"vllm": {}}, "models": {"m": {"source": "factory:qwen2-tiny"}}, "layouts": ["tp1"]}
+    with pytest.raises(MatrixError, match=r"compare.models.other: not a model of this matrix \(allowed: m\)"):
+        matrix.parse({**base, "compare": {"models": {"other": {"comparator": "exact"}}}})
+    with pytest.raises(MatrixError, match=r"floors"):
+        matrix.parse({**base, "floors": ["output_tok_s >>> 5"]})
