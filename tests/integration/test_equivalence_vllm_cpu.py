@@ -30,7 +30,7 @@ def test_suite_reports_a_layout_that_computes_differently(tmp_path):
         "compare": {"comparator": "exact"},
     }))
     report = tmp_path / "report"
-    run = subprocess.run(pytest_command(str(SUITE), "--matrix", str(matrix), "-p", "llmconform.known_failures",
+    run = subprocess.run(pytest_command(str(SUITE), "--matrix", str(matrix),
                                         "--report-dir", str(report), "-k", "probe_set or greedy_outputs", "-rfE",
                                         "-q"),
                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
