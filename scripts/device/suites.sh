@@ -4,10 +4,10 @@
 set -uo pipefail
 source scripts/device/env.sh
 R=/tmp/reports; mkdir -p $R
-timeout 500 python3 -m pytest suites --matrix matrices/h100-x4.yaml \
+timeout 420 python3 -m pytest suites --matrix matrices/h100-x4.yaml \
   -k "qwen2-tiny and (test_equivalence or qwen2-tiny-tp1 or qwen2-tiny-tp4)" \
   -p no:cacheprovider -q -rfEx --report-dir $R/dense > $R/dense.log 2>&1 &
-timeout 500 python3 -m pytest suites/test_equivalence.py --matrix matrices/h100-x4.yaml -k qwen3moe-tiny \
+timeout 420 python3 -m pytest suites/test_equivalence.py --matrix matrices/h100-x4.yaml -k qwen3moe-tiny \
   -p no:cacheprovider -q -rfEx --report-dir $R/moe > $R/moe.log 2>&1 &
 wait
 tail -5 $R/dense.log $R/moe.log
