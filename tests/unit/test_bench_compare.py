@@ -46,18 +46,19 @@ def test_one_round_has_no_noise_estimate():
 def test_vllm_bench_gets_the_same_traffic():
     closed = Workload("w", 512, 128, concurrency=(64,), slo=Slo(ttft_ms=2000, tpot_ms=50))
     argv = bench.vllm_bench_argv(["vllm", "bench", "serve"], TARGET, closed, LoadPoint(320, 64, concurrency=64),
-                                 "/models/q", Path("/out"), "r.json")
+                                 "/models/q", Path("/out"), "r.json", seed=17)
     text = " ".join(argv)
     assert text.startswith("vllm bench serve --backend openai --base-url http://127.0.0.1:8000 ")
     for flags in ("--dataset-name random", "--random-input-len 512", "--random-output-len 128", "--num-prompts 320",
                   "--num-warmups 64", "--max-concurrency 64", "--ignore-eos", "--save-result", "--save-detailed",
-                  "--tokenizer /models/q", "--model qwen2-tiny", "--goodput ttft:2000 tpot:50"):
+                  "--tokenizer /models/q", "--model qwen2-tiny", "--goodput ttft:2000 tpot:50", "--seed 17"):
         assert flags in text
     assert "--request-rate" not in text
     opened = Workload("w", 64, 16, rates=(math.inf,), requests=50, burstiness=0.5, max_concurrency=8,
                       ignore_eos=False)
     text = " ".join(bench.vllm_bench_argv(["vllm", "bench", "serve"], TARGET, opened,
-                                          LoadPoint(50, 0, rate=math.inf, max_concurrency=8), "/m", Path("/o"), "f"))
+                                          LoadPoint(50, 0, rate=math.inf, max_concurrency=8), "/m", Path("/o"), "f",
+                                          seed=0))
     assert "--request-rate inf --burstiness 0.5 --max-concurrency 8" in text and "--ignore-eos" not in text
 
 
