@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Qwen2.5-7B shape at TP1 on one H100: our load generator against `vllm bench serve` on the same server
-# (fidelity), then the throughput suite with the research anchors as floors.
+# (fidelity), then (unless SUITE=0) the throughput suite with the research anchors as floors.
 set -uo pipefail
 source scripts/device/env.sh
 R=/tmp/perf; mkdir -p $R
@@ -12,7 +12,7 @@ timeout 300 python3 -m llmconform.cli bench compare-vllm --base-url http://127.0
   --input-tokens 512 --output-tokens 128 --concurrency 1 64 --rounds 2 \
   --vllm-bench "python3 -m vllm.entrypoints.cli.main bench serve" --out $R/fidelity 2>&1 | tee $R/fidelity.txt
 kill $S; wait $S
-timeout 280 python3 -m pytest suites/test_throughput.py --matrix matrices/h100-perf.yaml -p no:cacheprovider -q -rfEs \
+[ "${SUITE:-1}" = 0 ] || timeout 280 python3 -m pytest suites/test_throughput.py --matrix matrices/h100-perf.yaml -p no:cacheprovider -q -rfEs \
   --report-dir $R/suite > $R/suite.log 2>&1
-tail -5 $R/suite.log
+[ "${SUITE:-1}" = 0 ] || tail -5 $R/suite.log
 tar czf $OUT/perf.tar.gz -C $R .
