@@ -1,4 +1,4 @@
-"""`llmconform` command line: plan | models (more subcommands register themselves in `main`)."""
+"""`llmconform` command line: plan | run | report | models | bench."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import re
 import shlex
 import sys
+from pathlib import Path
 
-from . import matrix as matrices, models, resources
+from . import matrix as matrices, models, report, resources
 from .errors import UserError
 from .launchers.slurm import srun_argv
 from .planner import placement_on, plan_case
@@ -114,6 +115,23 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    """The suites against a matrix: `pytest SUITES --matrix MATRIX [pytest options]`."""
+    import pytest
+
+    suites = args.suites or str(Path(__file__).resolve().parent.parent / "suites")
+    return int(pytest.main([suites, "--matrix", args.matrix, *args.pytest_args]))
+
+
+def cmd_report(args) -> int:
+    directory = Path(args.report_dir)
+    if not (directory / "results.jsonl").is_file():
+        raise UserError(f"{directory} has no results.jsonl: not a report dir of an llmconform run")
+    for line in report.build(directory):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmconform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("names", nargs="*")
     model.add_argument("--all", action="store_true")
     model.set_defaults(func=cmd_models)
+    run = sub.add_parser("run", help="run the suites against a matrix (pytest underneath)")
+    run.add_argument("matrix")
+    run.add_argument("--suites", help="where the suites are (default: the suites/ beside the package)")
+    # any further arguments go to pytest (e.g. -k tp1 -n 2)
+    run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="rebuild a run's tables and plots from its results.jsonl")
+    rep.add_argument("report_dir")
+    rep.set_defaults(func=cmd_report)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
     sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
     return parser
@@ -138,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench
 
         return bench.main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":
+        args.pytest_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except UserError as error:

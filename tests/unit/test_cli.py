@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+from llmconform.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_report_rebuilds_tables_from_results(tmp_path, capsys):
+    record = {"nodeid": "suites/test_openai_models.py::test_models_list[vllm-m-tp1]", "when": "call",
+              "outcome": "passed", "duration_s": 0.1,
+              "properties": {"llm": {"id": "vllm-m-tp1", "engine": "vllm", "engine_version": "0.32.0",
+                                     "layout": "tp1", "model": "m"}}}
+    (tmp_path / "results.jsonl").write_text(json.dumps(record) + "\n")
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "conformance.md").is_file()
+    assert "conformance" in capsys.readouterr().out
+
+
+def test_report_of_a_dir_without_results_is_a_user_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "has no results.jsonl" in capsys.readouterr().err
+
+
+def test_run_skips_cases_that_do_not_fit_with_the_reason(tmp_path, capsys):
+    matrix = tmp_path / "gpu.yaml"
+    matrix.write_text("engines: {vllm: {command: [python3, -m, vllm.entrypoints.cli.main, serve]}}\n"
+                      "models: {q: {source: shape:qwen2.5-7b}}\nlayouts: [tp4]\n")
+    code = main(["run", str(matrix), "--suites", str(ROOT / "suites" / "test_openai_models.py"), "-p",
+                 "no:cacheprovider", "-rs", "--report-dir", str(tmp_path / "report"),
+                 "-o", "addopts=--strict-markers"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "needs 4 GPUs per node" in out and "skipped" in out
