@@ -39,7 +39,10 @@ slurm_up() {
 stage unit tests/unit -q -n 2
 slurm_up
 stage integration tests/integration -q -rs
-stage suites suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -q -rs --report-dir "$REPORTS/suites"
+# Conformance on the dense reference server (the others repeat it: `pytest suites --matrix ...` runs them all);
+# equivalence and throughput on every layout.
+stage suites suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -k "not test_openai or qwen2-tiny-tp1" \
+  -q -rs --report-dir "$REPORTS/suites"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

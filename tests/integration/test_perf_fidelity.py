@@ -1,5 +1,5 @@
 """Fidelity of llmconform's load generator and serving metrics against the reference, `vllm bench serve`, on one real
-vLLM-CPU server (matrices/cpu-perf.yaml, tp1) started once for the module.
+vLLM-CPU server (matrices/cpu-smoke.yaml, tp1) started once for the module.
 
 1. Metric code: our load_metrics, fed vllm bench's own per-request timings (`--save-detailed`), reproduces the
    aggregates vllm bench computed from them. Exact up to float rounding, whatever the machine's load.
@@ -34,11 +34,11 @@ def out_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def comparison(out_dir) -> bench.PointComparison:
-    case = matrix.load(ROOT / "matrices" / "cpu-perf.yaml").cases[0]
+    case = next(c for c in matrix.load(ROOT / "matrices" / "cpu-smoke.yaml").cases if str(c.layout) == "tp1")
     pool = ServerPool(out_dir / "report", resources.detect())
     server = pool.start(case)
     try:
-        target = Target(server.base_url, server.model, "vllm")
+        target = Target(server.base_url, server.model, "vllm", case.api_key)
         # Both clients on the cores the engine was not given: where the scheduler puts them otherwise decides more
         # than the tools do.
         (result,) = bench.compare_with_vllm_bench(target, WORKLOAD, case.model.path, VLLM_BENCH, out_dir / "bench",
