@@ -31,6 +31,7 @@ cases:                             # explicit cases besides the product
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shlex
@@ -44,7 +45,7 @@ from .equivalence import case_dtype, determinism_overrides, parse_compare_sectio
 from .floors import parse_floors
 from .load import parse_workloads
 from .case import Case, EngineSettings, ModelSpec
-from .errors import LayoutError, MatrixError
+from .errors import LayoutError, MatrixError, UserError
 
 LAUNCHERS = ("local", "slurm", "external")
 DEVICES = ("cuda", "cpu")
@@ -140,6 +141,19 @@ def load(path: str | Path) -> Matrix:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise MatrixError(file, where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
     return parse(data, file=file, default_name=path.stem)
+
+
+def select(matrices: list[Matrix], globs: list[str]) -> list[Matrix]:
+    """Keep the cases whose id matches one of the globs (`--case 'vllm-qwen2-tiny-tp*'`); every glob must match a
+    case, so that a typo does not silently run nothing. No globs: everything."""
+    if not globs:
+        return matrices
+    ids = [case.id for m in matrices for case in m.cases]
+    for glob in globs:
+        if not any(fnmatch.fnmatchcase(case_id, glob) for case_id in ids):
+            raise UserError(f"--case {glob!r} matches none of the cases: {', '.join(ids) or '(none)'}")
+    return [replace(m, cases=[c for c in m.cases if any(fnmatch.fnmatchcase(c.id, g) for g in globs)])
+            for m in matrices]
 
 
 def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:

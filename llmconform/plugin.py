@@ -38,6 +38,9 @@ def pytest_addoption(parser):
     group = parser.getgroup("llmconform", "LLM serving engine conformance")
     group.addoption("--matrix", action="append", default=[], metavar="FILE",
                     help="YAML matrix of engines x models x layouts to run the suites against (repeatable)")
+    group.addoption("--case", action="append", default=[], metavar="GLOB",
+                    help="run only the cases whose id matches GLOB, e.g. 'vllm-qwen2-tiny-tp*' (repeatable; "
+                         "`llmconform plan` lists the ids)")
     group.addoption("--engine", help="one-off case: engine name (vllm, sglang, trtllm)")
     group.addoption("--model", help="one-off case: model source (factory:NAME, shape:NAME, path:DIR, hf:ID)")
     group.addoption("--layout", action="append", default=[], help="one-off case: layout(s), e.g. tp2 (repeatable)")
@@ -133,6 +136,7 @@ def _load_cases(config, session: Session) -> None:
     one_off = _one_off_matrix(config)
     if one_off:
         loaded.append(one_off)
+    loaded = matrices.select(loaded, config.getoption("case"))
     hardware = resources.detect()
     for m in loaded:
         for case in m.cases:

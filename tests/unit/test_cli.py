@@ -32,3 +32,16 @@ def test_run_skips_cases_that_do_not_fit_with_the_reason(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "needs 4 GPUs per node" in out and "skipped" in out
+
+
+def test_run_selects_cases_by_glob_and_rejects_a_glob_without_cases(tmp_path, capsys):
+    matrix = tmp_path / "gpu.yaml"
+    matrix.write_text("engines: {vllm: {command: [python3, -m, vllm.entrypoints.cli.main, serve]}}\n"
+                      "models: {q: {source: shape:qwen2.5-14b}}\nlayouts: [tp4, tp2pp2, tp8]\n")
+    common = ["--suites", str(ROOT / "suites" / "test_openai_models.py"), "-p", "no:cacheprovider", "-rs",
+              "--report-dir", str(tmp_path / "report"), "-o", "addopts=--strict-markers"]
+    assert main(["run", str(matrix), "--case", "*-tp4", "--case", "*-tp8", *common]) == 0
+    out = capsys.readouterr().out
+    assert "vllm-q-tp4" in out and "vllm-q-tp8" in out and "vllm-q-tp2pp2" not in out, out
+    assert main(["run", str(matrix), "--case", "*-tp16", *common]) == 2
+    assert "--case '*-tp16' matches none of the cases: vllm-q-tp4, vllm-q-tp2pp2, vllm-q-tp8" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import pytest
 
 from llmconform import matrix, models
 from llmconform.cli import main
-from llmconform.errors import MatrixError
+from llmconform.errors import MatrixError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((ROOT / "tests" / "data" / "bad-matrices").glob("*.yaml"))
@@ -101,3 +101,18 @@ def test_bad_compare_and_floor_sections_name_their_path():
         matrix.parse({**base, "compare": {"models": {"other": {"comparator": "exact"}}}})
     with pytest.raises(MatrixError, match=r"floors"):
         matrix.parse({**base, "floors": ["output_tok_s >>> 5"]})
+
+
+def test_case_globs_keep_only_the_matching_cases():
+    loaded = matrix.parse({"engines": {"vllm": {}}, "models": {"m": {"source": "shape:qwen2.5-7b"}},
+                           "layouts": ["tp1", "tp2", "tp2pp2", "tp4"]}, default_name="x")
+    kept = matrix.select([loaded], ["*-tp1", "vllm-m-tp2"])
+    assert [c.id for c in kept[0].cases] == ["vllm-m-tp1", "vllm-m-tp2"]  # a glob is whole-id, not a substring
+    assert matrix.select([loaded], []) == [loaded]
+
+
+def test_a_case_glob_that_matches_nothing_lists_the_cases():
+    loaded = matrix.parse({"engines": {"vllm": {}}, "models": {"m": {"source": "shape:qwen2.5-7b"}},
+                           "layouts": ["tp1", "tp2"]}, default_name="x")
+    with pytest.raises(UserError, match=r"--case 'vllm-m-tp8' matches none of the cases: vllm-m-tp1, vllm-m-tp2"):
+        matrix.select([loaded], ["vllm-m-tp1", "vllm-m-tp8"])
