@@ -336,13 +336,13 @@ class LogprobClose:
         d = alignment.divergence
         if d is not None:
             problems += _tie_problems(d, reference, candidate)
-            if not problems:
-                notes.append(f"near-tie flip at token {d.position} (margins {_fmt(d.reference_margin)} and "
-                             f"{_fmt(d.candidate_margin)} <= {self.max_gap}); later tokens not compared")
             for side, margin in (("reference", d.reference_margin), ("candidate", d.candidate_margin)):
                 if margin is not None and margin > self.max_gap:
                     problems.append(f"the {side} prefers its own token by {margin:.4g} > max_logprob_gap "
                                     f"{self.max_gap}")
+            if not problems:
+                notes.append(f"near-tie flip at token {d.position} (margins {_fmt(d.reference_margin)} and "
+                             f"{_fmt(d.candidate_margin)} <= {self.max_gap}); later tokens not compared")
         return _verdict(self.name, reference, candidate, alignment, problems, notes)
 
 

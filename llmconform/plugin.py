@@ -244,7 +244,7 @@ class ResultsWriter:
         if hasattr(report, "wasxfail"):
             record["xfail_reason"] = report.wasxfail
         if report.skipped and isinstance(report.longrepr, tuple):
-            record["skip_reason"] = report.longrepr[2]
+            record["skip_reason"] = report.longrepr[2].removeprefix("Skipped: ")  # pytest prefixes it
         elif report.failed:
             record["error"] = str(report.longrepr)[-2000:]
         self.file.write(json.dumps(record) + "\n")

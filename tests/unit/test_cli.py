@@ -32,6 +32,8 @@ def test_run_skips_cases_that_do_not_fit_with_the_reason(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "needs 4 GPUs per node" in out and "skipped" in out
+    reasons = [json.loads(line).get("skip_reason") for line in (tmp_path / "report" / "results.jsonl").open()]
+    assert reasons and all(r.startswith("vllm-q-tp4: needs 4 GPUs per node") for r in reasons), reasons
 
 
 def test_run_selects_cases_by_glob_and_rejects_a_glob_without_cases(tmp_path, capsys):

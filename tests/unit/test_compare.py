@@ -81,6 +81,7 @@ def test_flip_with_a_confident_side_exceeds_the_gap_bound():
     strict = compare(LogprobClose(max_gap=1.0), [reference], [candidate])
     assert not strict.ok
     assert "the reference prefers its own token by 3.45 > max_logprob_gap 1.0" in strict.explain()
+    assert "near-tie" not in strict.explain()  # a flip beyond the bound is not called a near tie
     assert compare(LogprobClose(max_gap=5.0), [reference], [candidate]).ok
 
 
