@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # FIDELITY=1 (default): the Qwen2.5-7B shape at TP1 on one GPU, our load generator against `vllm bench serve` on the
-# same server. Then the throughput suite on the cases of matrices/h100-perf.yaml named in CASES (default: the 7B
+# same server. Then the throughput suite on the cases of matrices/gpu-perf.yaml named in CASES (default: the 7B
 # anchor; empty: none), LIMIT seconds at most. Results: $OUT/perf.tar.gz.
 set -uo pipefail
 source scripts/device/env.sh
@@ -17,7 +17,7 @@ if [ "${FIDELITY:-1}" = 1 ]; then
   kill $S; wait $S
 fi
 if [ -n "$CASES" ]; then
-  timeout -k 30 $LIMIT python3 -m pytest suites/test_throughput.py --matrix matrices/h100-perf.yaml \
+  timeout -k 30 $LIMIT python3 -m pytest suites/test_throughput.py --matrix matrices/gpu-perf.yaml \
     $(for c in $CASES; do printf -- '--case %s ' "$c"; done) -p no:cacheprovider -q -rfEs --report-dir $R/suite \
     > $R/suite.log 2>&1
   tail -n 8 $R/suite.log
