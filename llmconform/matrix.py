@@ -2,7 +2,7 @@
 
 ```yaml
 name: cpu-smoke                    # default: the file's stem
-launcher: local                    # local | slurm | external
+launcher: local                    # local | slurm  (a running server: --llm-url, no matrix)
 target: {nodes: 1, gpus_per_node: 8}   # the hardware the matrix is written for (advice in `llmconform plan`)
 engines:
   vllm:
@@ -47,7 +47,7 @@ from .load import parse_workloads
 from .case import Case, EngineSettings, ModelSpec
 from .errors import LayoutError, MatrixError, UserError
 
-LAUNCHERS = ("local", "slurm", "external")
+LAUNCHERS = ("local", "slurm")
 DEVICES = ("cuda", "cpu")
 SOURCE_KINDS = ("factory", "shape", "path", "hf")
 

@@ -38,8 +38,6 @@ class Hardware:
     def why_not(self, case: Case) -> str | None:
         """None if `case` can run here, else the reason it cannot."""
         layout = case.layout
-        if case.launcher == "external":
-            return None
         if layout.nodes > 1 and case.launcher == "local":
             return (f"layout {layout} spans {layout.nodes} nodes; the local launcher runs on one machine "
                     f"(use launcher: slurm inside an allocation)")

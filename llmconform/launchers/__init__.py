@@ -1,1 +1,1 @@
-"""Where engine processes run: local, slurm, external."""
+"""Where engine processes run: local, slurm. (A server started elsewhere is attached to with --llm-url.)"""
