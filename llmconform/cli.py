@@ -1,4 +1,4 @@
-"""`llmconform` command line: plan | run | report | models | bench."""
+"""`llmconform` command line: plan | run | report | compare | models | bench."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import matrix as matrices, models, report, resources
+from . import matrix as matrices, models, regression, report, resources
 from .errors import UserError
 from .launchers.slurm import srun_argv
 from .planner import placement_on, plan_case
@@ -132,6 +132,17 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    comparison = regression.compare_runs(Path(args.baseline), Path(args.candidate),
+                                         tuple(args.perf) or regression.DEFAULT_PERF_TOLERANCES, args.comparator)
+    out = Path(args.out) if args.out else Path(args.candidate)
+    (out / "regression.md").write_text(comparison.to_markdown())
+    (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
+    print(comparison.to_markdown())
+    print(f"written: {out / 'regression.md'}, {out / 'regression.json'}")
+    return 1 if comparison.regressions else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmconform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild a run's tables and plots from its results.jsonl")
     rep.add_argument("report_dir")
     rep.set_defaults(func=cmd_report)
+    cmp = sub.add_parser("compare", help="regression verdict of a run against a baseline run (exit 1 on regression)")
+    cmp.add_argument("baseline", help="report dir of the baseline run (e.g. engine version N)")
+    cmp.add_argument("candidate", help="report dir of the candidate run (e.g. engine version N+1)")
+    cmp.add_argument("--perf", action="append", default=[], metavar="METRIC:+-X%",
+                     help="how far a serving metric may move against the baseline (repeatable; default "
+                          "output_tok_s:-10%%, median_tpot_ms:+10%%, median_ttft_ms:+20%%)")
+    cmp.add_argument("--comparator", choices=("exact", "logprob-close", "logprob-delta"),
+                     help="how greedy outputs are compared (default: by dtype, as the equivalence suite does)")
+    cmp.add_argument("--out", help="where regression.md/json go (default: the candidate's report dir)")
+    cmp.set_defaults(func=cmd_compare)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
     sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
     return parser

@@ -41,6 +41,7 @@ OVERRIDE_KEYS = ("reference", "comparator", "top_k", "max_logprob_gap", "max_log
 SECTION_KEYS = (*OVERRIDE_KEYS, "max_tokens", "samples", "false_alarm_rate", "repeats", "batch", "deterministic",
                 "dtypes", "models")
 OUTPUTS_DIR = "equivalence"
+GREEDY_PROBES = ("completions-text", "completions-token-ids", "completions-stream", "chat")  # judged by the comparator
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from llmconform import equivalence, known_failures, probes
 from llmconform.compare import Exact, Verdict, compare, compare_distributions
 from llmconform.equivalence import LayoutOutputs, OutputStore, Policy
 
-GREEDY_PROBES = ("completions-text", "completions-token-ids", "completions-stream", "chat")
 PROBES = {  # the report's column of each test that is not parametrized by probe
     "test_layout_answers_the_probe_set": "probe set",
     "test_seeded_samples_match_reference": "sampled-seeded",
@@ -103,7 +102,7 @@ def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
 
 
 # --- layout against reference ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("probe", GREEDY_PROBES)
+@pytest.mark.parametrize("probe", equivalence.GREEDY_PROBES)
 def test_greedy_outputs_match_reference(request, llm, store, outputs, policy, row, probe):
     reference = _reference_outputs(request, llm, store, policy, row)
     verdict = compare(policy.make_comparator(), reference.generations[probe], outputs.generations[probe],
