@@ -2,14 +2,14 @@
 
 ```yaml
 name: cpu-smoke                    # default: the file's stem
-launcher: local                    # local | slurm  (a running server: --llm-url, no matrix)
+launcher: local                    # local | docker | slurm  (a running server: --llm-url, no matrix)
 target: {nodes: 1, gpus_per_node: 8}   # the hardware the matrix is written for (advice in `llmconform plan`)
 engines:
   vllm:
     command: [vllm, serve]         # how to start it (a string is split on spaces)
     version: "0.32.0"              # the version its flags are planned for
     device: cpu                    # cuda (default) | cpu
-    image: registry/vllm:tag       # container image (slurm launcher)
+    image: registry/vllm:tag       # container image (docker launcher: required; slurm: optional)
     startup_timeout: 900           # seconds
     args: {dtype: float32}         # extra flags (true -> bare flag, list -> repeated values, mapping -> JSON)
     env: {VLLM_LOGGING_LEVEL: INFO}
@@ -47,7 +47,7 @@ from .load import parse_workloads
 from .case import Case, EngineSettings, ModelSpec
 from .errors import LayoutError, MatrixError, UserError
 
-LAUNCHERS = ("local", "slurm")
+LAUNCHERS = ("local", "docker", "slurm")
 DEVICES = ("cuda", "cpu")
 SOURCE_KINDS = ("factory", "shape", "path", "hf")
 
@@ -166,6 +166,12 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     target = _target(r, top.get("target"))
     base_dir = Path(file).parent.resolve() if file != "<matrix>" else Path.cwd()
     engine_settings, engine_extras = _engines(r, top["engines"], base_dir)
+    if launcher == "docker":
+        for engine_name, settings in engine_settings.items():
+            if settings.image is None:
+                r.fail(f"engines.{engine_name}.image", "the docker launcher needs the engine's container image",
+                       "an image tag present on the docker daemon, e.g. llmconform/vllm-cpu:0.32.0 "
+                       "(scripts/make-engine-image.sh)")
     model_specs, model_extras = _models(r, top["models"], tuple(engine_settings))
     default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(r.sequence(top.get("layouts", []),
                                                                                       "layouts"))]

@@ -9,9 +9,9 @@ from pathlib import Path
 from . import engines, models
 from .case import Case
 from .engines.base import Placement, Ports
-from .launchers import local, slurm
+from .launchers import docker, local, slurm
 from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
-from .server import EngineStartError, Server
+from .server import MARKER_ENV, EngineStartError, Server
 
 
 class ServerPool:
@@ -90,7 +90,15 @@ class ServerPool:
                                 layout.gpus_per_node, self.lease_timeout_s)
         base, port_lease = lease_ports()
         placement = Placement(hosts=(node.name,), devices=(devices.ids,), bind_host="127.0.0.1")
-        return placement, Ports.from_base(base), [devices, port_lease], local.start
+        launch = _docker_launch(case, devices.ids) if case.launcher == "docker" else local.start
+        return placement, Ports.from_base(base), [devices, port_lease], launch
+
+
+def _docker_launch(case: Case, devices: tuple[int, ...]) -> docker.DockerLaunch:
+    # A hub id (`hf:`) is not a directory: the engine in the image fetches or finds it itself.
+    mounts = () if case.model.kind == "hf" else (docker.Mount(case.model.path),)
+    gpus = () if case.engine.device == "cpu" else docker.host_gpus(devices, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return docker.DockerLaunch(image=case.engine.image, marker_env=MARKER_ENV, gpus=gpus, mounts=mounts)
 
 
 def _release(leases: list[Lease]) -> None:

