@@ -125,8 +125,7 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     directory = Path(args.report_dir)
-    if not (directory / "results.jsonl").is_file():
-        raise UserError(f"{directory} has no results.jsonl: not a report dir of an llmconform run")
+    report.check_report_dir(directory)
     for line in report.build(directory):
         print(line)
     return 0

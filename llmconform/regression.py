@@ -18,13 +18,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import equivalence, floors
+from . import equivalence, floors, report
 from .compare import compare, compare_distributions
 from .equivalence import LayoutOutputs
 from .errors import UserError
 
 DEFAULT_PERF_TOLERANCES = ("output_tok_s:-10%", "median_tpot_ms:+10%", "median_ttft_ms:+20%")
-RESULTS = "results.jsonl"
 PERF_SUMMARY = "perf-summary.json"
 NOT_COMPARED_SHOWN = 10  # per area in the markdown (a case missing from one run is many tests)
 WORSE = {  # (baseline outcome, candidate outcome) -> why it is a regression
@@ -102,10 +101,8 @@ def compare_runs(baseline: Path, candidate: Path, perf_tolerances: tuple[str, ..
 
 # --- tests -------------------------------------------------------------------------------------------------------
 def _read_results(report_dir: Path) -> list[dict]:
-    path = report_dir / RESULTS
-    if not path.is_file():
-        raise UserError(f"{report_dir} has no {RESULTS}: not an llmconform report dir")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    report.check_report_dir(report_dir)
+    return report.load_results(report_dir)
 
 
 def _llms(records: list[dict]) -> list[dict]:

@@ -7,12 +7,23 @@ import importlib
 import json
 from pathlib import Path
 
+from .errors import UserError
+
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
 SECTIONS = ("llmconform.conformance", "llmconform.equivalence", "llmconform.perf")
 
 
+RESULTS = "results.jsonl"
+
+
+def check_report_dir(report_dir: Path) -> None:
+    """A user error unless `report_dir` holds a run's results (for commands that read an earlier run)."""
+    if not (report_dir / RESULTS).is_file():
+        raise UserError(f"{report_dir} has no {RESULTS}: not a report dir of an llmconform run")
+
+
 def load_results(report_dir: Path) -> list[dict]:
-    path = report_dir / "results.jsonl"
+    path = report_dir / RESULTS
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

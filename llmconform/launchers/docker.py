@@ -95,7 +95,7 @@ def remove_containers(marker: str) -> list[str]:
     client = _client()
     try:
         removed = []
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL}={marker}"}):
+        for container in _labelled(client, marker):
             try:
                 container.remove(force=True)
             except APIError as error:
@@ -111,9 +111,13 @@ def containers_of(marker: str) -> list[str]:
     """Names of the containers (running or not) that carry a server's label."""
     client = _client()
     try:
-        return [c.name for c in client.containers.list(all=True, filters={"label": f"{LABEL}={marker}"})]
+        return [c.name for c in _labelled(client, marker)]
     finally:
         client.close()
+
+
+def _labelled(client, marker: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"{LABEL}={marker}"})
 
 
 def daemon_problem() -> str | None:
