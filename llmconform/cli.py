@@ -13,6 +13,7 @@ from . import matrix as matrices, models, regression, report, resources
 from .errors import UserError
 from .launchers.slurm import srun_argv
 from .planner import placement_on, plan_case
+from .redaction import redact_argv, redact_env
 
 
 def _target(text: str | None, loaded) -> resources.Hardware | None:
@@ -61,7 +62,7 @@ def _hardware_summary(hw: resources.Hardware) -> str:
 
 def _srun_lines(r, hardware, target) -> list[str]:
     placement = placement_on(target if r.unfit and target else hardware, r.case, "0.0.0.0")
-    return [shlex.join(srun_argv(p, placement, r.case.engine.image)) for p in r.plan.processes]
+    return [shlex.join(redact_argv(srun_argv(p, placement, r.case.engine.image))) for p in r.plan.processes]
 
 
 def _print_case(r, loaded, hardware, target) -> None:
@@ -91,8 +92,8 @@ def _print_case(r, loaded, hardware, target) -> None:
             f"node {process.node}"
         tasks = f", {process.tasks_per_node} MPI ranks per node" if process.tasks_per_node > 1 else ""
         print(f"  {span} [{process.role}{tasks}]")
-        print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(process.env.items()))}")
-        print(f"    $ {shlex.join(process.argv)}")
+        print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(redact_env(process.env).items()))}")
+        print(f"    $ {shlex.join(redact_argv(process.argv))}")
         if srun:
             print(f"    srun: {srun[i]}")
     print(f"  ready when: GET {' and '.join(r.plan.ready_routes)} on {r.plan.base_url} "

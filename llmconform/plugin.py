@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import matrix as matrices, report, resources
+from . import matrix as matrices, preflight, report, resources
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
@@ -70,6 +70,7 @@ class Session:
     report_dir: Path | None = None
     pool: ServerPool | None = None
     results: "ResultsWriter | None" = None
+    interrupted_by: str = "Ctrl-C"
 
 
 def pytest_configure(config):
@@ -81,25 +82,31 @@ def pytest_configure(config):
     config._llmconform = session
     try:
         _load_cases(config, session)
+        if session.attach and not config.option.collectonly and not hasattr(config, "workerinput"):
+            preflight.check_attached(session.attach.base_url, session.attach.model, session.attach.api_key)
+        if config.option.collectonly or not (session.cases or session.attach or config.getoption("report_dir")):
+            return  # nothing to run (e.g. the framework's own unit tests, --collect-only): no report dir
+        session.report_dir = _report_dir(config)
     except UserError as error:
         pytest.exit(f"llmconform: {error}", returncode=error.exit_code)
-    if not (session.cases or session.attach or config.getoption("report_dir")):
-        return  # nothing to serve (e.g. the framework's own unit tests): no report dir
-    session.report_dir = _report_dir(config)
     if session.attach:
         session.attach.report_dir = session.report_dir
     if session.cases:
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
         session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker)
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
         session.results = ResultsWriter(session.report_dir / "results.jsonl")
         config.pluginmanager.register(session.results, "llmconform-results")
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def _interrupt_on_sigterm(session: Session):
+    def handler(signum, frame):
+        session.interrupted_by = "SIGTERM"
+        raise KeyboardInterrupt("SIGTERM")
+
+    return handler
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -113,13 +120,9 @@ def _report_dir(config) -> Path:
     if REPORT_DIR_KEY in getattr(config, "workerinput", {}):
         return Path(config.workerinput[REPORT_DIR_KEY])
     chosen = config.getoption("report_dir")
-    if chosen:
-        path = Path(chosen)
-    else:
-        stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
-        path = Path("reports") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path.resolve()
+    stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
+    return report.create_report_dir(Path(chosen) if chosen else None, Path("reports"),
+                                    f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _load_cases(config, session: Session) -> None:
@@ -186,13 +189,20 @@ def pytest_generate_tests(metafunc):
     elif session.cases:
         metafunc.parametrize("llm", session.cases, ids=[c.id for c in session.cases], indirect=True,
                              scope="session")
-    else:
-        metafunc.parametrize("llm", [pytest.param(None, marks=pytest.mark.skip(
-            reason="no engine to test: pass --matrix FILE, --engine/--model/--layout, or --llm-url"))],
-            ids=["no-engine"], indirect=True, scope="session")
+    else:  # collected to be refused in pytest_collection_modifyitems (or listed by --collect-only)
+        metafunc.parametrize("llm", [None], ids=["no-engine"], indirect=True, scope="session")
+
+
+NO_ENGINE = ("{count} test(s) need an engine server and none was given: pass --matrix FILE (e.g. "
+             "matrices/cpu-smoke.yaml), --engine/--model/--layout, or --llm-url URL --llm-model ID")
 
 
 def pytest_collection_modifyitems(config, items):
+    without_engine = [i for i in items if getattr(i, "callspec", None) and "llm" in i.callspec.params
+                      and i.callspec.params["llm"] is None]
+    if without_engine and not config.option.collectonly:
+        # A CI job that forgot its matrix must fail, not go green with every test skipped.
+        pytest.exit(f"llmconform: {NO_ENGINE.format(count=len(without_engine))}", returncode=2)
     for item in items:
         callspec = getattr(item, "callspec", None)
         case = callspec.params.get("llm") if callspec else None
@@ -283,10 +293,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(f"report dir: {state.report_dir}")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown
 def pytest_sessionfinish(session, exitstatus):
     state: Session = getattr(session.config, "_llmconform", None)
     if state and state.pool:
-        state.pool.stop_all()  # servers whose fixtures did not get to finalize (interrupts)
+        state.pool.stop_all()  # servers whose fixtures did not get to finalize
+    if state and state.report_dir and exitstatus == pytest.ExitCode.INTERRUPTED \
+            and not hasattr(session.config, "workerinput"):
+        report.mark_interrupted(state.report_dir, f"interrupted by {state.interrupted_by} "
+                                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}")
     if state and state.results:
         state.results.close()
         state.results = None

@@ -11,7 +11,9 @@ from .case import Case
 from .engines.base import Placement, Ports
 from .launchers import docker, local, slurm
 from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
-from .server import MARKER_ENV, EngineStartError, Server
+from .server import MARKER_ENV, EngineStartError, Server, signals_ignored
+
+STARTUP_INTERRUPT_GRACE_S = 3.0
 
 
 class ServerPool:
@@ -39,6 +41,11 @@ class ServerPool:
             try:
                 server.start()
                 server.wait_ready(case.engine.startup_timeout_s)
+            except KeyboardInterrupt:
+                # Nothing to drain in a server that never served: stop it at once, not after the grace period.
+                with signals_ignored(f"stopping the server of {case.id}, interrupted at stage '{server.stage}'"):
+                    server.stop(grace_s=STARTUP_INTERRUPT_GRACE_S)
+                raise
             except BaseException:
                 server.stop()
                 raise
@@ -53,11 +60,17 @@ class ServerPool:
         return server
 
     def stop(self, case_id: str) -> None:
-        server, leases = self.running.pop(case_id)
-        try:
-            server.stop()
-        finally:
-            _release(leases)
+        """Stop a case's server (a no-op if it is not running: an interrupt may have stopped it already). A second
+        Ctrl-C or SIGTERM during the stop is ignored, so that teardown always completes and leaves no process."""
+        entry = self.running.pop(case_id, None)
+        if entry is None:
+            return
+        server, leases = entry
+        with signals_ignored(f"stopping the server of {case_id}"):
+            try:
+                server.stop()
+            finally:
+                _release(leases)
 
     def stop_all(self) -> None:
         errors = []

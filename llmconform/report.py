@@ -14,6 +14,35 @@ SECTIONS = ("llmconform.conformance", "llmconform.equivalence", "llmconform.perf
 
 
 RESULTS = "results.jsonl"
+INTERRUPTED = "INTERRUPTED"  # marker file: the run was stopped by Ctrl-C or SIGTERM; its reports are partial
+
+
+def create_report_dir(chosen: Path | None, parent: Path, stem: str) -> Path:
+    """The report dir of a new run. A chosen dir may exist but must not hold an earlier run's results; a default
+    one (`parent/stem`) is created atomically, with -2, -3 ... appended when the name is taken (runs started in the
+    same second must not share a folder)."""
+    if chosen is not None:
+        if (chosen / RESULTS).exists():
+            raise UserError(f"--report-dir {chosen} already holds the results of an earlier run ({RESULTS}); "
+                            f"choose a new folder or remove that one")
+        try:
+            chosen.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--report-dir {chosen}: cannot create it ({error.strerror})") from None
+        return chosen.resolve()
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir(exist_ok=False)
+        except FileExistsError:
+            continue
+        return path.resolve()
+    raise UserError(f"{parent}: 999 report dirs named {stem}-N exist already; pass --report-dir")
+
+
+def mark_interrupted(report_dir: Path, why: str) -> None:
+    (report_dir / INTERRUPTED).write_text(f"{why}\nThe reports of this run cover only the tests that finished.\n")
 
 
 def check_report_dir(report_dir: Path) -> None:
@@ -32,6 +61,9 @@ def load_results(report_dir: Path) -> list[dict]:
 def build(report_dir: Path) -> list[str]:
     results = load_results(report_dir)
     lines: list[str] = []
+    if (report_dir / INTERRUPTED).exists():
+        lines.append(f"INTERRUPTED run: {(report_dir / INTERRUPTED).read_text().splitlines()[0]}; "
+                     f"the reports cover only the tests that finished")
     for name in SECTIONS:
         lines += importlib.import_module(name).write_report(report_dir, results)
     return lines

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import httpx
 
 from .case import Case
 from .engines.base import Engine, Placement, Plan, Process
+from .redaction import redact_argv, redact_env
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
 TAIL_LINES = 40
@@ -264,16 +266,36 @@ class Server:
             "served_model": self.model, "base_url": self.base_url, "stage": self.stage,
             "ready_s": self.ready_s, "peak_rss_bytes": self.peak_rss_bytes or None,
             "hosts": list(self.placement.hosts), "devices": [list(d) for d in self.placement.devices],
-            "processes": [{"node": r.process.node, "role": r.process.role, "argv": list(r.process.argv),
-                           "env": r.process.env, "log": str(r.log_path), "pid": r.popen.pid,
+            "processes": [{"node": r.process.node, "role": r.process.role, "argv": redact_argv(r.process.argv),
+                           "env": redact_env(r.process.env), "log": str(r.log_path), "pid": r.popen.pid,
                            "exit_code": r.popen.poll()} for r in self.running],
-            "relevant_env": {k: v for k, v in os.environ.items()
-                             if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
-                             or k.endswith("_SOCKET_IFNAME")},
+            "relevant_env": redact_env({k: v for k, v in os.environ.items()
+                                        if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
+                                        or k.endswith("_SOCKET_IFNAME")}),
             "gpu": gpu_description(),
             "error": self.error,
         }
         (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))
+
+
+@contextmanager
+def signals_ignored(doing: str):
+    """Ignore SIGINT and SIGTERM (saying so) while `doing` runs: a second Ctrl-C must not abort a teardown halfway
+    and leave engine processes behind. Signal handlers belong to the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ignore(signum, frame):
+        os.write(2, f"\nllmconform: {signal.Signals(signum).name} ignored while {doing}; "
+                    f"it finishes in seconds\n".encode())
+
+    previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..case import Case
 from ..errors import LayoutError, UserError
 from ..layout import Layout
+from ..redaction import redact_argv, redact_env
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Plan:
             "health_route": self.health_route,
             "ready_routes": list(self.ready_routes),
             "processes": [
-                {"node": p.node, "role": p.role, "argv": list(p.argv), "env": p.env, "nodes": p.nodes,
+                {"node": p.node, "role": p.role, "argv": redact_argv(p.argv), "env": redact_env(p.env), "nodes": p.nodes,
                  "tasks_per_node": p.tasks_per_node}
                 for p in self.processes
             ],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..errors import LayoutError
 from ..layout import Layout
-from .base import Engine, Process, is_python, signature, stage
+from .base import Engine, Process, is_python, normalize_flag, signature, stage
 
 
 class VLLM(Engine):
@@ -118,7 +118,8 @@ class VLLM(Engine):
             common.append("--enable-expert-parallel")
         if model.dummy_weights:
             common += ["--load-format", "dummy"]
-        common += self.extra_args(case.args)
+        args = {k: v for k, v in case.args.items() if normalize_flag(k) != "api-key"}
+        common += self.extra_args(args)
         processes = []
         for node in range(layout.nodes):
             argv = list(common)
@@ -154,6 +155,10 @@ class VLLM(Engine):
             env["VLLM_CPU_KVCACHE_SPACE"] = "1"
         else:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+        if case.api_key:
+            # vLLM reads the key from VLLM_API_KEY when --api-key is absent (entrypoints/openai/api_server.py:
+            # `args.api_key or envs.VLLM_API_KEY`): the environment is private to the user, argv is not.
+            env["VLLM_API_KEY"] = case.api_key
         env.update(case.env)
         return env
 
