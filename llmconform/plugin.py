@@ -19,7 +19,9 @@ from . import matrix as matrices, preflight, report, resources
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
+from .case import Case
 from .pool import ServerPool
+from .server import EngineStartError
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",
@@ -56,6 +58,9 @@ def pytest_addoption(parser):
                     help="API key of the attached server; env LLMCONFORM_API_KEY")
     group.addoption("--perf-baseline", default=None, metavar="FILE",
                     help="perf-summary.json of an earlier run, for relative floors (output_tok_s:-5%%)")
+    group.addoption("--hang-timeout", type=float, default=180.0, metavar="SECONDS",
+                    help="declare a started engine hung (and kill it) when GET /health has not answered for this "
+                         "long; its case's remaining tests are not run (default 180; 0 turns the watchdog off)")
     group.addoption("--report-dir", default=None,
                     help="where logs, results and reports go (default reports/<matrix>-<time>)")
 
@@ -71,6 +76,7 @@ class Session:
     pool: ServerPool | None = None
     results: "ResultsWriter | None" = None
     interrupted_by: str = "Ctrl-C"
+    dead: dict = field(default_factory=dict)  # case id -> the one line saying how its engine failed
 
 
 def pytest_configure(config):
@@ -93,7 +99,8 @@ def pytest_configure(config):
         session.attach.report_dir = session.report_dir
     if session.cases:
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
-        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker)
+        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker,
+                                  hang_timeout_s=config.getoption("hang_timeout") or None)
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
@@ -266,20 +273,63 @@ class ResultsWriter:
 
 @pytest.fixture(autouse=True)
 def _llmconform_context(request):
-    """Tag each engine test's result with its server (for the reports), and turn a server that died during the
-    test into an engine failure with its diagnosis instead of a bare connection error."""
+    """Tag each engine test's result with its server (for the reports). An engine that failed to start, died or
+    hung is reported once, with its diagnosis, by the test that met it; its case's later tests are not run."""
     if "llm" not in request.fixturenames:
         yield
         return
-    handle: LLM = request.getfixturevalue("llm")
+    session: Session = request.config._llmconform
+    case = _case_of(request.node)
+    if case is not None and case.id in session.dead:
+        pytest.skip(f"not run: {session.dead[case.id]}")
+    try:
+        handle: LLM = request.getfixturevalue("llm")
+    except EngineStartError as error:
+        _record_engine_failure(session, request.node.user_properties, case, str(error))
+        raise
     request.node.user_properties.append(("llm", {
         "id": handle.id, "engine": handle.engine, "engine_version": handle.engine_version, "layout": handle.layout,
         "model": handle.model}))
     yield
-    if handle.server is not None:
-        death = handle.server.death()
+    if handle.server is not None and case.id not in session.dead:
+        death = handle.server.death()  # the test passed, but the engine is gone now
         if death:
+            _record_engine_failure(session, request.node.user_properties, case, death)
             pytest.fail(death, pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed because its engine died or hung shows the engine's death (stage, diagnosis, log tail)
+    instead of the client's connection error; llmconform.known_failures then reads that evidence."""
+    outcome = yield
+    report = outcome.get_result()
+    session: Session | None = getattr(item.config, "_llmconform", None)
+    case = _case_of(item)
+    if call.when != "call" or not report.failed or case is None or session is None or session.pool is None \
+            or case.id in session.dead or case.id not in session.pool.running:
+        return
+    death = session.pool.running[case.id][0].death()
+    if death:
+        _record_engine_failure(session, report.user_properties, case, death)
+        error_line = str(report.longrepr).strip().splitlines()[-1:] or [""]
+        report.longrepr = f"{death}\n  --- the test's own error ---\n{error_line[0]}"
+
+
+def _case_of(item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get("llm") if callspec else None
+    return param if isinstance(param, Case) else None
+
+
+def _record_engine_failure(session: Session, properties: list, case: Case, text: str) -> None:
+    """Remember the case's engine as gone (its later tests are skipped with this line) and put the failure into
+    the test's results, from which the report and the terminal summary list engine failures."""
+    lines = text.splitlines()
+    session.dead[case.id] = lines[0]
+    detail = {line.strip().split(": ", 1)[0]: line.strip().split(": ", 1)[1] for line in lines[1:3]
+              if line.strip().startswith(("diagnosis: ", "log: "))}
+    properties.append((report.ENGINE_FAILURE, {"case": case.id, "what": lines[0], **detail}))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -287,7 +337,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not state or not state.report_dir or hasattr(config, "workerinput"):
         return
     lines = report.build(state.report_dir)
-    terminalreporter.section("llmconform")
+    terminalreporter.section("llmconform", red=any(line.startswith(("ENGINE FAILURE", "INTERRUPTED"))
+                                                   for line in lines))
     for line in lines:
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"report dir: {state.report_dir}")

@@ -17,8 +17,10 @@ STARTUP_INTERRUPT_GRACE_S = 3.0
 
 
 class ServerPool:
-    def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0):
+    def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
+                 hang_timeout_s: float | None = None):
         self.report_dir = report_dir
+        self.hang_timeout_s = hang_timeout_s
         self.hardware = hardware
         self.worker = worker
         self.lease_timeout_s = lease_timeout_s
@@ -57,6 +59,8 @@ class ServerPool:
             _release(leases)
             raise
         self.running[case.id] = (server, leases)
+        if self.hang_timeout_s:
+            server.watch(self.hang_timeout_s)
         return server
 
     def stop(self, case_id: str) -> None:

@@ -14,6 +14,7 @@ SECTIONS = ("llmconform.conformance", "llmconform.equivalence", "llmconform.perf
 
 
 RESULTS = "results.jsonl"
+ENGINE_FAILURE = "engine_failure"  # result property of the test that met a failed engine: case, what, diagnosis, log
 INTERRUPTED = "INTERRUPTED"  # marker file: the run was stopped by Ctrl-C or SIGTERM; its reports are partial
 
 
@@ -64,6 +65,20 @@ def build(report_dir: Path) -> list[str]:
     if (report_dir / INTERRUPTED).exists():
         lines.append(f"INTERRUPTED run: {(report_dir / INTERRUPTED).read_text().splitlines()[0]}; "
                      f"the reports cover only the tests that finished")
+    lines += engine_failure_lines(results)
     for name in SECTIONS:
         lines += importlib.import_module(name).write_report(report_dir, results)
+    return lines
+
+
+def engine_failure_lines(results: list[dict]) -> list[str]:
+    """One line per engine that failed to start, died or hung, and how many of its case's tests did not run."""
+    lines = []
+    for record in results:
+        failure = record.get("properties", {}).get(ENGINE_FAILURE)
+        if not failure:
+            continue
+        not_run = sum(1 for r in results if (r.get("skip_reason") or "").startswith(f"not run: {failure['what']}"))
+        lines.append(f"ENGINE FAILURE {failure['what']} (in {record['nodeid']}; {not_run} later test(s) of the case "
+                     f"not run); diagnosis: {failure.get('diagnosis', '-')}; log: {failure.get('log', '-')}")
     return lines

@@ -69,6 +69,7 @@ class Server:
     peak_rss_bytes: int = 0
     version: str | None = None
     error: str | None = None
+    hung: str | None = None  # set by the watchdog: why the server was declared hung (and killed)
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -187,10 +188,39 @@ class Server:
         self._write_record()
         raise error
 
+    def watch(self, hang_timeout_s: float) -> None:
+        """Declare the server hung when GET /health has not answered for `hang_timeout_s` while its processes live
+        (e.g. SIGSTOP, a deadlock), and kill it: the test waiting on it then fails at once instead of after the
+        request timeout, and the case's other tests are not run."""
+        threading.Thread(target=self._watchdog, args=(hang_timeout_s,), daemon=True).start()
+
+    def _watchdog(self, hang_timeout_s: float) -> None:
+        probe_s = min(10.0, hang_timeout_s / 3)
+        last_answer = time.monotonic()
+        with httpx.Client(timeout=probe_s, headers=self.headers) as client:
+            while not self._stop_sampling.wait(probe_s):
+                if self._alive_popens() != self.running:
+                    return  # a process died: death() reports that
+                try:
+                    client.get(self.base_url + self.plan.health_route)
+                    last_answer = time.monotonic()
+                except httpx.HTTPError:
+                    pass
+                silent = time.monotonic() - last_answer
+                if silent >= hang_timeout_s and not self._stop_sampling.is_set():
+                    self.hung = (f"no answer to GET {self.plan.health_route} for {silent:.0f} s "
+                                 f"(--hang-timeout {hang_timeout_s:.0f}); llmconform killed it")
+                    for r in self.running:
+                        _signal_group(r.popen, signal.SIGKILL)
+                    return
+
     def death(self) -> str | None:
         """None while every process runs; else what died, the diagnosis from the log, and the log path."""
         dead = [r for r in self.running if r.popen.poll() is not None]
-        if dead:
+        if self.hung:
+            r = next(r for r in self.running if r.process.role == "api")
+            what = self.hung
+        elif dead:
             r = dead[0]
             what = f"the {r.process.role} process on node {r.process.node} exited with code {r.popen.poll()}"
         else:
@@ -205,7 +235,7 @@ class Server:
         self._read_logs()
         diagnosis = self.engine.diagnose(self.log_text) or "no known failure signature matched; read the log"
         tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
-        return (f"{self.case.id}: engine died while serving: {what}\n  diagnosis: {diagnosis}\n"
+        return (f"{self.case.id}: engine {'hung' if self.hung else 'died'} while serving: {what}\n  diagnosis: {diagnosis}\n"
                 f"  log: {r.log_path}\n  --- last {TAIL_LINES} log lines ---\n{tail}")
 
     # --- stop ----------------------------------------------------------------------------------------------------
