@@ -6,6 +6,7 @@ Each case's server boots once per session; its tests are grouped (xdist `loadgro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,12 +101,27 @@ def pytest_configure(config):
     if session.cases:
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
         session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker,
-                                  hang_timeout_s=config.getoption("hang_timeout") or None)
+                                  hang_timeout_s=config.getoption("hang_timeout") or None,
+                                  notify=_notifier(config))
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
         session.results = ResultsWriter(session.report_dir / "results.jsonl")
         config.pluginmanager.register(session.results, "llmconform-results")
+
+
+def _notifier(config):
+    """notify(text): a line on the terminal while a test runs (capture suspended), e.g. what a start waits for."""
+    def notify(text: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        terminal = config.pluginmanager.getplugin("terminalreporter")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if terminal is not None:
+                terminal.write_line(f"llmconform: {text}")
+            else:  # an xdist worker: its stderr is the run's
+                os.write(2, f"llmconform: {text}\n".encode())
+
+    return notify
 
 
 def _interrupt_on_sigterm(session: Session):

@@ -18,8 +18,9 @@ STARTUP_INTERRUPT_GRACE_S = 3.0
 
 class ServerPool:
     def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
-                 hang_timeout_s: float | None = None):
+                 hang_timeout_s: float | None = None, notify=None):
         self.report_dir = report_dir
+        self.notify = notify  # notify(text): tells the user what a start waits for (another run's devices)
         self.hang_timeout_s = hang_timeout_s
         self.hardware = hardware
         self.worker = worker
@@ -104,7 +105,8 @@ class ServerPool:
         node = self.hardware.nodes[0]
         kind = "cpu" if case.engine.device == "cpu" else "gpu"
         devices = lease_devices(f"{node.name}-{kind}", node.cpus if kind == "cpu" else node.gpus,
-                                layout.gpus_per_node, self.lease_timeout_s)
+                                layout.gpus_per_node, self.lease_timeout_s,
+                                notify=self.notify and (lambda text: self.notify(f"{case.id}: {text}")))
         base, port_lease = lease_ports()
         placement = Placement(hosts=(node.name,), devices=(devices.ids,), bind_host="127.0.0.1")
         launch = _docker_launch(case, devices.ids) if case.launcher == "docker" else local.start
