@@ -133,9 +133,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    out = Path(args.out) if args.out else Path(args.candidate)
+    if args.out and not out.is_dir():
+        raise UserError(f"--out {out}: no such folder (create it first)")
     comparison = regression.compare_runs(Path(args.baseline), Path(args.candidate),
                                          tuple(args.perf) or regression.DEFAULT_PERF_TOLERANCES, args.comparator)
-    out = Path(args.out) if args.out else Path(args.candidate)
     (out / "regression.md").write_text(comparison.to_markdown())
     (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
     print(comparison.to_markdown())
@@ -181,21 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from . import bench
-
-        return bench.main(argv[1:])
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "run":
-        args.pytest_args = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if argv[:1] == ["bench"]:
+            from . import bench
+
+            return bench.main(argv[1:])
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command == "run":
+            args.pytest_args = extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except UserError as error:
         print(f"llmconform: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # a path the user gave that cannot be read or written
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"llmconform: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from . import matrix as matrices, preflight, report, resources
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
+from .api import deviations
+from .api.fixture import DEVIATIONS_ENV
 from .case import Case
 from .pool import ServerPool
 from .server import EngineStartError
@@ -89,6 +91,9 @@ def pytest_configure(config):
     config._llmconform = session
     try:
         _load_cases(config, session)
+        if session.cases or session.attach:  # a broken deviation list must stop the run before anything starts
+            for path in filter(None, os.environ.get(DEVIATIONS_ENV, "").split(os.pathsep)):
+                deviations.load(Path(path))
         if session.attach and not config.option.collectonly and not hasattr(config, "workerinput"):
             preflight.check_attached(session.attach.base_url, session.attach.model, session.attach.api_key)
         if config.option.collectonly or not (session.cases or session.attach or config.getoption("report_dir")):

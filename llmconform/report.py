@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
+from . import userfiles
 from .errors import UserError
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
@@ -48,6 +48,8 @@ def mark_interrupted(report_dir: Path, why: str) -> None:
 
 def check_report_dir(report_dir: Path) -> None:
     """A user error unless `report_dir` holds a run's results (for commands that read an earlier run)."""
+    if not report_dir.is_dir():
+        raise UserError(f"{report_dir}: no such folder (expected the report dir of an llmconform run)")
     if not (report_dir / RESULTS).is_file():
         raise UserError(f"{report_dir} has no {RESULTS}: not a report dir of an llmconform run")
 
@@ -56,7 +58,7 @@ def load_results(report_dir: Path) -> list[dict]:
     path = report_dir / RESULTS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return userfiles.read_json_lines(path, "an llmconform results file (JSON lines)")
 
 
 def build(report_dir: Path) -> list[str]:

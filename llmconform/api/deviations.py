@@ -12,15 +12,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
+
+from .. import userfiles
+from ..errors import UserError
 
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
 FIELDS = ("engine", "versions", "check", "match", "reason")
 
 
-class DeviationFileError(ValueError):
+class DeviationFileError(UserError):
     pass
 
 
@@ -51,7 +53,7 @@ def matches_check(pattern: str, check: str) -> bool:
 
 
 def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
-    data = yaml.safe_load(Path(path).read_text()) or []
+    data = userfiles.read_yaml(Path(path), "a YAML list of deviations with keys " + ", ".join(FIELDS))
     if not isinstance(data, list):
         raise DeviationFileError(f"{path}: expected a list of deviations, got {type(data).__name__}")
     deviations = []
