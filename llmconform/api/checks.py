@@ -223,8 +223,9 @@ def include_usage_problems(chunks: list[dict], expected_choices: int, chat: bool
 
 def stream_usage_null_problems(chunks: list[dict]) -> list[str]:
     """With include_usage, "All other chunks will also include a usage field, but with a null value"."""
-    return [f"chunk {i} has no usage field (expected usage: null)" for i, c in enumerate(chunks[:-1])
-            if "usage" not in c]
+    return [f"chunk {i} has no usage field (expected usage: null)" if "usage" not in c else
+            f"chunk {i} carries usage {c['usage']!r} (expected usage: null)"
+            for i, c in enumerate(chunks[:-1]) if c.get("usage") is not None or "usage" not in c]
 
 
 def choice_indices_problems(choices: list, n: int) -> list[str]:

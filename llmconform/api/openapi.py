@@ -9,9 +9,11 @@ What engines cannot be expected to follow, and how it is read here (docs/openai-
   `nullable: true` (e.g. a stream chunk's `finish_reason`, `logprobs`, `usage`), which 3.1 ignores: read literally,
   every chunk OpenAI itself sends would be invalid. Here `nullable: true` means what its authors meant: null allowed.
 - Streamed /v1/completions chunks reuse CreateCompletionResponse ("both the streamed and non-streamed response
-  objects share the same shape"), whose `finish_reason` and `usage` are not nullable; OpenAI's own chunks carry a
-  null finish_reason until the choice ends, and with stream_options.include_usage "all other chunks will also
-  include a usage field, but with a null value". Chunks are validated with both nullable.
+  objects share the same shape"), whose `finish_reason` is not nullable; OpenAI's own chunks carry null until the
+  choice ends. Chunks are validated with a nullable `finish_reason`.
+- An optional field (one its object does not list as required) may be null: the engines' serializers write null
+  for an unset optional field (vLLM: usage.prompt_tokens_details, message.annotations, message.function_call), and
+  OpenAI's SDKs read null as absent. The hand-written schemas (`schema`) read optional fields the same way.
 - Fields the document does not name are allowed (it sets no additionalProperties: false on responses), so engines'
   extensions (vLLM's `stop_reason`, `prompt_logprobs`, ...) pass.
 """
@@ -60,15 +62,23 @@ def _references(node) -> list[str]:
 
 
 def read_nullable(node):
-    """OpenAPI 3.0 `nullable: true` as null allowed, recursively (the document mixes it into 3.1 schemas)."""
+    """Null allowed where OpenAPI 3.0's `nullable: true` says so (the document mixes it into 3.1 schemas) and for
+    every optional property, recursively."""
     if isinstance(node, list):
         return [read_nullable(v) for v in node]
     if not isinstance(node, dict):
         return node
     node = {k: read_nullable(v) for k, v in node.items()}
+    if isinstance(node.get("properties"), dict):
+        required = set(node.get("required") or ())
+        node["properties"] = {k: v if k in required else _or_null(v) for k, v in node["properties"].items()}
     if node.pop("nullable", False) is True:
-        return {"anyOf": [node, {"type": "null"}]}
+        return _or_null(node)
     return node
+
+
+def _or_null(node: dict) -> dict:
+    return {"anyOf": [node, {"type": "null"}]}
 
 
 @cache
@@ -85,8 +95,7 @@ def _validators(path: Path = PINNED_FILE) -> dict:
     schemas = read_nullable(pinned(path)["schemas"])
     chunk = copy.deepcopy(schemas["CreateCompletionResponse"])
     finish = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
-    chunk["properties"]["choices"]["items"]["properties"]["finish_reason"] = {"anyOf": [finish, {"type": "null"}]}
-    chunk["properties"]["usage"] = {"anyOf": [chunk["properties"]["usage"], {"type": "null"}]}
+    chunk["properties"]["choices"]["items"]["properties"]["finish_reason"] = _or_null(finish)
     document = {"components": {"schemas": {**schemas, COMPLETION_CHUNK: chunk}}}
     registry = Registry().with_resource("openapi", Resource(document, DRAFT202012))
     return {name: Draft202012Validator({"$ref": f"openapi#/components/schemas/{name}"}, registry=registry)

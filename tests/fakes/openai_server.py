@@ -59,6 +59,7 @@ BUGS = {
     "tool-finish-stop": "vLLM PR#25054: tool_choice 'required' answers finish_reason 'stop' when not streamed",
     "seed-completions": "SGLang#15481: the seed is ignored on /v1/completions (chat honours it)",
     "n-finish-duplicate": "SGLang PR#8417: with n > 1 each choice's finish_reason chunk is sent twice",
+    "metrics-count": "the generation token counter of /metrics counts one token less per request",
 }
 # Conforming behaviours a check must not call failures (it may call them inconclusive).
 QUIRKS = {
@@ -93,6 +94,10 @@ class FakeOpenAI:
     bug: str | None = None
     quirk: str | None = None
     sick: threading.Event = field(default_factory=threading.Event)
+    # Prometheus counters under vLLM's names (attach with --llm-engine vllm to check them)
+    counters: dict = field(default_factory=lambda: dict.fromkeys(
+        ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total"), 0))
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- the "model" ---------------------------------------------------------------------------------------------
 
@@ -224,7 +229,17 @@ class FakeOpenAI:
                 c.tool_calls = [{"id": f"call_{c.index:09d}", "type": "function",
                                  "function": {"name": function["name"], "arguments": arguments}}]
                 c.tokens, c.logprobs, c.finish_reason = [], [], finish
+        generated = sum(len(c.tokens) for c in choices) - (self.bug == "metrics-count")
+        with self.lock:
+            self.counters["vllm:prompt_tokens_total"] += len(prompt_tokens)
+            self.counters["vllm:generation_tokens_total"] += generated
+            self.counters["vllm:request_success_total"] += 1
         return body, choices, prompt_tokens
+
+    def metrics(self) -> str:
+        with self.lock:
+            return "".join(f"# TYPE {name[:-len('_total')]} counter\n{name}{{model_name=\"{MODEL}\"}} {value}.0\n"
+                           for name, value in self.counters.items())
 
 
 def instance(schema: dict):
@@ -300,6 +315,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, {})
             if self.path == "/version":
                 return self.send_json(200, {"version": "1.0.0"})
+            if self.path == "/metrics":
+                return self.send_json(200, self.fake.metrics(), "text/plain; version=0.0.4")
             self.fake.check_auth(self.headers)
             if self.path == "/v1/models":
                 return self.send_json(200, self.fake.models())
@@ -440,10 +457,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(error.status, {"error": {"message": error.message, "type": kind.get(error.status, "error"),
                                                 "param": error.param, "code": error.code}})
 
-    def send_json(self, status: int, body) -> None:
-        payload = json.dumps(body).encode()
+    def send_json(self, status: int, body, content_type: str = "application/json") -> None:
+        payload = (body if isinstance(body, str) else json.dumps(body)).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

@@ -161,6 +161,10 @@ def test_include_usage():
 def test_usage_null_on_other_chunks():
     chunks = [chunk(0, "a", usage=None), {**chunk(0, "b"), "usage": None}, {**chunk(0), "choices": []}]
     assert checks.stream_usage_null_problems(chunks) == ["chunk 0 has no usage field (expected usage: null)"]
+    # vLLM#7262: the usage on every chunk
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    assert checks.stream_usage_null_problems([chunk(0, "a", usage=usage), chunk(0)]) == [
+        f"chunk 0 carries usage {usage!r} (expected usage: null)"]
 
 
 def test_choice_indices():

@@ -33,9 +33,19 @@ def test_extract_keeps_the_roots_and_what_they_reference():
         openapi.extract(document, "f" * 40, roots=("Missing",))
 
 
-def test_nullable_is_read_as_null_allowed():
-    read = openapi.read_nullable({"type": "object", "properties": {"x": {"type": "string", "nullable": True}}})
-    assert read == {"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
+def test_nullable_and_optional_fields_may_be_null():
+    read = openapi.read_nullable({"type": "object", "required": ["x", "y"], "properties": {
+        "x": {"type": "string", "nullable": True}, "y": {"type": "string"}, "z": {"type": "integer"}}})
+    assert read["properties"] == {"x": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "y": {"type": "string"},
+                                  "z": {"anyOf": [{"type": "integer"}, {"type": "null"}]}}
+
+
+def test_null_optional_fields_pass_null_required_ones_do_not():
+    body = {**CHAT, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2,
+                              "prompt_tokens_details": None}, "system_fingerprint": None}
+    assert openapi.validate("CreateChatCompletionResponse", body) == []
+    assert openapi.validate("CreateChatCompletionResponse", {**CHAT, "created": None}) == [
+        "openapi CreateChatCompletionResponse: $.created: None is not of type 'integer'"]
 
 
 def test_conforming_bodies_pass():
@@ -45,7 +55,7 @@ def test_conforming_bodies_pass():
     assert openapi.validate("CreateChatCompletionStreamResponse", {**CHUNK, "usage": None}) == []
 
 
-def test_completion_chunks_may_carry_null_finish_reason_and_usage():
+def test_completion_chunks_may_carry_null_finish_reason():
     chunk = copy.deepcopy(COMPLETION)
     chunk["choices"][0]["finish_reason"] = None
     chunk["usage"] = None
@@ -53,8 +63,7 @@ def test_completion_chunks_may_carry_null_finish_reason_and_usage():
     assert openapi.validate("CreateCompletionResponse", chunk) == [
         "openapi CreateCompletionResponse: $.choices[0].finish_reason: None is not of type 'string'",
         "openapi CreateCompletionResponse: $.choices[0].finish_reason: None is not one of ['stop', 'length', "
-        "'content_filter']",
-        "openapi CreateCompletionResponse: $.usage: None is not of type 'object'"]
+        "'content_filter']"]
 
 
 def test_violations_name_the_schema_and_the_path():
