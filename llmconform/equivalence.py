@@ -272,6 +272,7 @@ class LayoutOutputs:
     first_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # prompt -> {token: count}
     failure: str | None = None
     known_failure: str | None = None
+    compare: dict = field(default_factory=dict)  # the case's `compare:` section (`llmconform compare` applies it)
 
     @property
     def collected(self) -> bool:

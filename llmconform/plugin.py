@@ -10,12 +10,15 @@ import json
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from . import matrix as matrices, report, resources
+from . import matrix as matrices, report, resources, run_identity
+from .api.deviations import DeviationFileError
+from .api.fixture import deviation_files
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
@@ -94,6 +97,11 @@ def pytest_configure(config):
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     if not hasattr(config, "workerinput"):
+        try:
+            identity = run_identity.describe_here(run_identity.argv_here(), deviation_files())
+        except DeviationFileError as error:
+            pytest.exit(f"llmconform: {error}", returncode=UserError.exit_code)
+        run_identity.write(session.report_dir, identity)
         session.results = ResultsWriter(session.report_dir / "results.jsonl")
         config.pluginmanager.register(session.results, "llmconform-results")
 
@@ -221,6 +229,9 @@ def llm(request):
     if case.id in session.unfit:
         pytest.skip(f"{case.id}: {session.unfit[case.id]}")
     server = session.pool.start(case)
+    if server.version and case.engine.version and not run_identity.same_release(server.version, case.engine.version):
+        warnings.warn(f"{case.id}: the server reports {case.engine.name} {server.version}, the matrix says "
+                      f"{case.engine.version}; results carry the server's version", UserWarning, stacklevel=1)
     handle = LLM(base_url=server.base_url, model=server.model, engine=case.engine.name,
                  engine_version=server.version or case.engine.version, report_dir=session.report_dir, case=case,
                  server=server, api_key=case.api_key)
@@ -264,7 +275,7 @@ def _llmconform_context(request):
     handle: LLM = request.getfixturevalue("llm")
     request.node.user_properties.append(("llm", {
         "id": handle.id, "engine": handle.engine, "engine_version": handle.engine_version, "layout": handle.layout,
-        "model": handle.model}))
+        "model": handle.model, "planned_version": handle.case.engine.version if handle.case else None}))
     yield
     if handle.server is not None:
         death = handle.server.death()
