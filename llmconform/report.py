@@ -23,10 +23,24 @@ def check_report_dir(report_dir: Path) -> None:
 
 
 def load_results(report_dir: Path) -> list[dict]:
+    """The run's per-test records; a line that is not a record (a run killed while writing it) is a user error that
+    names the file and line."""
     path = report_dir / RESULTS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}: line {number} is not a JSON record (truncated? was the run killed while writing "
+                            f"it?): {line[:80]!r}") from None
+        if not isinstance(record, dict) or not {"nodeid", "when", "outcome"} <= record.keys():
+            raise UserError(f"{path}: line {number} is not a test record (needs nodeid, when, outcome)")
+        records.append(record)
+    return records
 
 
 def build(report_dir: Path) -> list[str]:
