@@ -38,19 +38,12 @@ def outputs(tokens: list[str], dtype: str = "float32", failure: str | None = Non
                          first_tokens={"greeting": first or {"x": 300, "y": 200}}, failure=failure)
 
 
-def point(tok_s: float, hardware: str = "cpu", gpu_name: str | None = None) -> dict:
-    return {"case": CASE, "workload": "w", "point": "c1", "concurrency": 1, "rate": None, "hardware": hardware,
-            "gpu_name": gpu_name, "metrics": {"output_tok_s": tok_s, "median_tpot_ms": 10.0, "median_ttft_ms": 50.0}}
-
-
-def write_run(directory, records, layout_outputs=None, perf=None):
+def write_run(directory, records, layout_outputs=None):
     directory.mkdir()
     (directory / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if layout_outputs:
         (directory / OUTPUTS_DIR).mkdir()
         (directory / OUTPUTS_DIR / f"{CASE}.json").write_text(json.dumps(layout_outputs.to_dict()))
-    if perf:
-        (directory / "perf-summary.json").write_text(json.dumps({"version": 1, "runs": perf, "floors": []}))
     return directory
 
 
