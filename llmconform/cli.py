@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import matrix as matrices, models, regression, report, resources
+from . import matrix as matrices, models, regression, regression_page, report, resources
 from .errors import UserError
 from .launchers.slurm import srun_argv
 from .planner import placement_on, plan_case
@@ -139,10 +139,11 @@ def cmd_compare(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "regression.md").write_text(comparison.to_markdown())
         (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
+        page = regression_page.write(comparison, out)
     except OSError as error:
         raise UserError(f"--out {out}: cannot write the reports there ({error.strerror})") from None
     print(comparison.to_markdown())
-    print(f"written: {out / 'regression.md'}, {out / 'regression.json'}")
+    print(f"written: {out / 'regression.md'}, {out / 'regression.json'}, {page}")
     return 1 if comparison.regressions else 0
 
 
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--comparator", choices=("exact", "logprob-close", "logprob-delta"),
                      help="how greedy outputs are compared (default: the matrix's compare: comparator, else exact "
                           "tokens with |delta logprob| <= compare.max_logprob_delta)")
-    cmp.add_argument("--out", help="where regression.md/json go (default: the candidate's report dir)")
+    cmp.add_argument("--out", help="where regression.md/json/html go (default: the candidate's report dir)")
     cmp.set_defaults(func=cmd_compare)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
     sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
