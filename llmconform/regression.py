@@ -26,7 +26,8 @@ from pathlib import Path
 
 from . import equivalence, perf_compare, report, run_identity
 from .api import deviations as known
-from .api.fixture import PROPERTY as CONFORMANCE, deviation_files
+from .api.fixture import PROPERTY as CONFORMANCE
+from .api.fixture import deviation_files
 from .compare import Verdict, compare, compare_distributions, make_comparator
 from .equivalence import LayoutOutputs
 from .errors import UserError
@@ -313,7 +314,7 @@ def _compare_outputs(baseline: Path, candidate: Path, comparator: str | None) ->
 
 
 def _policy(old: LayoutOutputs, new: LayoutOutputs, comparator: str | None):
-    """(comparator, logprob bound or None, why): --comparator; else the matrix's `compare:` section where it names a
+    """(comparator, logprob bound or None, why, the policy): --comparator; else the matrix's `compare:` section where it names a
     comparator; else exact tokens with |delta logprob| <= compare.max_logprob_delta (both runs serve one layout, so
     the layout comparator's near-tie tolerance would let a real token flip through)."""
     dtype = old.dtype if old.dtype == new.dtype else f"{old.dtype} vs {new.dtype}"
@@ -321,15 +322,16 @@ def _policy(old: LayoutOutputs, new: LayoutOutputs, comparator: str | None):
     policy = section.policy(new.model, dtype)
     if comparator:
         policy = replace(policy, comparator=comparator, why="--comparator")
-        return policy.make_comparator(), None, policy.why
+        return policy.make_comparator(), None, policy.why, policy
     if not policy.why.startswith("auto"):
-        return policy.make_comparator(), None, f"{policy.comparator} ({policy.why})"
+        return policy.make_comparator(), None, f"{policy.comparator} ({policy.why})", policy
     bound = policy.max_logprob_delta
-    return make_comparator("exact"), bound, f"exact tokens, |delta logprob| <= {bound:g} (compare.max_logprob_delta)"
+    why = f"exact tokens, |delta logprob| <= {bound:g} (compare.max_logprob_delta)"
+    return make_comparator("exact"), bound, why, policy
 
 
 def _compare_answers(case_id: str, old: LayoutOutputs, new: LayoutOutputs, comparator: str | None) -> list[Finding]:
-    judge, bound, why = _policy(old, new, comparator)
+    judge, bound, why, policy = _policy(old, new, comparator)
     findings = []
     for probe in equivalence.GREEDY_PROBES:
         if probe not in old.generations or probe not in new.generations:
@@ -338,7 +340,6 @@ def _compare_answers(case_id: str, old: LayoutOutputs, new: LayoutOutputs, compa
         status, detail, evidence = _evidence(verdict, bound)
         findings.append(Finding("outputs", status, f"{case_id} {probe}", f"{detail} [{why}]", evidence))
     if old.first_tokens and new.first_tokens:
-        policy = equivalence.CompareSection().policy(new.model, new.dtype)
         verdict = compare_distributions(old.first_tokens, new.first_tokens, policy.false_alarm_rate, "baseline",
                                         "candidate")
         findings.append(Finding("outputs", "unchanged" if verdict.ok else "regressed",

@@ -89,7 +89,7 @@ def _perf_chart(findings: list[Finding]) -> list[str]:
     span = max(max(abs(f.evidence.get(k) or 0) for k in ("change", "low", "high")) for f in findings) or 0.1
     width, label, row = 900, 420, 22
     height = row * len(findings) + 30
-    x = lambda value: label + (width - label - 20) * (value + span) / (2 * span)  # noqa: E731
+    x = lambda value: label + (width - label - 20) * (value + span) / (2 * span)
     svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' id='perf-chart'>",
            f"<line x1='{x(0)}' y1='0' x2='{x(0)}' y2='{height - 20}' stroke='#999'/>",
            f"<text x='{x(-span)}' y='{height - 5}' font-size='11'>{-span:+.0%}</text>",

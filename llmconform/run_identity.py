@@ -63,7 +63,7 @@ def engine_runtime(executable: str) -> dict | None:
     if interpreter is None:
         return None
     try:
-        out = subprocess.run([interpreter, "-c", _RUNTIME_PROBE], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([interpreter, "-c", _RUNTIME_PROBE], capture_output=True, text=True, timeout=60, check=False)
         return json.loads(out.stdout) if out.returncode == 0 else None
     except (subprocess.SubprocessError, OSError, ValueError):
         return None

@@ -40,7 +40,7 @@ def write_run(directory: Path, outcome: str, plot_colour: str) -> Path:
 def chromium(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            "--user-data-dir=/tmp/llmconform-chromium-profile", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_the_page_renders_the_verdict_in_a_real_browser(tmp_path):
