@@ -152,8 +152,11 @@ def judge(tolerance: Tolerance, baseline_runs: list[load.PointRun], candidate_ru
     change = after / before - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         changes = after_boot / before_boot - 1
+    changes = changes[np.isfinite(changes)]  # a resample whose baseline statistic is 0 (e.g. TPOT of one-chunk answers)
+    if len(changes) < RESAMPLES / 2:
+        return PointVerdict("not compared", subject, f"{tolerance.metric}: the baseline's value is 0 in most resamples")
     tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = (float(x) for x in np.nanpercentile(changes, [tail, 100 - tail]))
+    low, high = (float(x) for x in np.percentile(changes, [tail, 100 - tail]))
     worse = -1 if tolerance.higher_is_better else 1  # sign of a change for the worse
     worse_low, worse_high = sorted((low * worse, high * worse))
     t = tolerance.fraction
