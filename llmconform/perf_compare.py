@@ -15,6 +15,8 @@ A tolerance (`METRIC:-X%` / `METRIC:+X%`) is the smallest change that matters. T
 - inconclusive: the runs vary too much to tell (the interval crosses no change and reaches past the tolerance); more
   requests per point, or repeated points, narrow it.
 Without per-request records the change is judged against the tolerance alone, and the verdict says so.
+The interval covers the variation inside each run, not a change of the machine's load between runs (seen on a shared
+CPU: TTFT +150% between two runs of one engine); gate on dedicated hardware, or repeat the points.
 """
 
 from __future__ import annotations
@@ -147,8 +149,13 @@ def judge(tolerance: Tolerance, baseline_runs: list[load.PointRun], candidate_ru
     rng = np.random.default_rng(seed)
     before, before_boot = _distribution(tolerance.metric, baseline_runs, rng)
     after, after_boot = _distribution(tolerance.metric, candidate_runs, rng)
-    if not before or math.isnan(before) or math.isnan(after):
+    if math.isnan(before) or math.isnan(after):
         return PointVerdict("not compared", subject, f"{tolerance.metric}: no successful requests to measure")
+    if not before or not after:
+        # e.g. TPOT when every answer arrived in one chunk: there is nothing to time, so no change to judge
+        side = "baseline" if not before else "candidate"
+        return PointVerdict("not compared", subject, f"{tolerance.metric} is 0 in the {side} ({after:.4g} vs "
+                                                     f"{before:.4g}): nothing measurable to compare")
     change = after / before - 1
     with np.errstate(divide="ignore", invalid="ignore"):
         changes = after_boot / before_boot - 1

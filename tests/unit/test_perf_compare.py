@@ -107,3 +107,15 @@ def test_the_gate_reports_perf_verdicts_and_rejects_metrics_it_cannot_judge(tmp_
         perf_compare.parse_tolerances(("goodput_requests_per_s:-5%",))
     with pytest.raises(UserError, match="median_tpot_ms is lower is better"):
         perf_compare.parse_tolerances(("median_tpot_ms:-5%",))
+
+
+def test_a_metric_that_measured_zero_is_not_compared(tmp_path):
+    """Answers that arrive in one chunk have no time between tokens: TPOT 0 is no improvement."""
+    baseline = write_perf(tmp_path / "a", [point_run(20, 0.010, 0.05, 0.05, seed=1)])
+    bunched = point_run(20, 0.010, 0.05, 0.05, seed=2)
+    for record in bunched.records:
+        record.chunk_s = [record.chunk_s[0]] * len(record.chunk_s)
+    candidate = write_perf(tmp_path / "b", [bunched])
+    tpot = verdicts(baseline, candidate)["median_tpot_ms"]
+    assert tpot.status == "not compared" and tpot.detail.startswith("median_tpot_ms is 0 in the candidate")
+    assert verdicts(candidate, baseline)["median_tpot_ms"].detail.startswith("median_tpot_ms is 0 in the baseline")
