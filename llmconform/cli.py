@@ -174,23 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="where regression.md/json go (default: the candidate's report dir)")
     cmp.set_defaults(func=cmd_compare)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
-    sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
+    sub.add_parser("bench", help="load a running server with a matrix's workloads and floors (run), find its "
+                                 "goodput capacity (capacity), or compare with `vllm bench serve` (compare-vllm)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from . import bench
-
-        return bench.main(argv[1:])
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "run":
-        args.pytest_args = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if argv[:1] == ["bench"]:
+            from . import bench
+
+            return bench.main(argv[1:])
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command == "run":
+            args.pytest_args = extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except UserError as error:
         print(f"llmconform: error: {error}", file=sys.stderr)

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .load import Workload
-from .load_metrics import METRICS, higher_is_better
+from .load_metrics import METRICS, higher_is_better, not_measurable
 
 KINDS = ("bound", "roofline", "baseline")
 GRAMMAR = ("METRIC >= N | METRIC <= N | decode >= X% of roofline | METRIC:-X% | METRIC:+X%, then optional clauses "
@@ -474,8 +474,16 @@ def _scope(floor: Floor) -> str:
 
 
 def _check(floor: Floor, point: dict, context: CaseContext) -> Verdict:
+    """A point that does not measure the server fails every floor, and a floor on a value that could not be
+    measured fails too: either would otherwise pass on numbers that say nothing about the server."""
     where = {"workload": point["workload"], "point": point["point"]}
     measured = point["metrics"].get(floor.metric)
+    if point.get("invalid"):
+        return Verdict(floor.text, "fail", f"invalid point: {point['invalid']}", measured=measured, **where)
+    unmeasurable = not_measurable(floor.metric, point)
+    if unmeasurable:
+        return Verdict(floor.text, "fail", f"{floor.metric} is not measurable: {unmeasurable}", measured=measured,
+                       **where)
     if measured is None:
         return Verdict(floor.text, "skip", f"{floor.metric} was not measured (no SLOs for goodput?)", **where)
     if floor.kind == "bound":
