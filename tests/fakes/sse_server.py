@@ -5,9 +5,10 @@ chunked transfer encoding, pre-encoded chunks, one timer for all streams).
 Every POST /v1/completions streams `max_tokens` choice chunks, then a usage chunk and [DONE], like vLLM with
 `stream_options.include_usage`. Pacing: after `ttft_ms`, every stream in flight gets one chunk per tick of `itl_ms`
 (one timer writes to every stream, so at 64 streams and 1 ms it offers 64,000 chunks/s). A larger `itl_ms` is a
-server that got slower (every chunk delayed).
+server that got slower (every chunk delayed). `max_streams` is a capacity: requests beyond it queue (their TTFT
+grows), as in an engine whose batch is full.
 
-    python -m tests.fakes.sse_server --itl-ms 1 [--ttft-ms 0] [--port 0]     # prints "port N" when listening
+    python -m tests.fakes.sse_server --itl-ms 1 [--ttft-ms 0] [--max-streams N] [--port 0]   # prints "port N"
 
 `SseServer` starts it as a subprocess (its own interpreter: no GIL shared with the client under test).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import subprocess
@@ -41,14 +43,19 @@ HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encodin
 
 
 class Streams:
-    """Every stream in flight, advanced one chunk per tick by one timer."""
+    """Every stream in flight, advanced one chunk per tick by one timer; at most `max_streams` at once."""
 
-    def __init__(self, itl_s: float):
+    def __init__(self, itl_s: float, max_streams: int | None = None):
         self.itl_s = itl_s
+        self.max_streams = max_streams
         self.active: list[list] = []  # [transport, chunks left, usage chunk]
+        self.waiting: collections.deque = collections.deque()
         self.ticking = False
 
     def add(self, transport, tokens: int, usage: bytes) -> None:
+        if self.max_streams and len(self.active) >= self.max_streams:
+            self.waiting.append([transport, tokens, usage])
+            return
         self.active.append([transport, tokens, usage])
         if not self.ticking:
             self.ticking = True
@@ -66,6 +73,8 @@ class Streams:
                 still.append(stream)
             else:
                 transport.write(LAST + usage + DONE)
+        while self.waiting and (not self.max_streams or len(still) < self.max_streams):
+            still.append(self.waiting.popleft())
         self.active = still
         if still:
             asyncio.get_running_loop().call_later(self.itl_s, self.tick)
@@ -121,9 +130,9 @@ class Connection(asyncio.Protocol):
             start()
 
 
-async def serve(port: int, itl_s: float, ttft_s: float) -> None:
+async def serve(port: int, itl_s: float, ttft_s: float, max_streams: int | None) -> None:
     loop = asyncio.get_running_loop()
-    streams = Streams(itl_s)
+    streams = Streams(itl_s, max_streams)
     server = await loop.create_server(lambda: Connection(streams, ttft_s), "127.0.0.1", port, backlog=4096)
     print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
@@ -133,9 +142,9 @@ async def serve(port: int, itl_s: float, ttft_s: float) -> None:
 class SseServer:
     """The server in a subprocess, for `with SseServer(itl_ms=1) as server: ... server.url`."""
 
-    def __init__(self, itl_ms: float, ttft_ms: float = 0.0):
+    def __init__(self, itl_ms: float, ttft_ms: float = 0.0, max_streams: int | None = None):
         self.argv = [sys.executable, "-m", "tests.fakes.sse_server", "--itl-ms", str(itl_ms),
-                     "--ttft-ms", str(ttft_ms)]
+                     "--ttft-ms", str(ttft_ms)] + (["--max-streams", str(max_streams)] if max_streams else [])
         self.process: subprocess.Popen | None = None
         self.url = ""
 
@@ -164,9 +173,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--itl-ms", type=float, default=1.0, help="time between a stream's chunks")
     parser.add_argument("--ttft-ms", type=float, default=0.0, help="time before a stream's first chunk")
+    parser.add_argument("--max-streams", type=int, help="streams served at once; the rest queue")
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.port, args.itl_ms / 1e3, args.ttft_ms / 1e3))
+        asyncio.run(serve(args.port, args.itl_ms / 1e3, args.ttft_ms / 1e3, args.max_streams))
     except KeyboardInterrupt:
         pass
 

@@ -142,9 +142,12 @@ def test_a_client_bound_point_is_invalid():
     busy = client_overhead(ClientStats(cpu_s=2.0, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m, records)
     assert busy.share_of_itl == pytest.approx(0.2 * 0.55 / 0.2)
     assert "55% of each ITL window" in busy.bound and busy.warning.startswith("client-bound")
-    laggy = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=250.0, loop_lag_max_ms=300.0), m,
-                            records)
-    assert "event loop ran 250.00 ms late" in laggy.bound
+    laggy = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=250.0, loop_lag_max_ms=300.0,
+                                        loop_lag_p50_ms=210.0), m, records)
+    assert "event loop ran 210.00 ms late (p50)" in laggy.bound
+    spike = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=250.0, loop_lag_max_ms=300.0,
+                                        loop_lag_p50_ms=1.0), m, records)
+    assert spike.bound is None and "event loop ran 250.00 ms late (p99)" in spike.warning
     coarse = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=50.0, loop_lag_max_ms=80.0), m,
                              records)
     assert coarse.bound is None and "event loop ran 50.00 ms late" in coarse.warning
