@@ -56,6 +56,9 @@ def pytest_addoption(parser):
                     help="API key of the attached server; env LLMCONFORM_API_KEY")
     group.addoption("--perf-baseline", default=None, metavar="FILE",
                     help="perf-summary.json of an earlier run, for relative floors (output_tok_s:-5%%)")
+    group.addoption("--load-workers", type=int, default=None, metavar="N",
+                    help="load-generator worker processes per throughput point (default: from the cores and the "
+                         "expected chunk rate)")
     group.addoption("--report-dir", default=None,
                     help="where logs, results and reports go (default reports/<matrix>-<time>)")
 

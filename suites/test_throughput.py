@@ -57,7 +57,7 @@ def _case_sections(case) -> tuple[tuple[load.Workload, ...], tuple[floors.Floor,
     return workloads, floors.parse_floors(list(case.floors), fail, workloads)
 
 
-def _measure(llm) -> Measurement:
+def _measure(llm, workers: int | None) -> Measurement:
     case = llm.case
     hardware = floors.detect_hardware(case.engine.device,
                                       llm.server.run_dir / "server.json" if llm.server is not None else None)
@@ -82,13 +82,14 @@ def _measure(llm) -> Measurement:
         client_cpus = load.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
     for workload in workloads:
         with load.pinned(client_cpus):
-            runs = load.run_workload(target, workload, tokenizer)
+            runs = load.run_workload(target, workload, tokenizer, workers=workers)
         for run in runs:
             load.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()
             point["records"] = str(records_dir / f"{workload.name}-{run.point.label}.records.jsonl")
             point["prompts_counted_by"] = tokenizer.counted_by
+            point["prompts"] = tokenizer.made
             _add_roofline(point, result, case.layout.tp)
             result.points.append(point)
             problems, notes = load_metrics.check_measurement(summary, run)
@@ -116,7 +117,7 @@ def _measurement(request, llm) -> Measurement:
     cache = request.config.stash.setdefault(_MEASURED, {})
     if llm.id not in cache:
         try:
-            cache[llm.id] = _measure(llm)
+            cache[llm.id] = _measure(llm, request.config.getoption("load_workers", default=None))
         except Exception as error:  # noqa: BLE001 -- measured once: the floors test reports the same error without re-running
             cache[llm.id] = Measurement(floors.Hardware(llm.case.engine.device), error=error)
     measurement = cache[llm.id]
