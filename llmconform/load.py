@@ -11,10 +11,12 @@ The traffic shapes follow `vllm bench serve` too: a closed-loop point keeps `con
 `--max-concurrency C --request-rate inf`); an open-loop point draws gamma inter-arrival gaps (shape = burstiness,
 1 = Poisson) and rescales them so that the last request is due at exactly N / rate seconds, as vLLM does.
 
-One process drives thousands of concurrent streams: aiohttp (the client `vllm bench serve` uses) on one event loop,
-request bodies serialised before the clock starts, and SSE parsed from raw reads. The client measures its own cost
-(CPU time of the event-loop thread per streamed chunk, event-loop lag) so a run can say when the client, not the
-server, set the pace (`load_metrics.client_overhead`).
+A point's streams are spread over worker processes (`run_point`, `choose_workers`), each an aiohttp client (the one
+`vllm bench serve` uses) on its own event loop with its own connection pool, request bodies serialised before the
+clock starts and SSE parsed from raw reads; one process parsing ~44 us per chunk would otherwise cap what an 8-GPU
+server can be seen to stream. The workers start together on the shared monotonic clock, so their records merge
+onto one time axis. Each measures its own cost (process CPU time per streamed chunk, event-loop lag), so a run can
+say when the client, not the server, set the pace (`load_metrics.client_overhead`).
 """
 
 from __future__ import annotations
