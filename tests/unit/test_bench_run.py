@@ -122,16 +122,16 @@ def test_nearest_length_where_the_engine_takes_no_token_ids(tokenizer_dir):
 
 
 def test_capacity_search_brackets_what_the_server_can_take(tmp_path, tokenizer_dir):
-    # 4 streams at once, 20 tokens 5 ms apart: 100 ms a request, about 40 requests/s; beyond it requests queue
-    with SseServer(itl_ms=5, max_streams=4) as server:
-        code = bench("capacity", server.url, tokenizer_dir, tmp_path, "--input-tokens", "8", "--output-tokens", "20",
-                     "--rate", "1", "--requests", "40", "--warmup", "0", "--slo", "ttft:150", "--rate-low", "5",
-                     "--rate-high", "320", "--max-points", "6", "--percentile", "p90", "--workers", "1")
+    # 4 streams at once, 10 tokens 20 ms apart: 200 ms a request, about 20 requests/s; beyond it requests queue
+    with SseServer(itl_ms=20, max_streams=4) as server:
+        code = bench("capacity", server.url, tokenizer_dir, tmp_path, "--input-tokens", "8", "--output-tokens", "10",
+                     "--rate", "1", "--requests", "20", "--warmup", "0", "--slo", "ttft:400", "--rate-low", "4",
+                     "--rate-high", "256", "--max-points", "6", "--percentile", "p90", "--workers", "1")
     result = json.loads((tmp_path / "capacity.json").read_text())
     assert code == 0 and result["stopped"] is None
     assert len(result["probes"]) <= 6
     found, missed = result["capacity_requests_per_s"], result["lowest_missing_rate"]
-    assert 5 <= found < missed <= 320
+    assert 4 <= found < missed <= 256
     assert all(p["meets"] == (p["rate"] <= found) for p in result["probes"])
 
 
