@@ -35,7 +35,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .load import Workload
@@ -474,16 +474,26 @@ def _scope(floor: Floor) -> str:
 
 
 def _check(floor: Floor, point: dict, context: CaseContext) -> Verdict:
-    """A point that does not measure the server fails every floor, and a floor on a value that could not be
-    measured fails too: either would otherwise pass on numbers that say nothing about the server."""
+    """A floor that can be checked here fails on a point that does not measure the server (client-bound), or on a
+    value that could not be measured (bunched delivery): either would otherwise pass on numbers that say nothing
+    about the server."""
+    unmeasurable = not_measurable(floor.metric, point)
+    if unmeasurable and not point["metrics"].get(floor.metric):  # a TPOT of 0: the chunks all came at once
+        return Verdict(floor.text, "fail", f"{floor.metric} is not measurable: {unmeasurable}",
+                       workload=point["workload"], point=point["point"], measured=point["metrics"].get(floor.metric))
+    verdict = _check_value(floor, point, context)
+    if verdict.status == "skip":
+        return verdict
+    if point.get("invalid"):
+        return replace(verdict, status="fail", detail=f"invalid point: {point['invalid']}")
+    if unmeasurable:
+        return replace(verdict, status="fail", detail=f"{floor.metric} is not measurable: {unmeasurable}")
+    return verdict
+
+
+def _check_value(floor: Floor, point: dict, context: CaseContext) -> Verdict:
     where = {"workload": point["workload"], "point": point["point"]}
     measured = point["metrics"].get(floor.metric)
-    if point.get("invalid"):
-        return Verdict(floor.text, "fail", f"invalid point: {point['invalid']}", measured=measured, **where)
-    unmeasurable = not_measurable(floor.metric, point)
-    if unmeasurable:
-        return Verdict(floor.text, "fail", f"{floor.metric} is not measurable: {unmeasurable}", measured=measured,
-                       **where)
     if measured is None:
         return Verdict(floor.text, "skip", f"{floor.metric} was not measured (no SLOs for goodput?)", **where)
     if floor.kind == "bound":

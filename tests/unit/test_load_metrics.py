@@ -153,6 +153,19 @@ def test_a_client_bound_point_is_invalid():
     assert coarse.bound is None and "event loop ran 50.00 ms late" in coarse.warning
 
 
+def test_a_late_loop_against_bunched_chunks_is_client_bound():
+    # all chunks of a stream in one read (median ITL 0): the loop's lag is held against the mean TPOT instead
+    records = [record(0, 0.0, [0.1, 0.1, 0.1, 0.4, 0.4], completion=5)]  # TPOT (0.4 - 0.1) / 4 = 75 ms
+    m = compute(records, 1.0)
+    assert m.itl.median == 0.0
+    late = client_overhead(ClientStats(cpu_s=0.01, chunks=6, loop_lag_p99_ms=90.0, loop_lag_max_ms=90.0,
+                                       loop_lag_p50_ms=80.0), m, records)
+    assert "80.00 ms late (p50), more than the mean TPOT of 75.00 ms" in late.bound
+    prompt = client_overhead(ClientStats(cpu_s=0.01, chunks=6, loop_lag_p99_ms=1.0, loop_lag_max_ms=1.0,
+                                         loop_lag_p50_ms=0.1), m, records)
+    assert prompt.bound is None
+
+
 def test_the_busiest_worker_decides():
     # worker 0 sent request A, worker 1 request B; worker 1 burnt 1.9 of the 2 s: saturated, though the mean is not
     records = two_requests()
