@@ -537,10 +537,13 @@ def _jsonable(value):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     target = load.Target(args.llm_url.rstrip("/"), args.model, args.engine, args.api_key)
-    if args.command == "run":
-        return cmd_run(args, target)
-    if args.command == "capacity":
-        return cmd_capacity(args, target)
+    try:
+        if args.command == "run":
+            return cmd_run(args, target)
+        if args.command == "capacity":
+            return cmd_capacity(args, target)
+    except load.PromptError as error:
+        raise UserError(f"--input-tokens: {error}") from None
     workload = _workload(args)
     out_dir = Path(args.out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
     comparisons = compare_with_vllm_bench(target, workload, args.tokenizer, shlex.split(args.vllm_bench), out_dir,
