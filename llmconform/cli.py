@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="where regression.md/json/html go (default: the candidate's report dir)")
     cmp.set_defaults(func=cmd_compare)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
-    sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
+    sub.add_parser("bench", help="load a running server with a matrix's workloads and floors (run), find its "
+                                 "goodput capacity (capacity), or compare with `vllm bench serve` (compare-vllm)")
     return parser
 
 

@@ -64,6 +64,9 @@ def pytest_addoption(parser):
                     help="API key of the attached server; env LLMCONFORM_API_KEY")
     group.addoption("--perf-baseline", default=None, metavar="FILE",
                     help="perf-summary.json of an earlier run, for relative floors (output_tok_s:-5%%)")
+    group.addoption("--load-workers", type=int, default=None, metavar="N",
+                    help="load-generator worker processes per throughput point (default: from the cores and the "
+                         "expected chunk rate)")
     group.addoption("--hang-timeout", type=float, default=180.0, metavar="SECONDS",
                     help="declare a started engine hung (and kill it) when GET /health has not answered for this "
                          "long; its case's remaining tests are not run (default 180; 0 turns the watchdog off)")
