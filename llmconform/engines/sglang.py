@@ -109,6 +109,18 @@ class SGLang(Engine):
                          f"so only node 0 is probed")
         return processes, {}, notes
 
+    def expected_parse(self, case, plan, process) -> dict:
+        layout = case.layout
+        attn_dp_flag = version_tuple(case.engine.version) >= ATTN_DP_SIZE_SINCE
+        expected = {"model_path": case.model.path, "tp_size": layout.tp, "pp_size": layout.pp,
+                    "dp_size": layout.dp if layout.dp > 1 or attn_dp_flag else layout.adp,
+                    "enable_dp_attention": layout.adp > 1 and not attn_dp_flag, "ep_size": layout.ep,
+                    "port": plan.port, "nnodes": layout.nodes,
+                    "node_rank": process.node}
+        if attn_dp_flag:
+            expected["attn_dp_size"] = layout.adp
+        return expected
+
     def version_argv(self, command):
         python = command[0] if is_python(command[0]) else "python3"
         return [python, "-c", "import sglang; print(sglang.__version__)"]
