@@ -43,7 +43,7 @@ class SGLang(Engine):
         stage("load-weights", r"Load weight begin", 3600),
         stage("weights-loaded", r"Load weight end", 1800),
         stage("kv-cache", r"KV Cache is allocated|Memory pool end", 900),
-        stage("cuda-graphs", r"Capture cuda graph begin", 1800),
+        stage("cuda-graphs", r"Capture (\w+ )?(cuda|CUDA) graph begin", 1800),  # 0.5.16: "Capture decode CUDA graph begin"
         stage("http-up", r"Uvicorn running on|Application startup complete", 600),
         stage("ready", r"The server is fired up and ready to roll", 300),
     )
