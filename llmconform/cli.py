@@ -149,6 +149,18 @@ def cmd_compare(args) -> int:
     return 1 if comparison.regressions else 0
 
 
+def cmd_check_args(args) -> int:
+    from . import argcheck
+
+    files = args.matrix or sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "matrices").glob("*.yaml"))
+    findings = argcheck.check(files, args.vllm_python, args.sglang_args, args.trtllm_args)
+    for finding in findings:
+        print(finding)
+    engines_checked = "vllm, sglang, trtllm" if args.vllm_python else "sglang, trtllm (no --vllm-python)"
+    print(f"{len(findings)} finding(s) over {len(files)} matrices ({engines_checked})")
+    return 1 if findings else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmconform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "tokens with |delta logprob| <= compare.max_logprob_delta)")
     cmp.add_argument("--out", help="where regression.md/json/html go (default: the candidate's report dir)")
     cmp.set_defaults(func=cmd_compare)
+    chk = sub.add_parser("check-args", help="feed every plan's argv to the engines' own argument parsers "
+                                            "(exit 1 when a parsed value differs from the plan)")
+    chk.add_argument("--matrix", action="append", help="matrix file (repeatable; default: every matrices/*.yaml)")
+    chk.add_argument("--vllm-python", help="Python of a vLLM install whose `vllm serve` parser is used")
+    chk.add_argument("--sglang-args", help="SGLang option fixture (scripts/engine-args/sglang_args.py makes one "
+                                           "from a wheel; default: the one in llmconform/engine_args)")
+    chk.add_argument("--trtllm-args", help="trtllm-serve option fixture (scripts/engine-args/trtllm_args.py)")
+    chk.set_defaults(func=cmd_check_args)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
     sub.add_parser("bench", help="load a running server with a matrix's workloads and floors (run), find its "
                                  "goodput capacity (capacity), or compare with `vllm bench serve` (compare-vllm)")
