@@ -12,6 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 REPORTS=${REPORTS:-reports/ci-$(date +%Y%m%d-%H%M%S)}
+export LLMCONFORM_ARTIFACTS=${LLMCONFORM_ARTIFACTS:-$REPORTS/test-artifacts}  # e.g. the regression page's screenshot
 failed=()
 on_exit=()   # teardown commands of what the stages brought up, run however the script ends
 trap 'for c in "${on_exit[@]}"; do eval "$c"; done' EXIT
