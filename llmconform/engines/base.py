@@ -159,6 +159,11 @@ class Engine:
     owned_args: tuple[str, ...] = ()  # flags the planner sets from the layout/ports; users may not pass them
     stages: tuple[Stage, ...] = ()
     signatures: tuple[Signature, ...] = ()
+    # Prometheus: the route, the counters its docs name (prompt_tokens, generation_tokens, requests: summed over
+    # their labels), and the flag that turns the endpoint on where it is off by default.
+    metrics_route: str | None = None
+    metrics_counters: dict[str, str] = {}
+    metrics_flag: str | None = None
 
     # --- rules -----------------------------------------------------------------------------------------------
     def check_layout(self, layout: Layout, model_config: dict | None, device: str = "cuda") -> None:

@@ -23,6 +23,9 @@ class VLLM(Engine):
     checked_versions = "0.32.0 (CPU wheel), 0.26.0, 0.33.0"
     default_version = "0.32.0"
     default_command = ("vllm", "serve")
+    metrics_route = "/metrics"  # always on (vllm/v1/metrics/loggers.py; docs: serving/metrics)
+    metrics_counters = {"prompt_tokens": "vllm:prompt_tokens_total", "generation_tokens": "vllm:generation_tokens_total",
+                        "requests": "vllm:request_success_total"}
     arg_style = "kebab"
     owned_args = (
         "host", "port", "served-model-name", "tensor-parallel-size", "pipeline-parallel-size",
