@@ -50,7 +50,7 @@ class TrainingRecipe:
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
     seed: int = 20260101
-    threads: int = 2
+    threads: int = 1  # more threads on 2 shared cores oversubscribe them (measured: 20x slower per step)
 
 
 def _torch():
