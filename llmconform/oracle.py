@@ -1,8 +1,12 @@
 """Oracle models: tiny Qwen2 / Qwen3-MoE models trained on the CPU on a task whose right answers are known exactly,
 so that accuracy is an absolute check of an engine (a wrong kernel is wrong in every layout).
 
-The task is addition of two zero-padded 3-digit numbers written as `123+456=` with the 4-digit sum `0579` as the
-answer. Why addition: every answer digit depends on digits at several other positions (attention must route the two
+The task is addition of two zero-padded 3-digit numbers with every number written least significant digit first:
+`321+654=` (123 + 456) has the answer `9750` (579 as 0579, reversed). Little-endian digits put each answer digit at
+a fixed distance from the operand digits it needs and after the digit whose carry it takes, so two layers learn it
+in a few hundred steps (Lee et al. 2023, "Teaching Arithmetic to Small Transformers": reversed outputs train far
+faster); in the usual order the first answer digit depends on a carry chain through all six operand digits. Why
+addition: every answer digit depends on digits at several other positions (attention must route the two
 operands' digits, and the leading digits depend on the carry of the ones below), and the digit table with carries
 is a non-linear function the MLP (or the experts) must compute, so a broken attention, MLP, router or expert kernel
 changes answers. Fixed widths keep every problem the same length: one batch shape in training, and a model that is
@@ -31,9 +35,13 @@ class Problem:
     answer: str
 
 
+def little_endian(number: int, digits: int) -> str:
+    return f"{number:0{digits}d}"[::-1]
+
+
 def addition_problem(rng: random.Random) -> Problem:
     a, b = rng.randrange(10 ** DIGITS), rng.randrange(10 ** DIGITS)
-    return Problem(f"{a:0{DIGITS}d}+{b:0{DIGITS}d}=", f"{a + b:0{DIGITS + 1}d}"[::-1])
+    return Problem(f"{little_endian(a, DIGITS)}+{little_endian(b, DIGITS)}=", little_endian(a + b, DIGITS + 1))
 
 
 def problems(count: int, seed: int) -> list[Problem]:

