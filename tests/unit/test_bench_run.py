@@ -42,7 +42,7 @@ def test_a_server_that_got_slower_is_a_regression(tmp_path, tokenizer_dir, capsy
     assert main(["compare", str(tmp_path / "before"), str(tmp_path / "after")]) == 1
     verdict = json.loads((tmp_path / "after" / "regression.json").read_text())
     regressed = {f["subject"] for f in verdict["findings"] if f["status"] == "regressed"}
-    assert "fake-server cli c4 median_tpot_ms:+10%" in regressed
+    assert "fake-server cli c4 median_tpot_ms" in regressed
     assert main(["compare", str(tmp_path / "before"), str(tmp_path / "before"), "--out", str(tmp_path)]) == 0
     capsys.readouterr()
 
