@@ -5,10 +5,11 @@ with `pip download --no-deps` (its newest version that fits). pip's own resolver
 resolving torch's CUDA wheels, which the machine has and the package index may lack.
 
 Usage: resolve_deps.py WHEEL_DIR HAVE_FILE DEST_DIR PIP_PLATFORM_ARGS...   (prints name==version per fetched wheel)
-Skipped: the torch family and CUDA runtime wheels (the machine's), and packages listed in HAVE_FILE unless a staged
-wheel pins them with ==.
+Skipped: the torch family and CUDA runtime wheels (the machine's), packages listed in HAVE_FILE unless a staged
+wheel pins them with ==, and those named in $SKIP (space-separated).
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def requirements(wheel: Path, extras: set[str]) -> list[Requirement]:
 
 def main(wheel_dir, have_file, dest, *platform):
     have = {canonicalize_name(line.strip()) for line in open(have_file) if line.strip()}
+    skip = {canonicalize_name(n) for n in os.environ.get("SKIP", "").split()}
     dest = Path(dest)
     queue = [(w, {"cu13"}) for w in sorted(Path(wheel_dir).glob("*.whl"))]
     pinned = {canonicalize_name(r.name) for w, _ in queue for r in requirements(w, set())
@@ -47,7 +49,7 @@ def main(wheel_dir, have_file, dest, *platform):
         wheel, extras = queue.pop(0)
         for req in requirements(wheel, extras):
             name = canonicalize_name(req.name)
-            if name in seen or MACHINE_STACK.match(name) or (name in have and name not in pinned):
+            if name in seen or name in skip or MACHINE_STACK.match(name) or (name in have and name not in pinned):
                 continue
             seen.add(name)
             before = set(dest.glob("*.whl"))
