@@ -764,6 +764,38 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan:
                          chunks=client.chunks, lags=lags)
 
 
+def run_requests(target: Target, requests: list[tuple[str, dict]], concurrency: int,
+                 request_timeout_s: float = 600.0) -> list[dict | str]:
+    """Send non-streamed requests (route, JSON body), `concurrency` in flight at a time; each answer's JSON body
+    in request order, or the error text of a request that failed."""
+    return asyncio.run(_run_requests(target, requests, concurrency, request_timeout_s))
+
+
+async def _run_requests(target: Target, requests: list[tuple[str, dict]], concurrency: int,
+                        request_timeout_s: float) -> list[dict | str]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=KEEPALIVE_S)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=request_timeout_s)
+    answers: list[dict | str] = [""] * len(requests)
+    pending = iter(enumerate(requests))
+    base = target.base_url.rstrip("/")
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=target.headers) as session:
+        async def worker():
+            for index, (route, body) in pending:  # one shared iterator: the next request goes to a free worker
+                try:
+                    async with session.post(base + route, json=body) as response:
+                        text = await response.text()
+                        answers[index] = (json.loads(text) if response.status == 200
+                                          else f"HTTP {response.status}: {text[:500]}")
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+                    answers[index] = f"{type(error).__name__}: {error}"
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)) or 1)))
+    return answers
+
+
 def _payload(target: Target, workload: Workload, prompt: Prompt) -> bytes:
     return json.dumps(request_body(target, workload, prompt)).encode()
 
