@@ -242,8 +242,9 @@ def make(p: Preset, out: Path) -> None:
         {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
          "pad_token_id": config["pad_token_id"], "do_sample": False}, indent=2, sort_keys=True))
     if p.trained:
-        from . import oracle
         from tokenizers import Tokenizer
+
+        from . import oracle
         tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
         tensors = oracle.train(config, lambda text: tokenizer.encode(text).ids, config["eos_token_id"],
                                oracle.TrainingRecipe(), log=lambda line: print(f"{p.name}: {line}", flush=True))
