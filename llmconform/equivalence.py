@@ -187,7 +187,7 @@ def _boolean(value):
     return None, None, value
 
 
-def _raise_user_error(path: str, problem: str, allowed: str | None) -> None:
+def raise_user_error(path: str, problem: str, allowed: str | None) -> None:
     raise UserError(f"{path}: {problem}" + (f" (allowed: {allowed})" if allowed else ""))
 
 
@@ -198,7 +198,7 @@ def case_dtype(case: Case) -> str:
 
 def policy_for(case: Case) -> Policy:
     """The policy of a case from its matrix's `compare:` section (validated again: a Case may be built by hand)."""
-    return parse_compare_section(case.compare or None, _raise_user_error).policy(case.model.id, case_dtype(case))
+    return parse_compare_section(case.compare or None, raise_user_error).policy(case.model.id, case_dtype(case))
 
 
 # --- determinism switches ---------------------------------------------------------------------------------------
@@ -276,6 +276,7 @@ class LayoutOutputs:
     first_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # prompt -> {token: count}
     failure: str | None = None
     known_failure: str | None = None
+    compare: dict = field(default_factory=dict)  # the case's `compare:` section (`llmconform compare` applies it)
 
     @property
     def collected(self) -> bool:

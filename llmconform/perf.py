@@ -57,7 +57,9 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
 
 def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
     intro = ("Metrics use the definitions of `vllm bench serve` (llmconform.load_metrics). Latencies in ms; TPOT "
-             "excludes the first token; `client` is the load generator's own share of each ITL window.")
+             "excludes the first token; `client` is the load generator's own share of each ITL window (busiest "
+             "worker) and its worker processes; `offered` and `sent` are the requests/s asked for and sent; "
+             "`flags`: `INVALID` when the client was the bottleneck, `bunched` when ITL/TPOT were not measurable.")
     out = ["# Performance", "", intro, ""]
     for key, rows in _group(runs).items():
         case, workload = key
@@ -66,16 +68,21 @@ def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
         setting = (f"{first['engine']} {first.get('engine_version') or ''}, layout {first['layout']}, on "
                    f"{first['hardware']}{gpu}; {first['input_tokens']} tokens in, {first['output_tokens']} out")
         out += [f"## {case} / {workload}", "", setting, ""]
-        header = ["point", "requests", *[title for _, title, _ in TABLE_COLUMNS], "client", "roofline"]
+        header = ["point", "requests", *[title for _, title, _ in TABLE_COLUMNS], "client", "offered", "sent",
+                  "roofline", "flags"]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             m = row["metrics"]
             cells = [row["point"], f"{m['completed']}/{row['requests']}"]
             cells += [format(m[k], f) if m.get(k) is not None else "-" for k, _, f in TABLE_COLUMNS]
             share = row["client"].get("share_of_itl")
-            cells.append(f"{share:.0%}" if share is not None else "-")
+            cells.append((f"{share:.0%}" if share is not None else "-") + f" ({row['client'].get('workers', 1)}w)")
+            cells += [_rate(row.get("traffic", {}).get(k)) for k in ("offered_requests_per_s", "sent_requests_per_s")]
             cells.append(f"{row['roofline']['fraction']:.0%}" if row.get("roofline") else "-")
+            cells.append(" ".join(_flags(row)) or "-")
             out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        out += [f"- {row['point']}: {why}" for row in rows for why in _flag_reasons(row)]
         out.append("")
     if verdicts:
         out += ["## Floors", "", "| case | floor | point | verdict | detail |", "|---|---|---|---|---|"]
@@ -84,6 +91,22 @@ def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
             out.append(f"| {v['case']} | `{v['floor']}` | {point} | {v['status']} | {v['detail']} |")
         out.append("")
     return "\n".join(out)
+
+
+def _rate(value) -> str:
+    return "-" if value is None else value if isinstance(value, str) else f"{value:.2f}"
+
+
+def _flags(row: dict) -> list[str]:
+    unmeasurable = (row.get("delivery") or {}).get("not_measurable")
+    return (["INVALID"] if row.get("invalid") else []) + (
+        [f"bunched ({'/'.join(sorted(unmeasurable)).upper()} not measurable)"] if unmeasurable else [])
+
+
+def _flag_reasons(row: dict) -> list[str]:
+    reasons = [f"INVALID: {row['invalid']}"] if row.get("invalid") else []
+    return reasons + [f"{name.upper()} not measurable: {why}"
+                      for name, why in sorted(((row.get("delivery") or {}).get("not_measurable") or {}).items())]
 
 
 def _group(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from . import run_identity
 from .case import Case
 from .engines.base import Engine, Placement, Plan, Process
 from .redaction import redact_argv, redact_env
@@ -68,6 +69,7 @@ class Server:
     ready_s: float | None = None
     peak_rss_bytes: int = 0
     version: str | None = None
+    runtime: dict | None = None  # torch/CUDA/engine package versions of a local engine's interpreter
     error: str | None = None
     hung: str | None = None  # set by the watchdog: why the server was declared hung (and killed)
     _sampler: threading.Thread | None = None
@@ -126,6 +128,8 @@ class Server:
                     self.ready_s = time.monotonic() - self.started_at
                     self.stage = "ready"
                     self.version = self._probe_version(client)
+                    if self.case.launcher == "local":
+                        self.runtime = run_identity.engine_runtime(self.plan.processes[0].argv[0])
                     self._write_record()
                     return
                 budget = stage_budgets.get(self.stage, first_budget)
@@ -303,6 +307,8 @@ class Server:
                                         if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
                                         or k.endswith("_SOCKET_IFNAME")}),
             "gpu": gpu_description(),
+            "case_args": self.case.args, "case_env": self.case.env,
+            "runtime": self.runtime,
             "error": self.error,
         }
         (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))

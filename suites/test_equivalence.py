@@ -221,7 +221,8 @@ def _collect_once(config, llm, store: OutputStore, client: probes.ProbeClient, p
 def _collect(llm, client: probes.ProbeClient, policy: Policy, run: str) -> LayoutOutputs:
     collected = LayoutOutputs(case_id=llm.id, engine=llm.engine, engine_version=llm.engine_version,
                               model=_model_id(llm), layout=llm.layout,
-                              dtype=equivalence.case_dtype(llm.case) if llm.case else "auto", run=run)
+                              dtype=equivalence.case_dtype(llm.case) if llm.case else "auto", run=run,
+                              compare=dict(llm.case.compare) if llm.case else {})
     vocab = (llm.case.model.config or {}).get("vocab_size") if llm.case else None
     answers = collected.generations
     try:

@@ -27,6 +27,10 @@ def results():
     perf_property = {"hardware": "H100-SXM", "gpu_name": "NVIDIA H100 80GB HBM3", "problems": [], "warnings": [],
                      "points": [point("c1", 1, None, 150.0, roofline=0.67), point("c64", 64, None, 4900.0),
                                 point("r4", None, 4.0, 500.0), point("rinf", None, "inf", 5000.0)]}
+    rate_point = perf_property["points"][2]
+    rate_point["traffic"] = {"offered_requests_per_s": 4.0, "sent_requests_per_s": 3.5}
+    rate_point["invalid"] = "the busiest client worker was busy 97% of the run (1 worker process(es))"
+    rate_point["delivery"] = {"not_measurable": {"itl": "bunched delivery: 80% of the gaps between chunks are 0"}}
     verdicts = [{"floor": "output_tok_s >= 4000 at concurrency 64", "status": "pass", "detail": "ok",
                  "workload": "w", "point": "c64"},
                 {"floor": "p99_ttft_ms <= 1", "status": "fail", "detail": "p99_ttft_ms = 10 (floor <= 1)",
@@ -43,7 +47,10 @@ def test_report_files_and_lines(tmp_path):
     assert lines[2].startswith("  FAIL vllm-qwen2-tiny-tp1: p99_ttft_ms <= 1 [w c1]")
     markdown = (tmp_path / "perf.md").read_text()
     assert "## vllm-qwen2-tiny-tp1 / w" in markdown and "on H100-SXM (NVIDIA H100 80GB HBM3)" in markdown
-    assert "| c1 | 16/16 | 2.00 | 150.0 |" in markdown and "| 10% | 67% |" in markdown
+    assert "| c1 | 16/16 | 2.00 | 150.0 |" in markdown and "| 10% (1w) | - | - | 67% | - |" in markdown
+    assert "| 10% (1w) | 4.00 | 3.50 | - | INVALID bunched (ITL not measurable) |" in markdown
+    assert "- r4: INVALID: the busiest client worker was busy 97% of the run" in markdown
+    assert "- r4: ITL not measurable: bunched delivery: 80% of the gaps between chunks are 0" in markdown
     assert "| vllm-qwen2-tiny-tp1 | `p99_ttft_ms <= 1` | w c1 | fail |" in markdown
     for name in ("perf-throughput.png", "perf-latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
