@@ -111,7 +111,8 @@ def cmd_models(args) -> int:
         rows = [("model", "architecture", "where")]
         for preset in models.PRESETS.values():
             where = models.location(preset.name)
-            made = str(where) if (where / "config.json").is_file() else f"not made (llmconform models make {preset.name})"
+            made = (str(where) if (where / "config.json").is_file()
+                    else f"not made (llmconform models make {preset.name})")
             rows.append((f"{'factory' if preset.weights else 'shape'}:{preset.name}", preset.config["architectures"][0],
                          made))
         print_table(rows)

@@ -45,6 +45,7 @@ MIN_REQUESTS = 16
 MAX_DEFAULT_WARMUP = 64
 LAG_PROBE_INTERVAL_S = 0.01
 KEEPALIVE_S = 4.0
+PROGRESS_EVERY_S = 0.5
 
 # Prose for `prompts: text` (written for this project): prompts are cut from it at exact token counts.
 DEFAULT_TEXT = (
@@ -490,21 +491,47 @@ def arrival_times(count: int, rate: float, burstiness: float, rng: np.random.Gen
 
 def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
               warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None = None,
-              request_timeout_s: float = 1800.0) -> PointRun:
+              request_timeout_s: float = 1800.0,
+              on_progress: Callable[[int, int, float], None] | None = None) -> PointRun:
     """Send the warm-up requests (unmeasured), then the point's requests, and return their raw records.
+    `on_progress(requests done, choice chunks received, seconds since the timed requests began)` is called every
+    PROGRESS_EVERY_S while the point runs.
 
     The requests go out from a process of their own (spawned; it inherits the caller's CPU affinity): in the caller's
     process other threads (pytest's, a server's memory sampler, log readers) would compete with the event loop for
     the interpreter lock and delay its timestamps."""
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
-        run, texts = child.submit(_run_point_here, target, workload, point, prompts, warmup_prompts,
-                                  request_timeout_s).result()
+    # [requests done, chunks, time.monotonic_ns() when the timed requests began]: one writer (the child), read here.
+    live = spawn.Array("q", 3, lock=False)
+
+    def report() -> None:
+        on_progress(live[0], live[1], (time.monotonic_ns() - live[2]) / 1e9 if live[2] else 0.0)
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_share_live_counts,
+                             initargs=(live,)) as child:
+        future = child.submit(_run_point_here, target, workload, point, prompts, warmup_prompts, request_timeout_s)
+        if on_progress is not None:
+            while not future.done():
+                with contextlib.suppress(TimeoutError):
+                    future.result(timeout=PROGRESS_EVERY_S)
+                    break
+                report()
+        run, texts = future.result()
+    if on_progress is not None:
+        report()  # the final counts: every timed request
     if tokenizer:
         for record in run.records:  # vLLM's fallback when usage is missing: count the generated text's tokens
             if record.index in texts:
                 record.text_tokens = tokenizer.count(texts[record.index], with_special=False)
     return run
+
+
+_live_counts = None  # in the child: the caller's counters (see run_point)
+
+
+def _share_live_counts(counts) -> None:
+    global _live_counts
+    _live_counts = counts
 
 
 def _run_point_here(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
@@ -514,13 +541,17 @@ def _run_point_here(target: Target, workload: Workload, point: LoadPoint, prompt
 
 
 def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
-                 on_point: Callable[[PointRun], None] | None = None) -> list[PointRun]:
-    """Every point of a workload's sweep, in order; `on_point` sees each run as soon as it is done."""
+                 on_point: Callable[[PointRun], None] | None = None,
+                 on_progress: Callable[[LoadPoint, int, int, float], None] | None = None) -> list[PointRun]:
+    """Every point of a workload's sweep, in order; `on_point` sees each run as soon as it is done, `on_progress`
+    (point, requests done, chunks, seconds) how far the running one has got."""
     runs = []
     for i, point in enumerate(workload.points()):
         prompts = make_prompts(tokenizer, workload, point.requests, stream=2 * i + 1)
         warmup = make_prompts(tokenizer, workload, point.warmup, stream=2 * i + 2) if point.warmup else []
-        run = run_point(target, workload, point, prompts, warmup, tokenizer)
+        run = run_point(target, workload, point, prompts, warmup, tokenizer,
+                        on_progress=(lambda done, chunks, s, p=point: on_progress(p, done, chunks, s)) if on_progress
+                        else None)
         if on_point:
             on_point(run)
         runs.append(run)
@@ -581,6 +612,9 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, promp
         jobs = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens))
                 for i, p in enumerate(prompts)]
         client.chunks = 0
+        client.live = _live_counts  # counted from here: the timed requests only
+        if _live_counts is not None:
+            _live_counts[2] = time.monotonic_ns()  # one clock for all processes of this machine
         lags: list[float] = []
         stop = asyncio.Event()
         watcher = asyncio.create_task(_watch_loop_lag(stop, lags))
@@ -621,6 +655,7 @@ class _Client:
         self.session = session
         self.url = url
         self.chunks = 0
+        self.live = None  # the counters the caller reads while the point runs (see run_point)
 
     async def closed_loop(self, jobs: Iterator[_Job], concurrency: int, start: float) -> None:
         async def stream_next():
@@ -678,6 +713,8 @@ class _Client:
         finally:
             if record.error is None and not record.chunk_s:
                 record.error = "the stream carried no choice chunk (no first token)"
+            if self.live is not None:
+                self.live[0] += 1
 
     def _handle(self, line: bytes, now: float, job: _Job) -> bool:
         """One SSE line; True at the end of the stream. Only `data:` lines matter (comments and blank separators
@@ -693,6 +730,8 @@ class _Client:
         choices = event.get("choices")
         if choices:
             record.chunk_s.append(now)
+            if self.live is not None:
+                self.live[1] += 1
             choice = choices[0]
             job.text.append(choice.get("text") or "")
             if choice.get("finish_reason"):

@@ -20,6 +20,7 @@ from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
 from .pool import ServerPool
+from .progress import Progress
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",
@@ -70,8 +71,10 @@ class Session:
     report_dir: Path | None = None
     pool: ServerPool | None = None
     results: "ResultsWriter | None" = None
+    progress: Progress = field(default_factory=Progress)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -86,11 +89,19 @@ def pytest_configure(config):
     if not (session.cases or session.attach or config.getoption("report_dir")):
         return  # nothing to serve (e.g. the framework's own unit tests): no report dir
     session.report_dir = _report_dir(config)
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(session.report_dir / "junit.xml")
+        # The tests' properties feed results.jsonl (the reports), not the XML: xunit2 leaving them out is right.
+        config.addinivalue_line("filterwarnings", "ignore:record_property is incompatible with junit_family")
+    session.progress = Progress.for_pytest(config)
+    if not session.progress.quiet:
+        config.pluginmanager.register(session.progress, "llmconform-progress")
     if session.attach:
         session.attach.report_dir = session.report_dir
+        session.attach.progress = session.progress
     if session.cases:
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
-        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker)
+        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker, progress=session.progress)
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     if not hasattr(config, "workerinput"):
@@ -223,7 +234,7 @@ def llm(request):
     server = session.pool.start(case)
     handle = LLM(base_url=server.base_url, model=server.model, engine=case.engine.name,
                  engine_version=server.version or case.engine.version, report_dir=session.report_dir, case=case,
-                 server=server, api_key=case.api_key)
+                 server=server, api_key=case.api_key, progress=session.progress)
     try:
         yield handle
     finally:
@@ -280,7 +291,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section("llmconform")
     for line in lines:
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"report dir: {state.report_dir}")
 
 
 def pytest_sessionfinish(session, exitstatus):

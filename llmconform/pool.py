@@ -10,13 +10,16 @@ from . import engines, models
 from .case import Case
 from .engines.base import Placement, Ports
 from .launchers import docker, local, slurm
+from .progress import Progress
 from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
 from .server import MARKER_ENV, EngineStartError, Server
 
 
 class ServerPool:
-    def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0):
+    def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
+                 progress: Progress | None = None):
         self.report_dir = report_dir
+        self.progress = progress or Progress()
         self.hardware = hardware
         self.worker = worker
         self.lease_timeout_s = lease_timeout_s
@@ -35,7 +38,8 @@ class ServerPool:
         engine = engines.get(case.engine.name)
         try:
             plan = engine.plan(case, placement, ports, str(run_dir))
-            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir, launch=launch)
+            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir, launch=launch,
+                            progress=self.progress)
             try:
                 server.start()
                 server.wait_ready(case.engine.startup_timeout_s)

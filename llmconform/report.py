@@ -30,8 +30,11 @@ def load_results(report_dir: Path) -> list[dict]:
 
 
 def build(report_dir: Path) -> list[str]:
+    """Write every section's files; return the verdict per case, each section's lines and where the reports are."""
+    from . import verdict
+
     results = load_results(report_dir)
     lines: list[str] = []
     for name in SECTIONS:
         lines += importlib.import_module(name).write_report(report_dir, results)
-    return lines
+    return verdict.per_case(report_dir, results) + lines + [verdict.where(report_dir)]

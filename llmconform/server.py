@@ -19,6 +19,7 @@ import httpx
 
 from .case import Case
 from .engines.base import Engine, Placement, Plan, Process
+from .progress import Progress
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
 TAIL_LINES = 40
@@ -67,6 +68,7 @@ class Server:
     peak_rss_bytes: int = 0
     version: str | None = None
     error: str | None = None
+    progress: Progress = field(default_factory=Progress)  # where each stage change is shown (quiet by default)
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -99,6 +101,7 @@ class Server:
             popen = self.launch(process, {MARKER_ENV: self.marker}, str(log_path))
             self.running.append(Running(process, popen, log_path))
         self._write_record()
+        self.progress.stage(self.case.id, f"starting {self.case.engine.name} ({len(self.running)} process(es))", 0.0)
         self._sampler = threading.Thread(target=self._sample_memory, daemon=True)
         self._sampler.start()
 
@@ -114,6 +117,7 @@ class Server:
                 now = time.monotonic()
                 if stage != self.stage:
                     self.stage, stage_entered = stage, now
+                    self.progress.stage(self.case.id, stage, now - self.started_at)
                 for r in self.running:
                     code = r.popen.poll()
                     if code is not None:
@@ -122,6 +126,7 @@ class Server:
                 if self._is_ready(client):
                     self.ready_s = time.monotonic() - self.started_at
                     self.stage = "ready"
+                    self.progress.stage(self.case.id, "ready", self.ready_s)
                     self.version = self._probe_version(client)
                     self._write_record()
                     return

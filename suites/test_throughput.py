@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import floors, load, load_metrics
+from llmconform import floors, load, load_metrics, perf
 from llmconform.errors import MatrixError
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
@@ -81,17 +81,23 @@ def _measure(llm) -> Measurement:
     if case.engine.device == "cpu" and llm.server is not None and case.launcher == "local":
         client_cpus = load.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
     for workload in workloads:
-        with load.pinned(client_cpus):
-            runs = load.run_workload(target, workload, tokenizer)
-        for run in runs:
+        progress = llm.progress.load(f"{case.id} {workload.name}")
+
+        def measured(run: load.PointRun, workload=workload, progress=progress) -> None:
             load.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()
             point["records"] = str(records_dir / f"{workload.name}-{run.point.label}.records.jsonl")
             point["prompts_counted_by"] = tokenizer.counted_by
             _add_roofline(point, result, case.layout.tp)
+            progress.finished(run.point.label, perf.point_line(point, perf.point_flags(point, result.points)))
             result.points.append(point)
             _judge(summary, run, result)
+
+        with load.pinned(client_cpus):
+            load.run_workload(target, workload, tokenizer, on_point=measured,
+                              on_progress=lambda p, done, chunks, seconds, progress=progress: progress.update(
+                                  p.label, p.requests, done, chunks, seconds))
     return result
 
 
