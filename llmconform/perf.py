@@ -63,7 +63,8 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
         lines += [f"  FAIL {v['case']}: {v['floor']} [{v['workload']} {v['point']}]: {v['detail']}"
                   for v in verdicts if v["status"] == "fail"]
     lines.append(f"perf report: {report_dir / 'perf.md'}")
-    lines += write_plots(report_dir, runs)
+    if runs:
+        lines += write_plots(report_dir, runs)
     return lines
 
 
