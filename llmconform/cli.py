@@ -13,6 +13,7 @@ from . import matrix as matrices, models, regression, report, resources
 from .errors import UserError
 from .launchers.slurm import srun_argv
 from .planner import placement_on, plan_case
+from .redaction import redact_argv, redact_env
 
 
 def _target(text: str | None, loaded) -> resources.Hardware | None:
@@ -64,7 +65,7 @@ def _hardware_summary(hw: resources.Hardware) -> str:
 
 def _srun_lines(r, hardware, target) -> list[str]:
     placement = placement_on(target if r.unfit and target else hardware, r.case, "0.0.0.0")
-    return [shlex.join(srun_argv(p, placement, r.case.engine.image)) for p in r.plan.processes]
+    return [shlex.join(redact_argv(srun_argv(p, placement, r.case.engine.image))) for p in r.plan.processes]
 
 
 def _runs_here(r) -> str:
@@ -100,8 +101,8 @@ def _print_case(r, loaded, hardware, target) -> None:
         if srun:  # the srun line carries the env and the engine's argv: print it alone, not them twice
             print(f"    $ {srun[i]}")
             continue
-        print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(process.env.items()))}")
-        print(f"    $ {shlex.join(process.argv)}")
+        print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(redact_env(process.env).items()))}")
+        print(f"    $ {shlex.join(redact_argv(process.argv))}")
     print(f"  ready when: GET {' and '.join(r.plan.ready_routes)} on {r.plan.base_url} "
           f"(model id {r.plan.served_model!r})")
 
@@ -151,9 +152,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    out = Path(args.out) if args.out else Path(args.candidate)
+    if args.out and not out.is_dir():
+        raise UserError(f"--out {out}: no such folder (create it first)")
     comparison = regression.compare_runs(Path(args.baseline), Path(args.candidate),
                                          tuple(args.perf) or regression.DEFAULT_PERF_TOLERANCES, args.comparator)
-    out = Path(args.out) if args.out else Path(args.candidate)
     (out / "regression.md").write_text(comparison.to_markdown())
     (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
     print(comparison.to_markdown())
@@ -199,21 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from . import bench
-
-        return bench.main(argv[1:])
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "run":
-        args.pytest_args = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if argv[:1] == ["bench"]:
+            from . import bench
+
+            return bench.main(argv[1:])
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command == "run":
+            args.pytest_args = extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except UserError as error:
         print(f"llmconform: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # a path the user gave that cannot be read or written
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"llmconform: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import userfiles
+from .errors import UserError
 from .load import Workload
 from .load_metrics import METRICS, higher_is_better
 
@@ -417,7 +419,10 @@ class Baseline:
 
 
 def load_baseline(path: str | Path) -> Baseline:
-    data = json.loads(Path(path).read_text())
+    what = "a perf-summary.json of an llmconform run"
+    data = userfiles.read_json(Path(path), what)
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise UserError(f"{path}: has no 'runs' list; expected {what}")
     return Baseline(path=str(path), runs=tuple(data["runs"]))
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from . import engines, layout as layouts, models
+from . import engines, layout as layouts, models, userfiles
 from .equivalence import case_dtype, determinism_overrides, parse_compare_section
 from .floors import parse_floors
 from .load import parse_workloads
@@ -132,14 +132,7 @@ class _Reader:
 def load(path: str | Path) -> Matrix:
     path = Path(path)
     file = str(path)
-    if not path.is_file():
-        raise MatrixError(file, "", "matrix file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MatrixError(file, where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+    data = userfiles.read_yaml(path, "a YAML matrix (a mapping with engines and models)")
     return parse(data, file=file, default_name=path.stem)
 
 

@@ -5,7 +5,10 @@ Two kinds, both deterministic (same recipe -> byte-identical files) and cached u
 ask at the same time (file lock):
 - `factory:NAME`: tiny models with saved safetensors weights (normal(0, 0.2) so greedy choices are not near-ties),
   a byte-level BPE tokenizer trained locally on ASCII text (every token decodes to valid text on its own) and a
-  ChatML chat template. Real computations, exact across layouts in fp32.
+  ChatML chat template. Real computations, exact across layouts in fp32. `llama-bytefallback-tiny` has instead a
+  Llama-style tokenizer with byte fallback (`<0xE2>`-style tokens: a multi-byte character can span tokens, and a
+  token alone can be an incomplete UTF-8 sequence) trained on text with multi-byte characters and runs of
+  whitespace: what conformance checks must get right on models other than ours.
 - `shape:NAME`: the config.json of a real model (no weights) and a tokenizer padded to its vocab size, served
   with `--load-format dummy` for throughput and startup work at full size.
 Only numpy, safetensors and tokenizers are needed: no torch, no transformers, no network.
@@ -47,6 +50,7 @@ class Preset:
     seed: int = 1234
     tokenizer_vocab: int = 1024  # trained BPE size; shapes pad the tokenizer up to config vocab_size
     extra: dict = field(default_factory=dict)
+    tokenizer: str = "bytelevel"  # or "bytefallback" (Llama-style: Metaspace, <0xNN> byte tokens)
 
 
 def _tiny(arch: str, model_type: str, **overrides) -> dict:
@@ -74,6 +78,8 @@ _QWEN25 = dict(vocab_size=152064, max_position_embeddings=32768, rope_theta=1000
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("qwen2-tiny", _tiny("Qwen2ForCausalLM", "qwen2"), weights=True),
     Preset("llama-tiny", _tiny("LlamaForCausalLM", "llama", attention_bias=False, mlp_bias=False), weights=True),
+    Preset("llama-bytefallback-tiny", _tiny("LlamaForCausalLM", "llama", attention_bias=False, mlp_bias=False),
+           weights=True, tokenizer="bytefallback"),
     Preset("qwen3moe-tiny", _tiny("Qwen3MoeForCausalLM", "qwen3_moe", num_experts=8, num_experts_per_tok=2,
                                   moe_intermediate_size=128, decoder_sparse_step=1, mlp_only_layers=[],
                                   norm_topk_prob=True, attention_bias=False), weights=True),
@@ -130,8 +136,11 @@ def cache_root() -> Path:
 
 
 def fingerprint(p: Preset) -> str:
-    recipe = json.dumps({"v": RECIPE_VERSION, "config": p.config, "weights": p.weights, "seed": p.seed,
-                         "tokenizer_vocab": p.tokenizer_vocab}, sort_keys=True)
+    fields = {"v": RECIPE_VERSION, "config": p.config, "weights": p.weights, "seed": p.seed,
+              "tokenizer_vocab": p.tokenizer_vocab}
+    if p.tokenizer != "bytelevel":  # only then: the byte-level presets keep the fingerprints of their caches
+        fields["tokenizer"] = p.tokenizer
+    recipe = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:10]
 
 
@@ -168,8 +177,11 @@ def make(p: Preset, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = copy.deepcopy(p.config)
     vocab_size = config["vocab_size"]
-    tokenizer = _train_tokenizer(p.tokenizer_vocab, seed=7, model_type=config["model_type"])
-    tokenizer_json = json.loads(tokenizer.to_str())
+    if p.tokenizer == "bytefallback":
+        tokenizer_json = _byte_fallback_tokenizer(p.tokenizer_vocab, seed=7)
+    else:
+        tokenizer_json = json.loads(_train_tokenizer(p.tokenizer_vocab, seed=7,
+                                                     model_type=config["model_type"]).to_str())
     if vocab_size > len(tokenizer_json["model"]["vocab"]) + len(SPECIAL_TOKENS):
         _pad_vocab(tokenizer_json, vocab_size)
     ids = {t["content"]: t["id"] for t in tokenizer_json["added_tokens"]}
@@ -179,7 +191,8 @@ def make(p: Preset, out: Path) -> None:
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>", "unk_token": None, "model_max_length": config["max_position_embeddings"],
-        "clean_up_tokenization_spaces": False, "add_prefix_space": False, "chat_template": CHATML_TEMPLATE,
+        "clean_up_tokenization_spaces": False, "add_prefix_space": p.tokenizer == "bytefallback",
+        "chat_template": CHATML_TEMPLATE,
         "added_tokens_decoder": {str(i): {"content": c, "special": True, "normalized": False, "lstrip": False,
                                           "rstrip": False, "single_word": False} for c, i in ids.items()},
     }
@@ -227,6 +240,35 @@ def _train_tokenizer(vocab_size: int, seed: int, model_type: str):
                                   initial_alphabet=ascii_alphabet, show_progress=False)
     tokenizer.train_from_iterator(_corpus(seed), trainer=trainer)
     return tokenizer
+
+
+# Text with multi-byte characters (2-, 3- and 4-byte UTF-8) and runs of whitespace; the rarer characters stay out of
+# the trained alphabet, so the tokenizer spells them with byte tokens.
+_MULTIBYTE = ("Café déjà vu: naïve façade, über Straße, señor niño. Prix: 12 € — «citation» … "
+              "東京 の 天気 は 晴れ。 Ελληνικά, русский текст, עברית, 😀 🚀 ✓")
+_COMMON_MULTIBYTE = "éàçèüöäñ"
+
+
+def _byte_fallback_tokenizer(vocab_size: int, seed: int) -> dict:
+    """tokenizer.json of a Llama-style BPE with byte fallback (as transformers' LlamaTokenizer builds it: Metaspace
+    pre-tokenizer, byte fallback, Replace/ByteFallback/Fuse/Strip decoder) whose vocabulary ends with the 256 byte
+    tokens <0x00>..<0xFF>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(byte_fallback=True, fuse_unk=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(content=" ", left=1)])
+    alphabet = sorted({chr(c) for c in range(0x20, 0x7F)} | set(_COMMON_MULTIBYTE) | {"\u2581", "\n", "\t"})
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=alphabet, limit_alphabet=len(alphabet), show_progress=False)
+    whitespace = ["   ".join(_MULTIBYTE.split()[i:i + 4]) + "\n\n    \t" for i in range(0, 40, 4)]
+    tokenizer.train_from_iterator(_corpus(seed) + [_MULTIBYTE] * 20 + whitespace * 10, trainer=trainer)
+    tokenizer_json = json.loads(tokenizer.to_str())
+    vocab = tokenizer_json["model"]["vocab"]
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    return tokenizer_json
 
 
 def _pad_vocab(tokenizer_json: dict, vocab_size: int) -> None:

@@ -6,6 +6,7 @@ Each case's server boots once per session; its tests are grouped (xdist `loadgro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,12 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from . import matrix as matrices, report, resources
+from . import matrix as matrices, preflight, report, resources
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
+from .api import deviations
+from .api.fixture import DEVIATIONS_ENV
+from .case import Case
 from .pool import ServerPool
 from .progress import Progress
+from .server import EngineStartError
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",
@@ -57,6 +62,9 @@ def pytest_addoption(parser):
                     help="API key of the attached server; env LLMCONFORM_API_KEY")
     group.addoption("--perf-baseline", default=None, metavar="FILE",
                     help="perf-summary.json of an earlier run, for relative floors (output_tok_s:-5%%)")
+    group.addoption("--hang-timeout", type=float, default=180.0, metavar="SECONDS",
+                    help="declare a started engine hung (and kill it) when GET /health has not answered for this "
+                         "long; its case's remaining tests are not run (default 180; 0 turns the watchdog off)")
     group.addoption("--report-dir", default=None,
                     help="where logs, results and reports go (default reports/<matrix>-<time>)")
 
@@ -72,6 +80,8 @@ class Session:
     pool: ServerPool | None = None
     results: "ResultsWriter | None" = None
     progress: Progress = field(default_factory=Progress)
+    interrupted_by: str = "Ctrl-C"
+    dead: dict = field(default_factory=dict)  # case id -> the one line saying how its engine failed
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
@@ -84,11 +94,16 @@ def pytest_configure(config):
     config._llmconform = session
     try:
         _load_cases(config, session)
+        if session.cases or session.attach:  # a broken deviation list must stop the run before anything starts
+            for path in filter(None, os.environ.get(DEVIATIONS_ENV, "").split(os.pathsep)):
+                deviations.load(Path(path))
+        if session.attach and not config.option.collectonly and not hasattr(config, "workerinput"):
+            preflight.check_attached(session.attach.base_url, session.attach.model, session.attach.api_key)
+        if config.option.collectonly or not (session.cases or session.attach or config.getoption("report_dir")):
+            return  # nothing to run (e.g. the framework's own unit tests, --collect-only): no report dir
+        session.report_dir = _report_dir(config)
     except UserError as error:
         pytest.exit(f"llmconform: {error}", returncode=error.exit_code)
-    if not (session.cases or session.attach or config.getoption("report_dir")):
-        return  # nothing to serve (e.g. the framework's own unit tests): no report dir
-    session.report_dir = _report_dir(config)
     if not config.option.xmlpath:
         config.option.xmlpath = str(session.report_dir / "junit.xml")
         # The tests' properties feed results.jsonl (the reports), not the XML: xunit2 leaving them out is right.
@@ -101,16 +116,36 @@ def pytest_configure(config):
         session.attach.progress = session.progress
     if session.cases:
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
-        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker, progress=session.progress)
+        session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker,
+                                  hang_timeout_s=config.getoption("hang_timeout") or None,
+                                  notify=_notifier(config), progress=session.progress)
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
         session.results = ResultsWriter(session.report_dir / "results.jsonl")
         config.pluginmanager.register(session.results, "llmconform-results")
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def _notifier(config):
+    """notify(text): a line on the terminal while a test runs (capture suspended), e.g. what a start waits for."""
+    def notify(text: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        terminal = config.pluginmanager.getplugin("terminalreporter")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if terminal is not None:
+                terminal.write_line(f"llmconform: {text}")
+            else:  # an xdist worker: its stderr is the run's
+                os.write(2, f"llmconform: {text}\n".encode())
+
+    return notify
+
+
+def _interrupt_on_sigterm(session: Session):
+    def handler(signum, frame):
+        session.interrupted_by = "SIGTERM"
+        raise KeyboardInterrupt("SIGTERM")
+
+    return handler
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -124,13 +159,9 @@ def _report_dir(config) -> Path:
     if REPORT_DIR_KEY in getattr(config, "workerinput", {}):
         return Path(config.workerinput[REPORT_DIR_KEY])
     chosen = config.getoption("report_dir")
-    if chosen:
-        path = Path(chosen)
-    else:
-        stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
-        path = Path("reports") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path.resolve()
+    stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
+    return report.create_report_dir(Path(chosen) if chosen else None, Path("reports"),
+                                    f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _load_cases(config, session: Session) -> None:
@@ -197,13 +228,20 @@ def pytest_generate_tests(metafunc):
     elif session.cases:
         metafunc.parametrize("llm", session.cases, ids=[c.id for c in session.cases], indirect=True,
                              scope="session")
-    else:
-        metafunc.parametrize("llm", [pytest.param(None, marks=pytest.mark.skip(
-            reason="no engine to test: pass --matrix FILE, --engine/--model/--layout, or --llm-url"))],
-            ids=["no-engine"], indirect=True, scope="session")
+    else:  # collected to be refused in pytest_collection_modifyitems (or listed by --collect-only)
+        metafunc.parametrize("llm", [None], ids=["no-engine"], indirect=True, scope="session")
+
+
+NO_ENGINE = ("{count} test(s) need an engine server and none was given: pass --matrix FILE (e.g. "
+             "matrices/cpu-smoke.yaml), --engine/--model/--layout, or --llm-url URL --llm-model ID")
 
 
 def pytest_collection_modifyitems(config, items):
+    without_engine = [i for i in items if getattr(i, "callspec", None) and "llm" in i.callspec.params
+                      and i.callspec.params["llm"] is None]
+    if without_engine and not config.option.collectonly:
+        # A CI job that forgot its matrix must fail, not go green with every test skipped.
+        pytest.exit(f"llmconform: {NO_ENGINE.format(count=len(without_engine))}", returncode=2)
     for item in items:
         callspec = getattr(item, "callspec", None)
         case = callspec.params.get("llm") if callspec else None
@@ -267,20 +305,63 @@ class ResultsWriter:
 
 @pytest.fixture(autouse=True)
 def _llmconform_context(request):
-    """Tag each engine test's result with its server (for the reports), and turn a server that died during the
-    test into an engine failure with its diagnosis instead of a bare connection error."""
+    """Tag each engine test's result with its server (for the reports). An engine that failed to start, died or
+    hung is reported once, with its diagnosis, by the test that met it; its case's later tests are not run."""
     if "llm" not in request.fixturenames:
         yield
         return
-    handle: LLM = request.getfixturevalue("llm")
+    session: Session = request.config._llmconform
+    case = _case_of(request.node)
+    if case is not None and case.id in session.dead:
+        pytest.skip(f"not run: {session.dead[case.id]}")
+    try:
+        handle: LLM = request.getfixturevalue("llm")
+    except EngineStartError as error:
+        _record_engine_failure(session, request.node.user_properties, case, str(error))
+        raise
     request.node.user_properties.append(("llm", {
         "id": handle.id, "engine": handle.engine, "engine_version": handle.engine_version, "layout": handle.layout,
         "model": handle.model}))
     yield
-    if handle.server is not None:
-        death = handle.server.death()
+    if handle.server is not None and case.id not in session.dead:
+        death = handle.server.death()  # the test passed, but the engine is gone now
         if death:
+            _record_engine_failure(session, request.node.user_properties, case, death)
             pytest.fail(death, pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed because its engine died or hung shows the engine's death (stage, diagnosis, log tail)
+    instead of the client's connection error; llmconform.known_failures then reads that evidence."""
+    outcome = yield
+    report = outcome.get_result()
+    session: Session | None = getattr(item.config, "_llmconform", None)
+    case = _case_of(item)
+    if call.when != "call" or not report.failed or case is None or session is None or session.pool is None \
+            or case.id in session.dead or case.id not in session.pool.running:
+        return
+    death = session.pool.running[case.id][0].death()
+    if death:
+        _record_engine_failure(session, report.user_properties, case, death)
+        error_line = str(report.longrepr).strip().splitlines()[-1:] or [""]
+        report.longrepr = f"{death}\n  --- the test's own error ---\n{error_line[0]}"
+
+
+def _case_of(item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get("llm") if callspec else None
+    return param if isinstance(param, Case) else None
+
+
+def _record_engine_failure(session: Session, properties: list, case: Case, text: str) -> None:
+    """Remember the case's engine as gone (its later tests are skipped with this line) and put the failure into
+    the test's results, from which the report and the terminal summary list engine failures."""
+    lines = text.splitlines()
+    session.dead[case.id] = lines[0]
+    detail = {line.strip().split(": ", 1)[0]: line.strip().split(": ", 1)[1] for line in lines[1:3]
+              if line.strip().startswith(("diagnosis: ", "log: "))}
+    properties.append((report.ENGINE_FAILURE, {"case": case.id, "what": lines[0], **detail}))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -288,15 +369,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not state or not state.report_dir or hasattr(config, "workerinput"):
         return
     lines = report.build(state.report_dir)
-    terminalreporter.section("llmconform")
+    terminalreporter.section("llmconform", red=any(line.startswith(("ENGINE FAILURE", "INTERRUPTED"))
+                                                   for line in lines))
     for line in lines:
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown
 def pytest_sessionfinish(session, exitstatus):
     state: Session = getattr(session.config, "_llmconform", None)
     if state and state.pool:
-        state.pool.stop_all()  # servers whose fixtures did not get to finalize (interrupts)
+        state.pool.stop_all()  # servers whose fixtures did not get to finalize
+    if state and state.report_dir and exitstatus == pytest.ExitCode.INTERRUPTED \
+            and not hasattr(session.config, "workerinput"):
+        report.mark_interrupted(state.report_dir, f"interrupted by {state.interrupted_by} "
+                                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}")
     if state and state.results:
         state.results.close()
         state.results = None

@@ -12,13 +12,17 @@ from .engines.base import Placement, Ports
 from .launchers import docker, local, slurm
 from .progress import Progress
 from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
-from .server import MARKER_ENV, EngineStartError, Server
+from .server import MARKER_ENV, EngineStartError, Server, signals_ignored
+
+STARTUP_INTERRUPT_GRACE_S = 3.0
 
 
 class ServerPool:
     def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
-                 progress: Progress | None = None):
+                 hang_timeout_s: float | None = None, notify=None, progress: Progress | None = None):
         self.report_dir = report_dir
+        self.notify = notify  # notify(text): tells the user what a start waits for (another run's devices)
+        self.hang_timeout_s = hang_timeout_s
         self.progress = progress or Progress()
         self.hardware = hardware
         self.worker = worker
@@ -43,6 +47,11 @@ class ServerPool:
             try:
                 server.start()
                 server.wait_ready(case.engine.startup_timeout_s)
+            except KeyboardInterrupt:
+                # Nothing to drain in a server that never served: stop it at once, not after the grace period.
+                with signals_ignored(f"stopping the server of {case.id}, interrupted at stage '{server.stage}'"):
+                    server.stop(grace_s=STARTUP_INTERRUPT_GRACE_S)
+                raise
             except BaseException:
                 server.stop()
                 raise
@@ -54,14 +63,22 @@ class ServerPool:
             _release(leases)
             raise
         self.running[case.id] = (server, leases)
+        if self.hang_timeout_s:
+            server.watch(self.hang_timeout_s)
         return server
 
     def stop(self, case_id: str) -> None:
-        server, leases = self.running.pop(case_id)
-        try:
-            server.stop()
-        finally:
-            _release(leases)
+        """Stop a case's server (a no-op if it is not running: an interrupt may have stopped it already). A second
+        Ctrl-C or SIGTERM during the stop is ignored, so that teardown always completes and leaves no process."""
+        entry = self.running.pop(case_id, None)
+        if entry is None:
+            return
+        server, leases = entry
+        with signals_ignored(f"stopping the server of {case_id}"):
+            try:
+                server.stop()
+            finally:
+                _release(leases)
 
     def stop_all(self) -> None:
         errors = []
@@ -91,7 +108,8 @@ class ServerPool:
         node = self.hardware.nodes[0]
         kind = "cpu" if case.engine.device == "cpu" else "gpu"
         devices = lease_devices(f"{node.name}-{kind}", node.cpus if kind == "cpu" else node.gpus,
-                                layout.gpus_per_node, self.lease_timeout_s)
+                                layout.gpus_per_node, self.lease_timeout_s,
+                                notify=self.notify and (lambda text: self.notify(f"{case.id}: {text}")))
         base, port_lease = lease_ports()
         placement = Placement(hosts=(node.name,), devices=(devices.ids,), bind_host="127.0.0.1")
         launch = _docker_launch(case, devices.ids) if case.launcher == "docker" else local.start

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import equivalence, floors, report
+from . import equivalence, floors, report, userfiles
 from .compare import compare, compare_distributions
 from .equivalence import LayoutOutputs
 from .errors import UserError
@@ -158,7 +158,8 @@ def _compare_tests(baseline: list[dict], candidate: list[dict]) -> list[Finding]
 # --- outputs -----------------------------------------------------------------------------------------------------
 def _load_outputs(report_dir: Path) -> dict[str, LayoutOutputs]:
     directory = report_dir / equivalence.OUTPUTS_DIR
-    return {p.stem: LayoutOutputs.from_dict(json.loads(p.read_text())) for p in sorted(directory.glob("*.json"))}
+    return {p.stem: LayoutOutputs.from_dict(userfiles.read_json(p, "an equivalence outputs file"))
+            for p in sorted(directory.glob("*.json"))}
 
 
 def _compare_outputs(baseline: Path, candidate: Path, comparator: str | None) -> list[Finding]:
@@ -225,7 +226,7 @@ def _compare_perf(baseline: Path, candidate: Path, tolerances: tuple[floors.Floo
         return [Finding("perf", "not compared", "perf-summary.json", f"none in {missing}")] if any(
             p.is_file() for p in paths) else []
     saved = floors.load_baseline(paths[0])
-    runs = json.loads(paths[1].read_text())["runs"]
+    runs = floors.load_baseline(paths[1]).runs
     findings = []
     for case_id in dict.fromkeys(r["case"] for r in runs):
         points = [r for r in runs if r["case"] == case_id]

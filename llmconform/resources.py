@@ -7,6 +7,7 @@ parsing and fit rules are pure and unit-tested.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import random
@@ -173,12 +174,63 @@ def lock_dir() -> Path:
     return path
 
 
+class OwnedLock:
+    """An exclusive flock on a file in the lock dir. The file names its holder (pid, command line, since when) so
+    that a waiting run can say who holds what it waits for; it is removed on release, so lock files do not pile up.
+    A holder that dies releases the flock with its file descriptor; its stale file is reused by the next holder."""
+
+    def __init__(self, name: str):
+        self.path = lock_dir() / f"{name}.lock"
+        self.fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file: held by someone else as far as we can tell
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The previous holder may have removed the file between our open and our flock: that inode is orphaned.
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}: {_own_command_line()}\n".encode())
+        self.fd = fd
+        return True
+
+    def holder(self) -> str | None:
+        try:
+            return self.path.read_text().strip() or None
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _own_command_line() -> str:
+    try:
+        return Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:300]
+    except OSError:
+        return "?"
+
+
 @dataclass
 class Lease:
-    """Held file locks; released when the server using them stops (or the holding process dies)."""
+    """Held locks; released when the server using them stops (or the holding process dies)."""
 
     ids: tuple[int, ...]
-    locks: list = field(default_factory=list)
+    locks: list[OwnedLock] = field(default_factory=list)
 
     def release(self) -> None:
         for lock in self.locks:
@@ -186,31 +238,46 @@ class Lease:
         self.locks.clear()
 
 
-def lease_devices(pool: str, ids: tuple[int, ...], count: int, timeout_s: float, poll_s: float = 2.0) -> Lease:
+def lease_devices(pool: str, ids: tuple[int, ...], count: int, timeout_s: float, poll_s: float = 2.0,
+                  notify=None, notify_every_s: float = 30.0) -> Lease:
     """Take `count` of `ids` (GPUs or CPU cores of one host) that no other llmconform process holds; wait for them
-    up to `timeout_s` (another worker's server may be using them)."""
-    from filelock import FileLock, Timeout
-
+    up to `timeout_s` (another run's server may be using them), telling `notify(text)` every `notify_every_s` how
+    long it has waited and who holds them."""
     if count > len(ids):
         raise ValueError(f"{count} devices of {pool} wanted, only {len(ids)} exist")
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    next_notice = started + notify_every_s
     while True:
-        held = []
+        held: list[tuple[int, OwnedLock]] = []
+        busy: list[OwnedLock] = []
         for device in ids:
-            lock = FileLock(str(lock_dir() / f"{pool}-{device}.lock"))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
+            lock = OwnedLock(f"{pool}-{device}")
+            if not lock.try_acquire():
+                busy.append(lock)
                 continue
             held.append((device, lock))
             if len(held) == count:
                 return Lease(tuple(d for d, _ in held), [lock for _, lock in held])
         for _, lock in held:
             lock.release()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout_s:.0f} s for {count} free devices of {pool} "
-                               f"(others are held by running llmconform servers)")
+        waited = time.monotonic() - started
+        if waited > timeout_s or (notify and time.monotonic() >= next_notice):
+            text = (f"waited {waited:.0f} s for {count} free of {len(ids)} {pool} device(s); held by "
+                    f"{_holders(busy)}")
+            if waited > timeout_s:
+                raise TimeoutError(text)
+            notify(text)
+            next_notice += notify_every_s
         time.sleep(poll_s)
+
+
+def _holders(locks: list[OwnedLock]) -> str:
+    """The distinct holders of `locks`, e.g. 'pid 4242 since 12:00:01: python -m pytest suites ... (devices 0-1)'."""
+    by_holder: dict[str, list[str]] = {}
+    for lock in locks:
+        by_holder.setdefault(lock.holder() or "a process that just released it", []).append(
+            lock.path.stem.rsplit("-", 1)[-1])
+    return "; ".join(f"{holder} (ids {','.join(devices)})" for holder, devices in by_holder.items()) or "nobody"
 
 
 PORT_BLOCK = 10  # http, master, dp-rpc, dist-init (+ the few SGLang derives from dist-init)
@@ -218,15 +285,11 @@ PORT_BLOCK = 10  # http, master, dp-rpc, dist-init (+ the few SGLang derives fro
 
 def lease_ports(low: int = 20000, high: int = 45000) -> tuple[int, Lease]:
     """A block of PORT_BLOCK ports that bind now and that no other llmconform process holds."""
-    from filelock import FileLock, Timeout
-
     bases = list(range(low, high, PORT_BLOCK))
     random.SystemRandom().shuffle(bases)
     for base in bases:
-        lock = FileLock(str(lock_dir() / f"ports-{base}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        lock = OwnedLock(f"ports-{base}")
+        if not lock.try_acquire():
             continue
         if all(_bindable(p) for p in range(base, base + PORT_BLOCK)):
             return base, Lease((base,), [lock])

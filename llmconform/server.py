@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import httpx
 from .case import Case
 from .engines.base import Engine, Placement, Plan, Process
 from .progress import Progress
+from .redaction import redact_argv, redact_env
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
 TAIL_LINES = 40
@@ -69,6 +71,7 @@ class Server:
     version: str | None = None
     error: str | None = None
     progress: Progress = field(default_factory=Progress)  # where each stage change is shown (quiet by default)
+    hung: str | None = None  # set by the watchdog: why the server was declared hung (and killed)
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
 
@@ -190,10 +193,39 @@ class Server:
         self._write_record()
         raise error
 
+    def watch(self, hang_timeout_s: float) -> None:
+        """Declare the server hung when GET /health has not answered for `hang_timeout_s` while its processes live
+        (e.g. SIGSTOP, a deadlock), and kill it: the test waiting on it then fails at once instead of after the
+        request timeout, and the case's other tests are not run."""
+        threading.Thread(target=self._watchdog, args=(hang_timeout_s,), daemon=True).start()
+
+    def _watchdog(self, hang_timeout_s: float) -> None:
+        probe_s = min(10.0, hang_timeout_s / 3)
+        last_answer = time.monotonic()
+        with httpx.Client(timeout=probe_s, headers=self.headers) as client:
+            while not self._stop_sampling.wait(probe_s):
+                if self._alive_popens() != self.running:
+                    return  # a process died: death() reports that
+                try:
+                    client.get(self.base_url + self.plan.health_route)
+                    last_answer = time.monotonic()
+                except httpx.HTTPError:
+                    pass
+                silent = time.monotonic() - last_answer
+                if silent >= hang_timeout_s and not self._stop_sampling.is_set():
+                    self.hung = (f"no answer to GET {self.plan.health_route} for {silent:.0f} s "
+                                 f"(--hang-timeout {hang_timeout_s:.0f}); llmconform killed it")
+                    for r in self.running:
+                        _signal_group(r.popen, signal.SIGKILL)
+                    return
+
     def death(self) -> str | None:
         """None while every process runs; else what died, the diagnosis from the log, and the log path."""
         dead = [r for r in self.running if r.popen.poll() is not None]
-        if dead:
+        if self.hung:
+            r = next(r for r in self.running if r.process.role == "api")
+            what = self.hung
+        elif dead:
             r = dead[0]
             what = f"the {r.process.role} process on node {r.process.node} exited with code {r.popen.poll()}"
         else:
@@ -208,7 +240,7 @@ class Server:
         self._read_logs()
         diagnosis = self.engine.diagnose(self.log_text) or "no known failure signature matched; read the log"
         tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
-        return (f"{self.case.id}: engine died while serving: {what}\n  diagnosis: {diagnosis}\n"
+        return (f"{self.case.id}: engine {'hung' if self.hung else 'died'} while serving: {what}\n  diagnosis: {diagnosis}\n"
                 f"  log: {r.log_path}\n  --- last {TAIL_LINES} log lines ---\n{tail}")
 
     # --- stop ----------------------------------------------------------------------------------------------------
@@ -269,16 +301,36 @@ class Server:
             "served_model": self.model, "base_url": self.base_url, "stage": self.stage,
             "ready_s": self.ready_s, "peak_rss_bytes": self.peak_rss_bytes or None,
             "hosts": list(self.placement.hosts), "devices": [list(d) for d in self.placement.devices],
-            "processes": [{"node": r.process.node, "role": r.process.role, "argv": list(r.process.argv),
-                           "env": r.process.env, "log": str(r.log_path), "pid": r.popen.pid,
+            "processes": [{"node": r.process.node, "role": r.process.role, "argv": redact_argv(r.process.argv),
+                           "env": redact_env(r.process.env), "log": str(r.log_path), "pid": r.popen.pid,
                            "exit_code": r.popen.poll()} for r in self.running],
-            "relevant_env": {k: v for k, v in os.environ.items()
-                             if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
-                             or k.endswith("_SOCKET_IFNAME")},
+            "relevant_env": redact_env({k: v for k, v in os.environ.items()
+                                        if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
+                                        or k.endswith("_SOCKET_IFNAME")}),
             "gpu": gpu_description(),
             "error": self.error,
         }
         (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))
+
+
+@contextmanager
+def signals_ignored(doing: str):
+    """Ignore SIGINT and SIGTERM (saying so) while `doing` runs: a second Ctrl-C must not abort a teardown halfway
+    and leave engine processes behind. Signal handlers belong to the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ignore(signum, frame):
+        os.write(2, f"\nllmconform: {signal.Signals(signum).name} ignored while {doing}; "
+                    f"it finishes in seconds\n".encode())
+
+    previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:

@@ -5,8 +5,8 @@
 
 import pytest
 
-from llmconform.api import checks, errors, schema
-from llmconform.api.calls import context_length, generate, health_problems, post
+from llmconform.api import checks, errors, openapi, schema
+from llmconform.api.calls import answer_problems, context_length, generate, health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
 from llmconform.api.fixture import conformance  # noqa: F401
 
@@ -37,6 +37,7 @@ def test_logprobs_schema(llm, conformance, endpoint):
     body, problems = generate(llm, endpoint, PROMPT, max_tokens=4, **endpoint.logprobs_params(2))
     if body is not None:
         problems += schema.validate(endpoint.response_schema, body)
+        problems += openapi.validate(endpoint.openapi_response, body)
     conformance.require(problems)
 
 
@@ -230,7 +231,7 @@ def test_chat_history_accepted(llm, conformance):
     problems += errors.status_problems(answer.status, 200, answer.text)
     body = answer.json if answer.status == 200 else None
     if body is not None:
-        problems += schema.validate(schema.CHAT_COMPLETION, body)
+        problems += schema.validate(schema.CHAT_COMPLETION, body) + answer_problems(llm, CHAT, body)
         with_history = (body.get("usage") or {}).get("prompt_tokens")
         last_only = ((alone or {}).get("usage") or {}).get("prompt_tokens")
         if isinstance(with_history, int) and isinstance(last_only, int) and with_history <= last_only:

@@ -3,7 +3,7 @@
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
 # ruff: noqa: F811
 
-from llmconform.api import schema
+from llmconform.api import openapi, schema
 from llmconform.api.calls import get
 from llmconform.api.fixture import conformance  # noqa: F401
 
@@ -15,7 +15,7 @@ def test_models_list(llm, conformance):
     if answer.status != 200:
         conformance.require([f"GET /v1/models answered HTTP {answer.status}: {answer.text[:200]!r}"])
     body = answer.json
-    problems = schema.validate(schema.MODEL_LIST, body)
+    problems = schema.validate(schema.MODEL_LIST, body) + openapi.validate("ListModelsResponse", body)
     ids = [m.get("id") for m in (body or {}).get("data") or [] if isinstance(m, dict)]
     if llm.model not in ids:
         problems.append(f"the served model {llm.model!r} is not listed: {ids}")
@@ -28,7 +28,7 @@ def test_model_retrieve(llm, conformance):
     if answer.status != 200:
         conformance.require([f"GET /v1/models/{llm.model} answered HTTP {answer.status}: {answer.text[:200]!r}"])
     body = answer.json
-    problems = schema.validate(schema.MODEL, body)
+    problems = schema.validate(schema.MODEL, body) + openapi.validate("Model", body)
     if isinstance(body, dict) and body.get("id") != llm.model:
         problems.append(f"id is {body.get('id')!r}, expected {llm.model!r}")
     conformance.require(problems)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmconform.api import checks, schema
-from llmconform.api.calls import generate
+from llmconform.api.calls import generate, without_logprobs
 from llmconform.api.endpoints import ENDPOINTS
 from llmconform.api.fixture import conformance  # noqa: F401
 
@@ -33,11 +33,6 @@ def sampling(draw) -> dict:
     if stops:
         params["stop"] = stops[0] if len(stops) == 1 and draw(st.booleans()) else stops
     return params
-
-
-def without_logprobs(body: dict) -> dict:
-    choices = [{**c, "logprobs": None} if isinstance(c, dict) else c for c in body.get("choices") or []]
-    return {**body, "choices": choices}
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])

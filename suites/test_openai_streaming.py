@@ -5,7 +5,7 @@
 
 import pytest
 
-from llmconform.api import checks, schema, sse
+from llmconform.api import calls, checks, sse
 from llmconform.api.calls import generate
 from llmconform.api.endpoints import CHAT, ENDPOINTS
 from llmconform.api.fixture import conformance  # noqa: F401
@@ -14,17 +14,8 @@ PROMPT = "Once upon a time, in a quiet town by the sea,"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
 
 
-def stream(llm, endpoint, validate_chunks=True, **params) -> tuple[sse.Stream, list[str]]:
-    """The raw stream and its problems: status, framing, and (unless another check owns that) each chunk against the
-    chunk schema."""
-    result = sse.read_stream(llm.http, endpoint.path, endpoint.body(llm.model, PROMPT, stream=True, **params))
-    if result.status != 200:
-        return result, [f"HTTP {result.status} for a valid streaming request {params}: {result.body[:300]!r}"]
-    problems = sse.framing_problems(result)
-    if validate_chunks:
-        for i, chunk in enumerate(result.chunks()):
-            problems += schema.validate(endpoint.chunk_schema, chunk, f"chunk[{i}]")
-    return result, problems
+def stream(llm, endpoint, logprobs_shape=True, **params) -> tuple[sse.Stream, list[str]]:
+    return calls.stream(llm, endpoint, PROMPT, logprobs_shape, **params)
 
 
 @by_endpoint
@@ -104,7 +95,7 @@ def test_stream_include_usage(llm, conformance, endpoint):
     will always be an empty array"; its totals equal the non-streamed usage at temperature 0."""
     body, problems = generate(llm, endpoint, PROMPT, max_tokens=8, temperature=0)
     # Logprobs only count the streamed tokens here; their shape is test_stream_logprobs_schema's check.
-    result, streamed_problems = stream(llm, endpoint, validate_chunks=False, max_tokens=8, temperature=0,
+    result, streamed_problems = stream(llm, endpoint, logprobs_shape=False, max_tokens=8, temperature=0,
                                        stream_options={"include_usage": True}, **endpoint.logprobs_params(0))
     chunks = result.chunks()
     problems += streamed_problems + checks.include_usage_problems(chunks, 1, endpoint.chat)
@@ -122,3 +113,31 @@ def test_stream_usage_null_on_other_chunks(llm, conformance, endpoint):
     value"."""
     result, problems = stream(llm, endpoint, max_tokens=4, stream_options={"include_usage": True})
     conformance.require(problems + checks.stream_usage_null_problems(result.chunks()))
+
+
+@by_endpoint
+def test_stream_token_accounting(llm, conformance, endpoint):
+    """Spec: CompletionUsage.completion_tokens: "Number of tokens in the generated completion" (MLPerf TEST06's
+    idea: the count a server reports is the count it produced): with n=2, every choice ends with exactly one
+    finish_reason, has one logprobs entry per generated token, reaches max_tokens exactly when it says "length",
+    and the usage chunk's completion_tokens is the sum of the streamed tokens."""
+    max_tokens = 8
+    result, problems = stream(llm, endpoint, logprobs_shape=False, max_tokens=max_tokens, n=2, temperature=1.0,
+                              seed=7, stream_options={"include_usage": True}, **endpoint.logprobs_params(0))
+    chunks = result.chunks()
+    streamed = checks.assemble(chunks, chat=endpoint.chat)
+    if set(streamed) != {0, 1}:
+        problems.append(f"chunks cover choice indices {sorted(streamed, key=str)}, expected [0, 1] for n=2")
+    for index, choice in sorted(streamed.items(), key=lambda kv: str(kv[0])):
+        if len(choice.finish_reasons) != 1:
+            problems.append(f"choice {index}: finish_reason given {len(choice.finish_reasons)} times "
+                            f"{choice.finish_reasons}")
+            continue
+        problems += [f"choice {index}: {p}" for p in
+                     checks.max_tokens_problems(len(choice.logprob_tokens), max_tokens, choice.finish_reasons[0])]
+    usage = (chunks[-1].get("usage") if chunks else None) or {}
+    counted = sum(len(c.logprob_tokens) for c in streamed.values())
+    if usage.get("completion_tokens") != counted:
+        problems.append(f"usage.completion_tokens {usage.get('completion_tokens')} != {counted} tokens streamed "
+                        f"(logprobs entries of both choices)")
+    conformance.require(problems)

@@ -4,7 +4,8 @@ A deviation names the check(s) it affects (check ids such as `test_context_lengt
 text, brackets are literal), the engine versions (a PEP 440 specifier set), and a regex that must match each problem
 it explains: a check whose problems all match becomes a strict xfail with the reason; a problem no deviation explains
 still fails the check; a check that passes although a deviation is declared fails as XPASS(strict), so a fixed
-deviation shows up."""
+deviation shows up. An optional `model` pattern (`*` matches any text) limits a deviation to the served models it
+names, for engine behaviour that only some tokenizers bring out (e.g. byte-fallback tokens)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from .. import userfiles
+from ..errors import UserError
+
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
-FIELDS = ("engine", "versions", "check", "match", "reason")
+FIELDS = ("engine", "versions", "check", "match", "reason", "model")
+OPTIONAL = ("versions", "model")
 
 
-class DeviationFileError(ValueError):
+class DeviationFileError(UserError):
     pass
 
 
@@ -31,9 +35,12 @@ class Deviation:
     check: str  # check id pattern: `*` matches any text, everything else (brackets included) is literal
     match: str  # regex searched in each problem this deviation explains
     reason: str
+    model: str = ""  # served model id pattern; "" means every model
 
-    def applies_to(self, engine: str, version: str | None, check: str) -> bool:
+    def applies_to(self, engine: str, version: str | None, check: str, model: str | None = None) -> bool:
         if engine != self.engine or not matches_check(self.check, check):
+            return False
+        if self.model and (model is None or not matches_check(self.model, model)):
             return False
         if not self.versions or version is None:
             return True  # an engine of unknown version is assumed affected; the reason says so
@@ -51,7 +58,7 @@ def matches_check(pattern: str, check: str) -> bool:
 
 
 def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
-    data = yaml.safe_load(Path(path).read_text()) or []
+    data = userfiles.read_yaml(Path(path), "a YAML list of deviations with keys " + ", ".join(FIELDS))
     if not isinstance(data, list):
         raise DeviationFileError(f"{path}: expected a list of deviations, got {type(data).__name__}")
     deviations = []
@@ -60,11 +67,12 @@ def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
         if not isinstance(entry, dict):
             raise DeviationFileError(f"{where}: expected a mapping with keys {', '.join(FIELDS)}")
         unknown = sorted(set(entry) - set(FIELDS))
-        missing = [k for k in FIELDS if k != "versions" and not entry.get(k)]
+        missing = [k for k in FIELDS if k not in OPTIONAL and not entry.get(k)]
         if unknown or missing:
             wrong = "; ".join(text for text in (unknown and f"unknown key(s) {unknown}",
                                                missing and f"missing key(s) {missing}") if text)
-            raise DeviationFileError(f"{where}: {wrong}; keys: {', '.join(FIELDS)} (versions optional)")
+            raise DeviationFileError(f"{where}: {wrong}; keys: {', '.join(FIELDS)} ({' and '.join(OPTIONAL)} "
+                                     "optional)")
         versions = str(entry.get("versions") or "")
         try:
             SpecifierSet(versions)
@@ -77,9 +85,11 @@ def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
             raise DeviationFileError(f"{where}: match {entry['match']!r} is not a regular expression: {error}") \
                 from None
         deviations.append(Deviation(engine=str(entry["engine"]), versions=versions, check=str(entry["check"]),
-                                    match=str(entry["match"]), reason=str(entry["reason"]).strip()))
+                                    match=str(entry["match"]), reason=str(entry["reason"]).strip(),
+                                    model=str(entry.get("model") or "")))
     return deviations
 
 
-def for_check(deviations: list[Deviation], engine: str, version: str | None, check: str) -> list[Deviation]:
-    return [d for d in deviations if d.applies_to(engine, version, check)]
+def for_check(deviations: list[Deviation], engine: str, version: str | None, check: str,
+              model: str | None = None) -> list[Deviation]:
+    return [d for d in deviations if d.applies_to(engine, version, check, model)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import schema
+from . import openapi, schema
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,8 @@ class Endpoint:
     response_schema: schema.Spec
     chunk_schema: schema.Spec
     finish_reasons: tuple[str, ...]
+    openapi_response: str  # the component schemas of OpenAI's document (api/openapi.py)
+    openapi_chunk: str
 
     @property
     def chat(self) -> bool:
@@ -41,7 +43,7 @@ class Endpoint:
 
 
 COMPLETIONS = Endpoint("completions", "/v1/completions", schema.COMPLETION, schema.COMPLETION_CHUNK,
-                       schema.COMPLETION_FINISH_REASONS)
+                       schema.COMPLETION_FINISH_REASONS, "CreateCompletionResponse", openapi.COMPLETION_CHUNK)
 CHAT = Endpoint("chat", "/v1/chat/completions", schema.CHAT_COMPLETION, schema.CHAT_COMPLETION_CHUNK,
-                schema.CHAT_FINISH_REASONS)
+                schema.CHAT_FINISH_REASONS, "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse")
 ENDPOINTS = (COMPLETIONS, CHAT)

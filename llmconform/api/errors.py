@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from . import schema
+from . import openapi, schema
 
 
 def body_json(text: str):
@@ -38,4 +38,4 @@ def error_object_problems(body_text: str) -> list[str]:
     body = body_json(body_text)
     if body is None:
         return [f"error body is not JSON: {body_text[:200]!r}"]
-    return schema.validate(schema.ERROR_RESPONSE, body, "body")
+    return schema.validate(schema.ERROR_RESPONSE, body, "body") + openapi.validate("ErrorResponse", body, "body")

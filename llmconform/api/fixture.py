@@ -87,7 +87,8 @@ def conformance(request, llm, record_property) -> Conformance:
     callspec = getattr(request.node, "callspec", None)
     name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
     version = engine_version(llm)
-    matching = known.for_check(_load_deviations(os.environ.get(DEVIATIONS_ENV, "")), llm.engine, version, name)
+    matching = known.for_check(_load_deviations(os.environ.get(DEVIATIONS_ENV, "")), llm.engine, version, name,
+                               llm.model)
     checker = Conformance(check=name, spec=spec_of(request.function), deviations=matching)
     reason = None
     if matching:

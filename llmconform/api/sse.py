@@ -24,6 +24,7 @@ class Stream:
     events: list[Event]
     trailing: str  # text after the last blank line: an event the server never terminated
     body: str  # the whole body, for error messages and non-200 answers
+    utf8_error: str | None = None  # where the raw bytes stop being UTF-8 (the body then holds U+FFFD there)
 
     @property
     def data(self) -> list[str]:
@@ -77,10 +78,19 @@ def read_stream(client, path: str, body: dict, headers: dict | None = None) -> S
     """POST `body` to `path` with an httpx.Client and read the raw stream to its end."""
     with client.stream("POST", path, json=body, headers=headers or {}) as response:
         raw = b"".join(response.iter_bytes())
-    text = raw.decode("utf-8", errors="replace")
+    text, utf8_error = decode(raw)
     events, trailing = parse_events(text)
     return Stream(status=response.status_code, content_type=response.headers.get("content-type", ""), events=events,
-                  trailing=trailing, body=text)
+                  trailing=trailing, body=text, utf8_error=utf8_error)
+
+
+def decode(raw: bytes) -> tuple[str, str | None]:
+    """(text, None) for UTF-8; else the text with U+FFFD for the bad bytes and where they start. A U+FFFD the
+    server sent on purpose (a model's output that is not valid UTF-8) is valid UTF-8 on the wire."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        return raw.decode("utf-8", errors="replace"), f"byte {error.start}: {raw[error.start:error.start + 8]!r}"
 
 
 def framing_problems(stream: Stream) -> list[str]:
@@ -89,8 +99,8 @@ def framing_problems(stream: Stream) -> list[str]:
     problems = []
     if not stream.content_type.startswith("text/event-stream"):
         problems.append(f"content-type is {stream.content_type!r}, expected text/event-stream")
-    if "\ufffd" in stream.body:
-        problems.append("the stream is not valid UTF-8")
+    if stream.utf8_error:
+        problems.append(f"the stream is not valid UTF-8 ({stream.utf8_error})")
     for i, event in enumerate(stream.events):
         others = sorted(set(event.fields) - {"data"})
         if others:

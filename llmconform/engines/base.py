@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..case import Case
 from ..errors import LayoutError, UserError
 from ..layout import Layout
+from ..redaction import redact_argv, redact_env
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Plan:
             "health_route": self.health_route,
             "ready_routes": list(self.ready_routes),
             "processes": [
-                {"node": p.node, "role": p.role, "argv": list(p.argv), "env": p.env, "nodes": p.nodes,
+                {"node": p.node, "role": p.role, "argv": redact_argv(p.argv), "env": redact_env(p.env), "nodes": p.nodes,
                  "tasks_per_node": p.tasks_per_node}
                 for p in self.processes
             ],
@@ -158,6 +159,11 @@ class Engine:
     owned_args: tuple[str, ...] = ()  # flags the planner sets from the layout/ports; users may not pass them
     stages: tuple[Stage, ...] = ()
     signatures: tuple[Signature, ...] = ()
+    # Prometheus: the route, the counters its docs name (prompt_tokens, generation_tokens, requests: summed over
+    # their labels), and the flag that turns the endpoint on where it is off by default.
+    metrics_route: str | None = None
+    metrics_counters: dict[str, str] = {}
+    metrics_flag: str | None = None
 
     # --- rules -----------------------------------------------------------------------------------------------
     def check_layout(self, layout: Layout, model_config: dict | None, device: str = "cuda") -> None:

@@ -25,6 +25,10 @@ class SGLang(Engine):
     checked_versions = "0.5.16, 0.5.20, 0.5.22, 0.5.23"
     default_version = "0.5.16"
     default_command = ("python3", "-m", "sglang.launch_server")
+    metrics_route = "/metrics"  # docs/references/production_metrics.md
+    metrics_counters = {"prompt_tokens": "sglang:prompt_tokens_total",
+                        "generation_tokens": "sglang:generation_tokens_total"}
+    metrics_flag = "--enable-metrics"
     arg_style = "kebab"
     owned_args = (
         "model-path", "host", "port", "served-model-name", "tp-size", "tensor-parallel-size", "pp-size",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..errors import LayoutError
 from ..layout import Layout
-from .base import Engine, Process, is_python, signature, stage
+from .base import Engine, Process, is_python, normalize_flag, signature, stage
 
 
 class VLLM(Engine):
@@ -23,6 +23,9 @@ class VLLM(Engine):
     checked_versions = "0.32.0 (CPU wheel), 0.26.0, 0.33.0"
     default_version = "0.32.0"
     default_command = ("vllm", "serve")
+    metrics_route = "/metrics"  # always on (vllm/v1/metrics/loggers.py; docs: serving/metrics)
+    metrics_counters = {"prompt_tokens": "vllm:prompt_tokens_total", "generation_tokens": "vllm:generation_tokens_total",
+                        "requests": "vllm:request_success_total"}
     arg_style = "kebab"
     owned_args = (
         "host", "port", "served-model-name", "tensor-parallel-size", "pipeline-parallel-size",
@@ -118,7 +121,8 @@ class VLLM(Engine):
             common.append("--enable-expert-parallel")
         if model.dummy_weights:
             common += ["--load-format", "dummy"]
-        common += self.extra_args(case.args)
+        args = {k: v for k, v in case.args.items() if normalize_flag(k) != "api-key"}
+        common += self.extra_args(args)
         processes = []
         for node in range(layout.nodes):
             argv = list(common)
@@ -154,6 +158,10 @@ class VLLM(Engine):
             env["VLLM_CPU_KVCACHE_SPACE"] = "1"
         else:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+        if case.api_key:
+            # vLLM reads the key from VLLM_API_KEY when --api-key is absent (entrypoints/openai/api_server.py:
+            # `args.api_key or envs.VLLM_API_KEY`): the environment is private to the user, argv is not.
+            env["VLLM_API_KEY"] = case.api_key
         env.update(case.env)
         return env
 

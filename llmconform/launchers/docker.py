@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..engines.base import Process
 from ..errors import UserError
+from ..redaction import is_secret_env, split_secret_env
 
 LABEL = "llmconform.marker"
 
@@ -48,7 +49,8 @@ def run_argv(process: Process, image: str, marker: str, env: dict[str, str], gpu
     if gpus:
         full_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(gpus)))
     for key, value in full_env.items():
-        argv += ["-e", f"{key}={value}"]
+        # A secret goes in by name only: docker takes its value from the client's environment, not from argv.
+        argv += ["-e", key if is_secret_env(key) else f"{key}={value}"]
     return [*argv, image, *process.argv]
 
 
@@ -74,7 +76,8 @@ class DockerLaunch:
         from .local import popen
 
         # The client carries the marker too, so that teardown waits for it and finds it if it lingers.
-        return popen(self.argv_for(process, env, log_path), env, log_path)
+        secret = split_secret_env(process.env)[1]
+        return popen(self.argv_for(process, env, log_path), {**env, **secret}, log_path)
 
     def argv_for(self, process: Process, env: dict[str, str], log_path: str) -> list[str]:
         if process.nodes > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 
 from ..engines.base import Placement, Process
+from ..redaction import split_secret_env
 
 
 def srun_argv(process: Process, placement: Placement, image: str | None = None,
@@ -27,7 +28,8 @@ def srun_argv(process: Process, placement: Placement, image: str | None = None,
         argv.append(f"--container-image={image}")
         if mounts:
             argv.append(f"--container-mounts={','.join(mounts)}")
-    env = [f"{k}={v}" for k, v in sorted(process.env.items())]
+    plain, _ = split_secret_env(process.env)  # secrets reach the step through srun's environment (--export=ALL)
+    env = [f"{k}={v}" for k, v in sorted(plain.items())]
     return [*argv, "env", *env, *process.argv] if env else [*argv, *process.argv]
 
 
@@ -40,7 +42,7 @@ def start(process: Process, placement: Placement, env: dict[str, str], log_path:
     argv = srun_argv(Process(node=process.node, role=process.role, argv=process.argv,
                              env={**process.env, **env}, nodes=process.nodes,
                              tasks_per_node=process.tasks_per_node), placement, image)
-    return popen(argv, env, log_path)
+    return popen(argv, {**env, **split_secret_env(process.env)[1]}, log_path)
 
 
 def port_base(job_id: str | None, worker: int = 0) -> int:

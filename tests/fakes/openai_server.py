@@ -49,6 +49,22 @@ BUGS = {
     "no-auth": "the API key is not checked",
     "json-schema": "response_format is ignored",
     "tools": "tool call arguments are not JSON",
+    # What only the newer checks catch: OpenAI's OpenAPI document, the served model's name, logprob bytes.
+    "service-tier": "responses carry service_tier 'standard', outside the document's enum",
+    "wrong-model": "responses and chunks name another model than the one served",
+    "logprob-bytes": "chat logprobs bytes drop each token's last byte",
+    # The regression catalog: bugs real engines had, each as it was reported.
+    "usage-every-chunk": "vLLM#7262: with include_usage every chunk carries the usage, not null",
+    "stream-tool-type": "vLLM#16340: the first streamed tool-call chunk lacks type 'function'",
+    "tool-finish-stop": "vLLM PR#25054: tool_choice 'required' answers finish_reason 'stop' when not streamed",
+    "seed-completions": "SGLang#15481: the seed is ignored on /v1/completions (chat honours it)",
+    "n-finish-duplicate": "SGLang PR#8417: with n > 1 each choice's finish_reason chunk is sent twice",
+    "metrics-count": "the generation token counter of /metrics counts one token less per request",
+}
+# Conforming behaviours a check must not call failures (it may call them inconclusive).
+QUIRKS = {
+    "json-max-tokens": "structured output runs out of max_tokens inside the JSON (finish_reason 'length'), as a "
+                       "weak model's runs of whitespace do",
 }
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -76,7 +92,12 @@ class Choice:
 class FakeOpenAI:
     api_key: str | None = None
     bug: str | None = None
+    quirk: str | None = None
     sick: threading.Event = field(default_factory=threading.Event)
+    # Prometheus counters under vLLM's names (attach with --llm-engine vllm to check them)
+    counters: dict = field(default_factory=lambda: dict.fromkeys(
+        ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total"), 0))
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- the "model" ---------------------------------------------------------------------------------------------
 
@@ -84,10 +105,11 @@ class FakeOpenAI:
     def tokenize(text: str) -> list[str]:
         return [text[i:i + 2] for i in range(0, len(text), 2)]
 
-    def sample(self, prompt: str, count: int, temperature: float, seed, index: int) -> list[tuple[str, float]]:
+    def sample(self, prompt: str, count: int, temperature: float, seed, index: int,
+               chat: bool) -> list[tuple[str, float]]:
         if temperature == 0 and self.bug != "greedy-random":
             source = prompt
-        elif seed is not None and self.bug != "seed":
+        elif seed is not None and self.bug != "seed" and (chat or self.bug != "seed-completions"):
             source = f"{prompt}|{seed}|{index}|{temperature}"
         else:
             source = f"{prompt}|{time.time_ns()}|{index}"
@@ -97,10 +119,10 @@ class FakeOpenAI:
             tokens.append((PIECES[digest[0] % len(PIECES)], -0.05 - digest[1] / 100))
         return tokens
 
-    def generate(self, prompt: str, params: dict, index: int, limit: int) -> Choice:
+    def generate(self, prompt: str, params: dict, index: int, limit: int, chat: bool) -> Choice:
         if self.bug == "max-tokens":
             limit += 1
-        sampled = self.sample(prompt, limit, params.get("temperature", 1.0), params.get("seed"), index)
+        sampled = self.sample(prompt, limit, params.get("temperature", 1.0), params.get("seed"), index, chat)
         stops = params.get("stop") or []
         stops = [stops] if isinstance(stops, str) else stops
         tokens, logprobs = [], []
@@ -186,20 +208,38 @@ class FakeOpenAI:
             raise RequestError(400, f"prompt ({len(prompt_tokens)} tokens) + max_tokens ({limit}) exceeds the "
                                     f"context ({CONTEXT})", "max_tokens")
         n = 1 if self.bug == "n" else body.get("n") or 1
-        choices = [self.generate(prompt, body, i, limit) for i in range(n)]
+        choices = [self.generate(prompt, body, i, limit, chat) for i in range(n)]
         if chat and (body.get("response_format") or {}).get("type") == "json_schema" and self.bug != "json-schema":
             tokens = self.tokenize(json.dumps(instance(body["response_format"]["json_schema"].get("schema") or {})))
-            choices = [Choice(c.index, tokens, [-0.1] * len(tokens), "stop") for c in choices]
-        if chat and body.get("tool_choice") == "required" and body.get("tools"):
-            function = body["tools"][0]["function"]
+            finish = "stop"
+            if self.quirk == "json-max-tokens":  # an opening brace, then whitespace up to max_tokens
+                tokens, finish = ["{\n"] + ["  "] * (limit - 1), "length"
+            choices = [Choice(c.index, tokens, [-0.1] * len(tokens), finish) for c in choices]
+        tool_choice = body.get("tool_choice")
+        named = isinstance(tool_choice, dict) and (tool_choice.get("function") or {}).get("name")
+        if chat and body.get("tools") and (tool_choice == "required" or named):
+            function = next((t["function"] for t in body["tools"] if t["function"]["name"] == named),
+                            body["tools"][0]["function"])
             arguments = json.dumps(instance(function.get("parameters") or {}))
             if self.bug == "tools":
                 arguments = arguments[:-1]
+            # As OpenAI answers (vLLM PR#25054): "tool_calls" for "required", "stop" for a named function.
+            finish = "stop" if named or (self.bug == "tool-finish-stop" and not body.get("stream")) else "tool_calls"
             for c in choices:
                 c.tool_calls = [{"id": f"call_{c.index:09d}", "type": "function",
                                  "function": {"name": function["name"], "arguments": arguments}}]
-                c.tokens, c.logprobs, c.finish_reason = [], [], "tool_calls"
+                c.tokens, c.logprobs, c.finish_reason = [], [], finish
+        generated = sum(len(c.tokens) for c in choices) - (self.bug == "metrics-count")
+        with self.lock:
+            self.counters["vllm:prompt_tokens_total"] += len(prompt_tokens)
+            self.counters["vllm:generation_tokens_total"] += generated
+            self.counters["vllm:request_success_total"] += 1
         return body, choices, prompt_tokens
+
+    def metrics(self) -> str:
+        with self.lock:
+            return "".join(f"# TYPE {name[:-len('_total')]} counter\n{name}{{model_name=\"{MODEL}\"}} {value}.0\n"
+                           for name, value in self.counters.items())
 
 
 def instance(schema: dict):
@@ -229,12 +269,28 @@ def chat_logprobs(tokens, logprobs, top: int, bug: str | None) -> dict:
     entries = []
     for t, lp in zip(tokens, logprobs):
         alternatives = [t] + [p for p in PIECES if p != t][:max(top - 1, 0)]
-        entries.append({"token": t, "logprob": abs(lp) if bug == "logprobs" else lp, "bytes": list(t.encode()),
+        token_bytes = list(t.encode())[:-1] if bug == "logprob-bytes" else list(t.encode())
+        entries.append({"token": t, "logprob": abs(lp) if bug == "logprobs" else lp, "bytes": token_bytes,
                         "top_logprobs": [{"token": a, "logprob": lp - 0.5 * j, "bytes": list(a.encode())}
                                          for j, a in enumerate(alternatives[:top])]})
     if bug == "logprobs":
         entries = entries[1:]
     return {"content": entries, "refusal": None}
+
+
+def tool_call_deltas(tool_calls: list[dict], bug: str | None) -> list[dict]:
+    """Streamed tool calls as OpenAI sends them: a first delta with index, id, type and name (empty arguments), then
+    the arguments in pieces."""
+    deltas = []
+    for index, call in enumerate(tool_calls):
+        first = {"index": index, "id": call["id"], "type": "function",
+                 "function": {"name": call["function"]["name"], "arguments": ""}}
+        if bug == "stream-tool-type":
+            del first["type"]
+        arguments = call["function"]["arguments"]
+        deltas += [first] + [{"index": index, "function": {"arguments": arguments[i:i + 5]}}
+                             for i in range(0, len(arguments), 5)]
+    return deltas
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -249,12 +305,18 @@ class Handler(BaseHTTPRequestHandler):
     def fake(self) -> FakeOpenAI:
         return self.server.fake
 
+    @property
+    def model_name(self) -> str:
+        return "fake-model-v2" if self.fake.bug == "wrong-model" else MODEL
+
     def do_GET(self):
         try:
             if self.path == "/health":
                 return self.send_json(200, {})
             if self.path == "/version":
                 return self.send_json(200, {"version": "1.0.0"})
+            if self.path == "/metrics":
+                return self.send_json(200, self.fake.metrics(), "text/plain; version=0.0.4")
             self.fake.check_auth(self.headers)
             if self.path == "/v1/models":
                 return self.send_json(200, self.fake.models())
@@ -294,11 +356,13 @@ class Handler(BaseHTTPRequestHandler):
         bug = self.fake.bug
         completion_tokens = sum(len(c.tokens) for c in choices)
         body = {"id": "chatcmpl-1" if chat else "cmpl-1", "object": "chat.completion" if chat else "text_completion",
-                "created": 1700000000, "model": MODEL, "choices": [],
+                "created": 1700000000, "model": self.model_name, "choices": [],
                 "usage": {"prompt_tokens": len(prompt_tokens), "completion_tokens": completion_tokens,
                           "total_tokens": len(prompt_tokens) + completion_tokens + (bug == "usage")}}
         if bug == "schema":
             del body["created"]
+        if bug == "service-tier":
+            body["service_tier"] = "standard"
         for c in choices:
             if chat:
                 logprobs = chat_logprobs(c.tokens, c.logprobs, params.get("top_logprobs") or 0, bug) \
@@ -331,15 +395,22 @@ class Handler(BaseHTTPRequestHandler):
         def chunk(i: int, choice: dict) -> dict:
             body = {"id": f"chunk-{i}" if bug == "stream-id" else "stream-1",
                     "object": "chat.completion.chunk" if chat else "text_completion", "created": 1700000000,
-                    "model": MODEL, "choices": [choice]}
+                    "model": self.model_name, "choices": [choice]}
             if include_usage:
-                body["usage"] = None
+                body["usage"] = usage if bug == "usage-every-chunk" else None
             return body
+
+        usage = self.response(params, choices, prompt_tokens, chat)["usage"]
 
         for c in choices:
             if chat and bug != "stream-role":
                 chunks.append(chunk(len(chunks), {"index": c.index, "delta": {"role": "assistant", "content": ""},
                                                   "logprobs": None, "finish_reason": None}))
+            if c.tool_calls:
+                chunks += [chunk(len(chunks), {"index": c.index, "delta": {"tool_calls": [delta]}, "logprobs": None,
+                                               "finish_reason": None}) for delta in tool_call_deltas(c.tool_calls, bug)]
+                chunks.append(chunk(len(chunks), {"index": c.index, "delta": {}, "logprobs": None,
+                                                  "finish_reason": c.finish_reason}))
             for k, (token, logprob) in enumerate(zip(c.tokens, c.logprobs)):
                 last = k == len(c.tokens) - 1
                 finish = c.finish_reason if last or bug == "stream-finish" else None
@@ -352,8 +423,10 @@ class Handler(BaseHTTPRequestHandler):
                         if params.get("logprobs") is not None else None
                     choice = {"index": c.index, "text": token, "logprobs": lp, "finish_reason": finish}
                 chunks.append(chunk(len(chunks), choice))
+                if last and bug == "n-finish-duplicate" and len(choices) > 1:
+                    empty = {"delta": {}} if chat else {"text": ""}
+                    chunks.append(chunk(len(chunks), {**choice, **empty, "logprobs": None}))
         if include_usage:
-            usage = self.response(params, choices, prompt_tokens, chat)["usage"]
             final = {**chunk(len(chunks), {}), "choices": [], "usage": usage}
             if bug == "stream-usage":
                 final["choices"] = chunks[-1]["choices"]
@@ -384,10 +457,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(error.status, {"error": {"message": error.message, "type": kind.get(error.status, "error"),
                                                 "param": error.param, "code": error.code}})
 
-    def send_json(self, status: int, body) -> None:
-        payload = json.dumps(body).encode()
+    def send_json(self, status: int, body, content_type: str = "application/json") -> None:
+        payload = (body if isinstance(body, str) else json.dumps(body)).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -411,8 +484,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key")
     parser.add_argument("--bug", choices=sorted(BUGS), help="; ".join(f"{k}: {v}" for k, v in BUGS.items()))
+    parser.add_argument("--quirk", choices=sorted(QUIRKS), help="; ".join(f"{k}: {v}" for k, v in QUIRKS.items()))
     args = parser.parse_args()
-    server = FakeHTTPServer(FakeOpenAI(api_key=args.api_key, bug=args.bug), port=args.port)
+    server = FakeHTTPServer(FakeOpenAI(api_key=args.api_key, bug=args.bug, quirk=args.quirk), port=args.port)
     print(f"fake OpenAI server on {server.url} (model {MODEL}, bug {args.bug})", flush=True)
     server.serve_forever()
 

@@ -51,8 +51,39 @@ def test_chat_logprobs():
     assert checks.chat_logprobs_problems(logprobs, "Hello", 1) == [
         "logprobs.content[0].top_logprobs has 2 entries for top_logprobs=1"]
     assert checks.chat_logprobs_problems(logprobs, "Hell", 2) == [
-        "logprobs.content tokens concatenate to 'Hello', content is 'Hell'",
-        "logprobs.content bytes concatenate to b'Hello', not the content's UTF-8"]
+        "logprobs.content bytes concatenate to b'Hello' ('Hello'), content is 'Hell' (b'Hell')",
+        "logprobs.content tokens concatenate to 'Hello', content is 'Hell'"]
+
+
+def byte_entry(token: str, raw: bytes) -> dict:
+    return {"token": token, "logprob": -0.1, "bytes": list(raw), "top_logprobs": []}
+
+
+def test_chat_logprobs_character_split_over_tokens_is_judged_by_bytes():
+    """'€' is E2 82 AC: byte-fallback tokens carry its pieces; their token strings cannot spell it, their bytes do."""
+    split = [byte_entry("a", b"a"), byte_entry("\ufffd", b"\xe2"), byte_entry("\ufffd", b"\x82\xac")]
+    assert checks.chat_logprobs_problems({"content": split, "refusal": None}, "a€", 0) == []
+    # What a server that puts the replacement character's UTF-8 in `bytes` answers: the euro sign is lost.
+    replaced = [byte_entry("a", b"a")] + [byte_entry("\ufffd", "\ufffd".encode())] * 2
+    assert checks.chat_logprobs_problems({"content": replaced, "refusal": None}, "a€", 0) == [
+        "logprobs.content bytes concatenate to b'a\\xef\\xbf\\xbd\\xef\\xbf\\xbd' ('a\ufffd\ufffd'), content is "
+        "'a€' (b'a\\xe2\\x82\\xac')",
+        "logprobs.content tokens concatenate to 'a\ufffd\ufffd', content is 'a€'"]
+
+
+def test_chat_logprobs_invalid_utf8_matches_replacement_characters():
+    """A lone lead byte has no text: content shows U+FFFD (one per byte or per sequence, as the decoder does)."""
+    broken = [byte_entry("\ufffd", b"\xe2\x82"), byte_entry("x", b"x")]
+    assert checks.chat_logprobs_problems({"content": broken, "refusal": None}, "\ufffdx", 0) == []
+    assert checks.chat_logprobs_problems({"content": broken, "refusal": None}, "\ufffd\ufffdx", 0) == []
+    assert checks.chat_logprobs_problems({"content": broken, "refusal": None}, "x", 0) != []
+
+
+def test_chat_logprobs_without_bytes_need_the_tokens_to_spell_the_content():
+    entries = [{"token": "ab", "logprob": -0.1, "bytes": None, "top_logprobs": []}]
+    assert checks.chat_logprobs_problems({"content": entries, "refusal": None}, "ab", 0) == []
+    assert checks.chat_logprobs_problems({"content": entries, "refusal": None}, "abc", 0) == [
+        "logprobs.content tokens concatenate to 'ab', content is 'abc'"]
 
 
 def test_chat_logprobs_order_and_sign():
@@ -130,6 +161,10 @@ def test_include_usage():
 def test_usage_null_on_other_chunks():
     chunks = [chunk(0, "a", usage=None), {**chunk(0, "b"), "usage": None}, {**chunk(0), "choices": []}]
     assert checks.stream_usage_null_problems(chunks) == ["chunk 0 has no usage field (expected usage: null)"]
+    # vLLM#7262: the usage on every chunk
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    assert checks.stream_usage_null_problems([chunk(0, "a", usage=usage), chunk(0)]) == [
+        f"chunk 0 carries usage {usage!r} (expected usage: null)"]
 
 
 def test_choice_indices():
@@ -149,4 +184,48 @@ def test_error_answers():
     full = '{"error": {"message": "m", "type": "t", "param": null, "code": "model_not_found"}}'
     assert errors.error_object_problems(full) == []
     assert errors.error_object_problems('{"error": "Unauthorized"}') == [
-        "body.error: expected object, got string 'Unauthorized'"]
+        "body.error: expected object, got string 'Unauthorized'",
+        "openapi ErrorResponse: body.error: 'Unauthorized' is not of type 'object'"]
+
+
+@pytest.mark.parametrize("text", ["", "  \n", "{", '{"a', '{"a":', '{"a": 1', '{"a": -', '{"a": 1.', '{"a": 1e+',
+                                  '{"a": tr', '{"a": [1, {"b": null', '{"a": "x\\u00', '{"a": "\\', '[1, 2]',
+                                  '{"a": 1}  '])
+def test_json_prefixes(text):
+    assert checks.json_prefix_problem(text) is None
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"a": 1} x', "text after the complete JSON value at character 9"),
+    ("hello", "expected a JSON value at character 0"),
+    ('{"a" 1', "expected ':' at character 5"),
+    ("{1", "expected an object key at character 1"),
+    ("[1,]", "expected a JSON value at character 3"),
+    ('{"a": 01', "invalid number '01' at character 6"),
+    ('{"a": 1.e5}', "invalid number '1.e5' at character 6"),
+    ('{"a": [1}', "expected ',' or ']' at character 8"),
+    ('{"a": "\\q"}', "invalid escape '\\\\q' at character 7"),
+    ('{"a": "x\ny"}', "unescaped control character '\\n' in a string at character 8"),
+    ('{"a": nul}', "expected a JSON value at character 6"),
+])
+def test_json_prefix_problems(text, problem):
+    assert checks.json_prefix_problem(text).startswith(problem)
+
+
+ANSWER = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}
+
+
+def test_generated_json_is_judged_by_finish_reason():
+    assert checks.generated_json_problems('{"answer": "yes"}', ANSWER, "stop", "content") == ([], None)
+    # Complete and valid although max_tokens was reached: nothing to doubt.
+    assert checks.generated_json_problems('{"answer": "no"}', ANSWER, "length", "content") == ([], None)
+    problems, inconclusive = checks.generated_json_problems('{"answer": "y', ANSWER, "length", "content")
+    assert problems == [] and inconclusive.startswith("inconclusive: generation stopped at max_tokens")
+    problems, _ = checks.generated_json_problems('{"answer": "y', ANSWER, "stop", "content")
+    assert problems[0].startswith("content is not JSON (Unterminated string") and "finish_reason is 'stop'" in \
+        problems[0]
+    problems, _ = checks.generated_json_problems('{"answer": "maybe"}', ANSWER, "stop", "content")
+    assert problems[0].startswith("content does not validate against the schema: 'maybe' is not one of")
+    problems, _ = checks.generated_json_problems("Sure! {", ANSWER, "length", "arguments")
+    assert problems[0].startswith("arguments is not even the beginning of JSON (expected a JSON value at "
+                                  "character 0")

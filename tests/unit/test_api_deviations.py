@@ -22,6 +22,14 @@ def test_applies_to_engine_version_and_check(engine, version, check, applies):
     assert CODE_INT.applies_to(engine, version, check) is applies
 
 
+def test_model_pattern_limits_a_deviation_to_the_models_it_names():
+    deviation = Deviation("vllm", "", "test_x", "x", "r", model="*bytefallback*")
+    assert deviation.applies_to("vllm", "1.0", "test_x", "llama-bytefallback-tiny")
+    assert not deviation.applies_to("vllm", "1.0", "test_x", "qwen2-tiny")
+    assert not deviation.applies_to("vllm", "1.0", "test_x")
+    assert Deviation("vllm", "", "test_x", "x", "r").applies_to("vllm", "1.0", "test_x", "qwen2-tiny")
+
+
 def test_brackets_in_check_patterns_are_literal():
     deviation = Deviation("vllm", "", "test_x[chat]", "x", "r")
     assert deviation.applies_to("vllm", "1.0", "test_x[chat]")

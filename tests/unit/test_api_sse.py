@@ -61,3 +61,13 @@ def test_unterminated_last_event():
 def test_events_glued_without_blank_line_are_one_event():
     body = 'data: {"n": 1}\ndata: {"n": 2}\n\ndata: [DONE]\n\n'
     assert sse.framing_problems(stream(body)) == ['data event 0 is not JSON: \'{"n": 1}\\n{"n": 2}\'']
+
+
+def test_replacement_characters_sent_as_utf8_are_valid_but_broken_bytes_are_not():
+    """A model whose output is not valid UTF-8 streams U+FFFD (EF BF BD on the wire): that is valid UTF-8."""
+    text, error = sse.decode("data: {\"text\": \"\ufffd\"}\n\n".encode())
+    assert error is None and "\ufffd" in text
+    text, error = sse.decode(b"data: {\"text\": \"\xe2\x82\"}\n\n")
+    assert error == "byte 16: b'\\xe2\\x82\"}\\n\\n'" and "\ufffd" in text
+    broken = sse.Stream(200, "text/event-stream", *sse.parse_events(text), body=text, utf8_error=error)
+    assert "the stream is not valid UTF-8 (byte 16: b'\\xe2\\x82\"}\\n\\n')" in sse.framing_problems(broken)

@@ -7,7 +7,7 @@ from llmconform.cli import main
 from llmconform.errors import MatrixError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
-BAD = sorted((ROOT / "tests" / "data" / "bad-matrices").glob("*.yaml"))
+BAD = sorted((ROOT / "tests" / "data" / "bad-inputs" / "matrices").glob("*.yaml"))
 SHIPPED = sorted((ROOT / "matrices").glob("*.yaml"))
 
 
@@ -19,7 +19,7 @@ def expected_message(path: Path) -> str:
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_bad_matrix_names_file_path_value_and_allowed(path):
-    with pytest.raises(MatrixError) as caught:
+    with pytest.raises(UserError) as caught:
         matrix.load(path)
     message = str(caught.value)
     assert message.startswith(str(path)), message
@@ -27,13 +27,13 @@ def test_bad_matrix_names_file_path_value_and_allowed(path):
 
 
 def test_bad_matrix_exits_2_from_the_cli(capsys):
-    assert main(["plan", str(ROOT / "tests/data/bad-matrices/bad-device.yaml")]) == 2
+    assert main(["plan", str(ROOT / "tests/data/bad-inputs/matrices/bad-device.yaml")]) == 2
     err = capsys.readouterr().err
     assert "bad-device.yaml: engines.vllm.device: 'gpu' is not allowed (allowed: cuda, cpu)" in err
 
 
-def test_missing_file_is_a_matrix_error():
-    with pytest.raises(MatrixError, match="matrix file not found"):
+def test_missing_file_is_a_user_error():
+    with pytest.raises(UserError, match="/nonexistent.yaml: no such file"):
         matrix.load("/nonexistent.yaml")
 
 

@@ -57,3 +57,17 @@ def test_shape_tokenizer_covers_the_whole_vocabulary(tmp_path):
     assert tokenizer.get_vocab_size() == config["vocab_size"] == 128256
     assert not (directory / "model.safetensors").exists()
     assert tokenizer.decode([128255]) != ""
+
+
+def test_byte_fallback_tokenizer_splits_characters_into_byte_tokens(tmp_path):
+    """llama-bytefallback-tiny: rare characters become <0xNN> tokens (a token alone can be a broken UTF-8
+    sequence), decoding the ids gives the text back, and whitespace runs survive."""
+    directory = models.ensure("llama-bytefallback-tiny", tmp_path)
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    config = json.loads((directory / "config.json").read_text())
+    assert tokenizer.get_vocab_size() == config["vocab_size"] == 1024
+    text = "Prix: 12 € 東京 😀   a\n\n  b"
+    encoding = tokenizer.encode(text)
+    assert ["<0xE2>", "<0x82>", "<0xAC>"] == encoding.tokens[encoding.tokens.index("<0xE2>"):][:3]
+    assert tokenizer.decode(encoding.ids) == text
+    assert tokenizer.decode([tokenizer.token_to_id("<0xE2>")]) == "\ufffd"

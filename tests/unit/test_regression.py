@@ -144,6 +144,6 @@ def test_runs_without_anything_in_common_or_bad_tolerances_are_user_errors(tmp_p
     with pytest.raises(UserError, match="no test, case output or perf point in common"):
         regression.compare_runs(baseline, other)
     assert main(["compare", str(baseline), str(tmp_path / "missing")]) == 2
-    assert "has no results.jsonl" in capsys.readouterr().err
+    assert "missing: no such folder" in capsys.readouterr().err
     assert main(["compare", str(baseline), str(baseline), "--perf", "output_tok_s >= 5"]) == 2
     assert "a tolerance is METRIC:-X% or METRIC:+X%" in capsys.readouterr().err

@@ -63,3 +63,26 @@ def test_why_not(layout, hw, launcher, reason):
 def test_cpu_device_counts_cores():
     assert _hw(gpus=0, cpus=2).why_not(make_case("vllm", "tp2", device="cpu")) is None
     assert "needs 4 CPU cores" in _hw(gpus=0, cpus=2).why_not(make_case("vllm", "tp2pp2", device="cpu"))
+
+
+def test_a_waiting_lease_says_who_holds_the_devices_and_files_go_on_release(tmp_path, monkeypatch):
+    import os
+
+    from llmconform.resources import lease_devices, lease_ports
+
+    monkeypatch.setenv("LLMCONFORM_LOCK_DIR", str(tmp_path))
+    first = lease_devices("host-cpu", (0, 1, 2), 2, timeout_s=5)
+    base, ports = lease_ports()
+    assert first.ids == (0, 1) and len(list(tmp_path.iterdir())) == 3
+    assert f"pid {os.getpid()} since" in (tmp_path / "host-cpu-0.lock").read_text()
+    notices = []
+    with pytest.raises(TimeoutError) as waited:
+        lease_devices("host-cpu", (0, 1, 2), 2, timeout_s=1.2, poll_s=0.1, notify=notices.append,
+                      notify_every_s=0.5)
+    assert len(notices) >= 2 and notices[0].startswith("waited ")
+    assert "2 free of 3 host-cpu device(s); held by pid" in str(waited.value)
+    assert "(ids 0,1)" in str(waited.value)
+    first.release()
+    ports.release()
+    assert list(tmp_path.iterdir()) == []
+    assert lease_devices("host-cpu", (0, 1, 2), 2, timeout_s=1).ids == (0, 1)

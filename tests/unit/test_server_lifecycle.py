@@ -91,3 +91,44 @@ def test_a_died_server_is_reported_after_start(tmp_path):
     death = server.death()
     assert "exited with code 0" in death and "diagnosis: the stand-in exploded" in death
     server.stop(grace_s=1)
+
+
+HEALTHY_ON_PORT = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args):
+        pass
+print("SERVING", flush=True)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def test_watchdog_declares_a_stopped_server_hung_once_and_kills_it(tmp_path):
+    import dataclasses
+    import os
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server(tmp_path, HEALTHY_ON_PORT)
+    process = dataclasses.replace(server.plan.processes[0], argv=(*server.plan.processes[0].argv, str(port)))
+    server.plan = dataclasses.replace(server.plan, port=port, processes=(process,))
+    server.start()
+    server.wait_ready(timeout_s=30, poll_s=0.1)
+    server.watch(hang_timeout_s=1.5)
+    time.sleep(2)
+    assert server.death() is None, "a server that answers is not hung"
+    os.kill(server.running[0].popen.pid, signal.SIGSTOP)  # alive, not answering
+    deadline = time.monotonic() + 30
+    while server.running[0].popen.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    death = server.death()
+    assert death.startswith("stand-in-m-tp1: engine hung while serving: no answer to GET /health for ")
+    assert "--hang-timeout 2); llmconform killed it" in death.splitlines()[0]
+    server.stop(grace_s=1)
+    assert marked_pids(server.marker) == []
