@@ -196,12 +196,8 @@ def _plot_curves(plt, report_dir: Path, runs: list[dict]) -> Path:
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    figure.suptitle("Latency against throughput (each point labelled with its concurrency or rate)")
-    figure.tight_layout()
-    path = report_dir / "perf-curves.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, "Latency against throughput (each point labelled with its concurrency or rate)",
+                 report_dir / "perf-curves.png")
 
 
 def _load_order(row: dict) -> float:
@@ -238,9 +234,13 @@ def _plot_latency_sweeps(plt, report_dir: Path, runs: list[dict]) -> Path | None
             _axis(ax, kind, f"{title} (ms)")
     for row in axes:
         row[0].legend(fontsize=7)
-    figure.suptitle("Latency percentiles (solid median, dashed p90, dotted p99)")
+    return _save(plt, figure, "Latency percentiles (solid median, dashed p90, dotted p99)",
+                 report_dir / "perf-latency.png")
+
+
+def _save(plt, figure, title: str, path: Path) -> Path:
+    figure.suptitle(title)
     figure.tight_layout()
-    path = report_dir / "perf-latency.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
