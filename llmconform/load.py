@@ -11,15 +11,19 @@ The traffic shapes follow `vllm bench serve` too: a closed-loop point keeps `con
 `--max-concurrency C --request-rate inf`); an open-loop point draws gamma inter-arrival gaps (shape = burstiness,
 1 = Poisson) and rescales them so that the last request is due at exactly N / rate seconds, as vLLM does.
 
-One process drives thousands of concurrent streams: aiohttp (the client `vllm bench serve` uses) on one event loop,
-request bodies serialised before the clock starts, and SSE parsed from raw reads. The client measures its own cost
-(CPU time of the event-loop thread per streamed chunk, event-loop lag) so a run can say when the client, not the
-server, set the pace (`load_metrics.client_overhead`).
+A point's streams are spread over worker processes (`run_point`, `choose_workers`), each an aiohttp client (the one
+`vllm bench serve` uses) on its own event loop with its own connection pool, request bodies serialised before the
+clock starts and SSE parsed from raw reads; one process parsing ~44 us per chunk would otherwise cap what an 8-GPU
+server can be seen to stream. The workers start together on the shared monotonic clock, so their records merge
+onto one time axis. Each measures its own cost (process CPU time per streamed chunk, event-loop lag), so a run can
+say when the client, not the server, set the pace (`load_metrics.client_overhead`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -27,6 +31,7 @@ import math
 import multiprocessing
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -39,6 +44,10 @@ import numpy as np
 # TensorRT-LLM tensorrt_llm/serve/openai_protocol.py CompletionRequest). Elsewhere only `max_tokens` is sent and the
 # output lengths are checked afterwards.
 ENGINES_WITH_IGNORE_EOS = frozenset({"vllm", "sglang", "trtllm"})
+# Engines whose /v1/completions takes a prompt as a list of token ids, counted as given (vLLM and SGLang
+# CompletionRequest.prompt; TensorRT-LLM openai_protocol.py CompletionRequest.prompt): the fallback when no text of
+# the exact length can be made with a tokenizer.
+ENGINES_WITH_TOKEN_ID_PROMPTS = frozenset({"vllm", "sglang", "trtllm"})
 PROMPT_KINDS = ("random", "text")
 DEFAULT_REQUESTS_PER_STREAM = 5
 MIN_REQUESTS = 16
@@ -275,6 +284,7 @@ def _parse_slo(value, path: str, fail) -> Slo | None:
 class Prompt:
     text: str
     tokens: int  # as the server counts it: special tokens its tokenizer adds (BOS) included
+    token_ids: tuple[int, ...] | None = None  # sent instead of the text (no text of the exact length was found)
 
 
 class PromptTokenizer:
@@ -287,8 +297,14 @@ class PromptTokenizer:
     pre-tokenizer); otherwise tokenizer.json counts and usage.prompt_tokens checks it afterwards."""
 
     def __init__(self, tokenizer, encode: Callable[[str], list[int]] | None = None,
-                 added_by_server: int | None = None, counted_by: str = "tokenizer.json"):
+                 added_by_server: int | None = None, counted_by: str = "tokenizer.json",
+                 accepts_token_ids: bool = False):
         self.tokenizer = tokenizer
+        # When no text of the exact length is found: token ids where the engine takes them, else the nearest text.
+        self.accepts_token_ids = accepts_token_ids
+        self.fallbacks: collections.Counter = collections.Counter()  # "token ids" / "nearest" -> prompts made so
+        self.most_off = 0  # the largest difference of a nearest-length prompt, in tokens
+        self._lock = threading.Lock()
         self.encode = encode or (lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
         # special tokens (e.g. BOS) the server adds to every prompt
         self.added_by_server = (tokenizer.num_special_tokens_to_add(False) if added_by_server is None
@@ -321,13 +337,27 @@ class PromptTokenizer:
             response.raise_for_status()
             return response.json()["tokens"]
 
+        accepts_ids = target.engine in ENGINES_WITH_TOKEN_ID_PROMPTS
         try:
             added = len(server_ids("a", True)) - len(server_ids("a", False))
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             client.close()
-            return self
+            return PromptTokenizer(self.tokenizer, self.encode, self.added_by_server, self.counted_by, accepts_ids)
         return PromptTokenizer(self.tokenizer, lambda text: server_ids(text, False), added,
-                               counted_by=f"{target.base_url}/tokenize")
+                               counted_by=f"{target.base_url}/tokenize", accepts_token_ids=accepts_ids)
+
+    @property
+    def made(self) -> str:
+        """How the prompts made so far got their length."""
+        if not self.fallbacks:
+            return "exact-length text"
+        parts = []
+        if self.fallbacks["token ids"]:
+            parts.append(f"{self.fallbacks['token ids']} sent as token ids (no text of the exact length found)")
+        if self.fallbacks["nearest"]:
+            parts.append(f"{self.fallbacks['nearest']} of the nearest length found (off by up to {self.most_off} "
+                         f"token(s); this engine takes no token-id prompts)")
+        return "exact-length text, except " + "; ".join(parts)
 
     def count(self, text: str, with_special: bool = True) -> int:
         return len(self.encode(text)) + (self.added_by_server if with_special else 0)
@@ -340,7 +370,7 @@ class PromptTokenizer:
             def draw(k: int) -> list[int]:
                 return child.choice(self.ordinary_ids, size=k).tolist()
 
-            return Prompt(self._fit(draw(body), body, draw), tokens)
+            return self._fit(draw(body), tokens, draw)
 
         return self._each(one, rng.spawn(n))
 
@@ -357,7 +387,7 @@ class PromptTokenizer:
             while len(ids) < body + 8:  # enough text to cut from
                 ids += self.tokenizer.encode(" " + rotated, add_special_tokens=False).ids
             filler = itertools.cycle(ids)
-            return Prompt(self._fit(ids[:body], body, lambda k: [next(filler) for _ in range(k)]), tokens)
+            return self._fit(ids[:body], tokens, lambda k: [next(filler) for _ in range(k)])
 
         starts = rng.integers(len(words), size=n)
         return self._each(one, range(n))
@@ -375,14 +405,29 @@ class PromptTokenizer:
                               f"token(s) the server adds")
         return body
 
-    def _fit(self, ids: list[int], length: int, more: Callable[[int], list[int]], tries: int = 32) -> str:
+    def _fit(self, ids: list[int], tokens: int, more: Callable[[int], list[int]], tries: int = 32) -> Prompt:
+        """A prompt of `tokens` tokens as the server counts, from a first guess of body ids: decode, re-encode,
+        truncate or top up, until the round trip is stable. Some tokenizers never settle on some lengths (a decode
+        that re-encodes to a different split every time): then token ids where the engine takes them, else the
+        nearest length seen (its true length recorded, the difference reported by `made`)."""
+        length = tokens - self.added_by_server
+        nearest: tuple[int, str] | None = None
         for _ in range(tries):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             again = self.encode(text)
             if len(again) == length:
-                return text
+                return Prompt(text, tokens)
+            if nearest is None or abs(len(again) - length) < abs(nearest[0] - length):
+                nearest = (len(again), text)
             ids = again[:length] if len(again) > length else again + more(length - len(again))
-        raise PromptError(f"could not make a prompt of exactly {length} tokens in {tries} round trips")
+        with self._lock:
+            if self.accepts_token_ids:
+                self.fallbacks["token ids"] += 1
+                full = (ids + more(tokens))[:tokens]  # the engine adds no special token to token ids
+                return Prompt(self.tokenizer.decode(full, skip_special_tokens=True), tokens, tuple(full))
+            self.fallbacks["nearest"] += 1
+            self.most_off = max(self.most_off, abs(nearest[0] - length))
+        return Prompt(nearest[1], nearest[0] + self.added_by_server)
 
 
 def make_prompts(tokenizer: PromptTokenizer, workload: Workload, count: int, stream: int) -> list[Prompt]:
@@ -413,6 +458,7 @@ class RequestRecord:
     finish_reason: str | None = None
     status: int | None = None
     error: str | None = None
+    worker: int = 0  # which worker process sent it
 
     @property
     def ok(self) -> bool:
@@ -429,13 +475,19 @@ class RequestRecord:
 
 @dataclass
 class ClientStats:
-    """The client's own cost during the timed run: CPU seconds of the event-loop thread, streamed chunks parsed, and
-    how late the event loop woke up for a periodic probe (lag = time a chunk may wait before it is timestamped)."""
+    """The client's own cost during the timed run, over all its worker processes: CPU seconds (each worker's
+    process CPU time), streamed chunks parsed, and how late each event loop woke up for a periodic probe (lag = how
+    long a chunk may wait before it is timestamped). `worker_cpu_s` / `worker_chunks` per worker, in worker order:
+    one saturated worker is client-bound even when the average is not."""
 
     cpu_s: float
     chunks: int
     loop_lag_p99_ms: float
     loop_lag_max_ms: float
+    loop_lag_p50_ms: float = 0.0
+    workers: int = 1
+    worker_cpu_s: list[float] = field(default_factory=list)
+    worker_chunks: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -470,7 +522,8 @@ class Target:
 # --- running -------------------------------------------------------------------------------------------------------
 
 def request_body(target: Target, workload: Workload, prompt: Prompt) -> dict:
-    body = {"model": target.model, "prompt": prompt.text, "max_tokens": workload.output_tokens, "stream": True,
+    body = {"model": target.model, "prompt": list(prompt.token_ids) if prompt.token_ids else prompt.text,
+            "max_tokens": workload.output_tokens, "stream": True,
             "stream_options": {"include_usage": True}}
     if workload.ignore_eos and target.accepts_ignore_eos:
         body["ignore_eos"] = True
@@ -491,57 +544,159 @@ def arrival_times(count: int, rate: float, burstiness: float, rng: np.random.Gen
 
 def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
               warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None = None,
-              request_timeout_s: float = 1800.0,
+              request_timeout_s: float = 1800.0, workers: int | None = None,
               on_progress: Callable[[int, int, float], None] | None = None) -> PointRun:
     """Send the warm-up requests (unmeasured), then the point's requests, and return their raw records.
     `on_progress(requests done, choice chunks received, seconds since the timed requests began)` is called every
-    PROGRESS_EVERY_S while the point runs.
+    PROGRESS_EVERY_S while the point runs, and once at its end.
 
-    The requests go out from a process of their own (spawned; it inherits the caller's CPU affinity): in the caller's
-    process other threads (pytest's, a server's memory sampler, log readers) would compete with the event loop for
-    the interpreter lock and delay its timestamps."""
+    The requests go out from `workers` processes (default `choose_workers`), spawned (they inherit the caller's CPU
+    affinity), each with its own event loop and connection pool: in one process a fast server's chunks queue behind
+    each other in the loop, and in the caller's process other threads (pytest's, a server's memory sampler, log
+    readers) would compete with the loop for the interpreter lock and delay its timestamps. The workers warm up,
+    wait at a shared barrier, and start their timed runs at the same instant of the shared monotonic clock
+    (time.perf_counter is CLOCK_MONOTONIC on Linux), so their records merge onto one time axis."""
+    shares = split_point(point, workload, len(prompts), workers or choose_workers(point, workload))
+    due = None
+    if point.rate is not None:
+        due = arrival_times(len(prompts), point.rate, workload.burstiness, np.random.default_rng([workload.seed, 0]))
+    plans = []
+    for w, share in enumerate(shares):
+        mine = range(w, len(prompts), len(shares)) if point.rate is not None else _closed_loop_jobs(shares, w,
+                                                                                                  len(prompts))
+        plans.append(_WorkerPlan(
+            worker=w, in_flight=share, jobs=[(i, prompts[i], due[i] if due else None) for i in mine],
+            warmup=[warmup_prompts[i] for i in range(w, len(warmup_prompts), len(shares))]))
     spawn = multiprocessing.get_context("spawn")
-    # [requests done, chunks, time.monotonic_ns() when the timed requests began]: one writer (the child), read here.
-    live = spawn.Array("q", 3, lock=False)
+    barrier, start_at = spawn.Barrier(len(shares)), spawn.Value("d", 0.0)
+    # Per worker [requests done, choice chunks] of the timed run: each slot has one writer (its worker), read here.
+    live = spawn.Array("q", 2 * len(shares), lock=False)
 
     def report() -> None:
-        on_progress(live[0], live[1], (time.monotonic_ns() - live[2]) / 1e9 if live[2] else 0.0)
+        seconds = time.perf_counter() - start_at.value if start_at.value else 0.0  # one clock for all processes
+        on_progress(sum(live[0::2]), sum(live[1::2]), max(0.0, seconds))
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_share_live_counts,
-                             initargs=(live,)) as child:
-        future = child.submit(_run_point_here, target, workload, point, prompts, warmup_prompts, request_timeout_s)
-        if on_progress is not None:
-            while not future.done():
-                with contextlib.suppress(TimeoutError):
-                    future.result(timeout=PROGRESS_EVERY_S)
-                    break
-                report()
-        run, texts = future.result()
-    if on_progress is not None:
+    with ProcessPoolExecutor(max_workers=len(shares), mp_context=spawn, initializer=_join_start,
+                             initargs=(barrier, start_at, live)) as pool:
+        futures = [pool.submit(_run_worker, target, workload, point, plan, request_timeout_s) for plan in plans]
+        while True:
+            done, running = concurrent.futures.wait(futures, timeout=PROGRESS_EVERY_S if on_progress else None,
+                                                    return_when=concurrent.futures.FIRST_EXCEPTION)
+            if not running or any(f.exception() for f in done):
+                break
+            report()
+        if any(f.done() and f.exception() for f in futures):
+            barrier.abort()  # the others would wait at the start for a worker that is gone
+        results = [f.result() for f in futures]
+    if on_progress:
         report()  # the final counts: every timed request
+    records = sorted((r for result in results for r in result.records), key=lambda r: r.index)
+    lags = [lag for result in results for lag in result.lags]
+    client = ClientStats(cpu_s=sum(r.cpu_s for r in results), chunks=sum(r.chunks for r in results),
+                         loop_lag_p50_ms=float(np.percentile(lags or 0, 50)) * 1e3,
+                         loop_lag_p99_ms=float(np.percentile(lags or 0, 99)) * 1e3,
+                         loop_lag_max_ms=max(lags, default=0.0) * 1e3, workers=len(shares),
+                         worker_cpu_s=[r.cpu_s for r in results], worker_chunks=[r.chunks for r in results])
+    run = PointRun(workload=workload.name, point=point, records=records, duration_s=max(r.end_s for r in results),
+                   client=client, sent_ignore_eos=workload.ignore_eos and target.accepts_ignore_eos)
     if tokenizer:
+        texts = {i: text for result in results for i, text in result.texts.items()}
         for record in run.records:  # vLLM's fallback when usage is missing: count the generated text's tokens
             if record.index in texts:
                 record.text_tokens = tokenizer.count(texts[record.index], with_special=False)
     return run
 
 
-_live_counts = None  # in the child: the caller's counters (see run_point)
+# Worker count: a worker should parse at most this many chunks per second. At the ~44 us per chunk measured on an
+# H200 host, 1000 chunks/s keep a worker's event loop busy under 5% of each ITL window (the issue's goal at c256).
+CHUNKS_PER_WORKER_S = 1000
+# The chunk rate a point is expected to reach is unknown before it runs; streams in flight / this ITL is that of a
+# fast GPU (a 7B model on one H200 decodes a step in 7-30 ms from c1 to c256).
+EXPECTED_ITL_S = 0.01
+# CPUs left to the parent process and the server's own front end when counting the cores workers may use.
+RESERVED_CPUS = 2
 
 
-def _share_live_counts(counts) -> None:
-    global _live_counts
-    _live_counts = counts
+def choose_workers(point: LoadPoint, workload: Workload, cpus: int | None = None) -> int:
+    """How many worker processes a point needs: its expected chunk rate over CHUNKS_PER_WORKER_S, at most the CPUs
+    this process may run on (less RESERVED_CPUS) and never more than it has streams or requests."""
+    if point.rate is not None and not math.isinf(point.rate):
+        chunks_per_s = point.rate * workload.output_tokens  # steady state: every request streams output_tokens
+    else:
+        chunks_per_s = (point.in_flight_limit or point.requests or 1) / EXPECTED_ITL_S
+    usable = (cpus or len(os.sched_getaffinity(0))) - RESERVED_CPUS
+    wanted = math.ceil(chunks_per_s / CHUNKS_PER_WORKER_S)
+    return max(1, min(wanted, usable, point.in_flight_limit or point.requests or 1))
 
 
-def _run_point_here(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
-                    warmup_prompts: list[Prompt], request_timeout_s: float) -> tuple[PointRun, dict[int, str]]:
+def split_point(point: LoadPoint, workload: Workload, requests: int, workers: int) -> list[int | None]:
+    """Each worker's share of the point's in-flight limit: closed loop, its streams (concurrency split as evenly as
+    it goes; more workers than streams would idle, so there are at most as many); open loop, its share of
+    `max_concurrency` (None: uncapped). Every worker has at least one request."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    limit = point.in_flight_limit
+    n = min(workers, max(1, requests), limit or workers)
+    if limit is None:
+        return [None] * n
+    return [limit // n + (w < limit % n) for w in range(n)]
+
+
+def _closed_loop_jobs(shares: list[int], worker: int, requests: int) -> list[int]:
+    """The request indices a closed-loop worker sends: request i goes to stream i mod C of the C streams, so each
+    worker gets requests in proportion to its streams and every stream starts with a request."""
+    first = sum(shares[:worker])
+    mine = range(first, first + shares[worker])
+    total = sum(shares)
+    return [i for i in range(requests) if i % total in mine]
+
+
+@dataclass
+class _WorkerPlan:
+    worker: int
+    in_flight: int | None
+    jobs: list[tuple[int, Prompt, float | None]]  # (request index, prompt, when it is due in the open loop)
+    warmup: list[Prompt]
+
+
+@dataclass
+class _WorkerResult:
+    records: list[RequestRecord]
+    texts: dict[int, str]
+    end_s: float  # the last completion, on the shared time axis
+    cpu_s: float
+    chunks: int
+    lags: list[float]
+
+
+_START: tuple | None = None  # (barrier, shared start time, progress counters) of this worker process
+
+
+def _join_start(barrier, start_at, live) -> None:
+    global _START
+    _START = (barrier, start_at, live)
     _raise_open_file_limit()
-    return asyncio.run(_run_point(target, workload, point, prompts, warmup_prompts, request_timeout_s))
+
+
+def _run_worker(target: Target, workload: Workload, point: LoadPoint, plan: _WorkerPlan,
+                request_timeout_s: float) -> _WorkerResult:
+    return asyncio.run(_run_point(target, workload, point, plan, request_timeout_s))
+
+
+def _wait_for_start() -> float:
+    """Every worker arrives here warmed up; one of them sets the start a little ahead of now, and all begin then."""
+    barrier, start_at, _ = _START
+    if barrier.wait() == 0:
+        start_at.value = time.perf_counter() + START_MARGIN_S
+    barrier.wait()
+    return start_at.value
+
+
+START_MARGIN_S = 0.05  # time for every worker to read the start after the barrier releases them
 
 
 def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
-                 on_point: Callable[[PointRun], None] | None = None,
+                 on_point: Callable[[PointRun], None] | None = None, workers: int | None = None,
                  on_progress: Callable[[LoadPoint, int, int, float], None] | None = None) -> list[PointRun]:
     """Every point of a workload's sweep, in order; `on_point` sees each run as soon as it is done, `on_progress`
     (point, requests done, chunks, seconds) how far the running one has got."""
@@ -549,7 +704,7 @@ def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
     for i, point in enumerate(workload.points()):
         prompts = make_prompts(tokenizer, workload, point.requests, stream=2 * i + 1)
         warmup = make_prompts(tokenizer, workload, point.warmup, stream=2 * i + 2) if point.warmup else []
-        run = run_point(target, workload, point, prompts, warmup, tokenizer,
+        run = run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers,
                         on_progress=(lambda done, chunks, s, p=point: on_progress(p, done, chunks, s)) if on_progress
                         else None)
         if on_point:
@@ -590,12 +745,12 @@ def _raise_open_file_limit() -> None:
             pass
 
 
-async def _run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
-                     warmup_prompts: list[Prompt], request_timeout_s: float) -> tuple[PointRun, dict[int, str]]:
-    """The run, and the generated text of each successful request the server sent no usage for."""
+async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan: _WorkerPlan,
+                     request_timeout_s: float) -> _WorkerResult:
+    """One worker's share of the point: its warm-up, then its timed requests from the shared start."""
     import aiohttp
 
-    limit = point.in_flight_limit or 0
+    limit = plan.in_flight or 0
     # Idle connections are dropped before uvicorn's 5 s keep-alive timeout (vLLM, SGLang and TensorRT-LLM serve
     # through uvicorn): reusing one the server has just closed fails the request.
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=KEEPALIVE_S)
@@ -604,39 +759,64 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, promp
     url = f"{target.base_url.rstrip('/')}/v1/completions"
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
         client = _Client(session, url)
-        if warmup_prompts:
+        if plan.warmup:
             warm = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens))
-                    for i, p in enumerate(warmup_prompts)]
-            await client.closed_loop(iter(warm), min(point.in_flight_limit or len(warm), len(warm)),
-                                     time.perf_counter())
-        jobs = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens))
-                for i, p in enumerate(prompts)]
+                    for i, p in enumerate(plan.warmup)]
+            await client.closed_loop(iter(warm), min(plan.in_flight or len(warm), len(warm)), time.perf_counter())
+        jobs = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens,
+                                                                  scheduled_s=due, worker=plan.worker))
+                for i, p, due in plan.jobs]
         client.chunks = 0
-        client.live = _live_counts  # counted from here: the timed requests only
-        if _live_counts is not None:
-            _live_counts[2] = time.monotonic_ns()  # one clock for all processes of this machine
+        client.live, client.slot = _START[2], 2 * plan.worker  # counted from here: the timed requests only
+        start = _wait_for_start()
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
         lags: list[float] = []
         stop = asyncio.Event()
         watcher = asyncio.create_task(_watch_loop_lag(stop, lags))
-        cpu_before = time.thread_time()
-        start = time.perf_counter()
+        cpu_before = time.process_time()
         if point.rate is None:
-            await client.closed_loop(iter(jobs), point.concurrency, start)
+            await client.closed_loop(iter(jobs), plan.in_flight, start)
         else:
-            due = arrival_times(len(jobs), point.rate, workload.burstiness,
-                                np.random.default_rng([workload.seed, 0]))
-            await client.open_loop(jobs, due, point.max_concurrency, start)
-        duration = time.perf_counter() - start
-        cpu = time.thread_time() - cpu_before
+            await client.open_loop(jobs, plan.in_flight, start)
+        end = time.perf_counter() - start
+        cpu = time.process_time() - cpu_before
         stop.set()
         await watcher
     texts = {job.record.index: "".join(job.text) for job in jobs if job.record.ok and not job.record.completion_tokens}
-    run = PointRun(workload=workload.name, point=point, records=[job.record for job in jobs], duration_s=duration,
-                   client=ClientStats(cpu_s=cpu, chunks=client.chunks,
-                                      loop_lag_p99_ms=float(np.percentile(lags or 0, 99)) * 1e3,
-                                      loop_lag_max_ms=max(lags, default=0.0) * 1e3),
-                   sent_ignore_eos=workload.ignore_eos and target.accepts_ignore_eos)
-    return run, texts
+    return _WorkerResult(records=[job.record for job in jobs], texts=texts, end_s=end, cpu_s=cpu,
+                         chunks=client.chunks, lags=lags)
+
+
+def run_requests(target: Target, requests: list[tuple[str, dict]], concurrency: int,
+                 request_timeout_s: float = 600.0) -> list[dict | str]:
+    """Send non-streamed requests (route, JSON body), `concurrency` in flight at a time; each answer's JSON body
+    in request order, or the error text of a request that failed."""
+    return asyncio.run(_run_requests(target, requests, concurrency, request_timeout_s))
+
+
+async def _run_requests(target: Target, requests: list[tuple[str, dict]], concurrency: int,
+                        request_timeout_s: float) -> list[dict | str]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=KEEPALIVE_S)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=request_timeout_s)
+    answers: list[dict | str] = [""] * len(requests)
+    pending = iter(enumerate(requests))
+    base = target.base_url.rstrip("/")
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=target.headers) as session:
+        async def worker():
+            for index, (route, body) in pending:  # one shared iterator: the next request goes to a free worker
+                try:
+                    async with session.post(base + route, json=body) as response:
+                        text = await response.text()
+                        answers[index] = (json.loads(text) if response.status == 200
+                                          else f"HTTP {response.status}: {text[:500]}")
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+                    answers[index] = f"{type(error).__name__}: {error}"
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)) or 1)))
+    return answers
 
 
 def _payload(target: Target, workload: Workload, prompt: Prompt) -> bytes:
@@ -655,7 +835,7 @@ class _Client:
         self.session = session
         self.url = url
         self.chunks = 0
-        self.live = None  # the counters the caller reads while the point runs (see run_point)
+        self.live, self.slot = None, 0  # the progress counters the caller reads while the point runs (run_point)
 
     async def closed_loop(self, jobs: Iterator[_Job], concurrency: int, start: float) -> None:
         async def stream_next():
@@ -664,7 +844,7 @@ class _Client:
 
         await asyncio.gather(*(stream_next() for _ in range(concurrency)))
 
-    async def open_loop(self, jobs: list[_Job], due: list[float], cap: int | None, start: float) -> None:
+    async def open_loop(self, jobs: list[_Job], cap: int | None, start: float) -> None:
         gate = asyncio.Semaphore(cap) if cap else None
 
         async def fire(job: _Job) -> None:
@@ -675,9 +855,8 @@ class _Client:
                 await self.send(job, start)
 
         tasks = []
-        for job, at in zip(jobs, due):
-            job.record.scheduled_s = at
-            wait = at - (time.perf_counter() - start)
+        for job in jobs:
+            wait = job.record.scheduled_s - (time.perf_counter() - start)
             if wait > 0:
                 await asyncio.sleep(wait)
             tasks.append(asyncio.create_task(fire(job)))
@@ -714,7 +893,7 @@ class _Client:
             if record.error is None and not record.chunk_s:
                 record.error = "the stream carried no choice chunk (no first token)"
             if self.live is not None:
-                self.live[0] += 1
+                self.live[self.slot] += 1
 
     def _handle(self, line: bytes, now: float, job: _Job) -> bool:
         """One SSE line; True at the end of the stream. Only `data:` lines matter (comments and blank separators
@@ -731,7 +910,7 @@ class _Client:
         if choices:
             record.chunk_s.append(now)
             if self.live is not None:
-                self.live[1] += 1
+                self.live[self.slot + 1] += 1
             choice = choices[0]
             job.text.append(choice.get("text") or "")
             if choice.get("finish_reason"):

@@ -26,6 +26,8 @@ exclude:                           # drop cases of the product (any subset of en
   - {engine: vllm, layout: pp2}
 cases:                             # explicit cases besides the product
   - {engine: vllm, model: qwen2-tiny, layout: tp2, args: {...}, env: {...}, note: "..."}
+  - {engine: vllm, model: qwen2-tiny, layout: pp2, source: path:/ckpt/other}   # other weights as one layout
+accuracy: {task: builtin:addition, floor: 0.99}   # the accuracy gate (llmconform/accuracy.py)
 ```
 """
 
@@ -41,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from . import engines, layout as layouts, models, userfiles
+from .accuracy import parse_accuracy_section
 from .equivalence import case_dtype, determinism_overrides, parse_compare_section
 from .floors import parse_floors
 from .load import parse_workloads
@@ -152,7 +155,7 @@ def select(matrices: list[Matrix], globs: list[str]) -> list[Matrix]:
 def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     r = _Reader(file)
     top = r.mapping(data, "", allowed=("name", "description", "launcher", "target", "engines", "models", "layouts",
-                                       "exclude", "cases", "floors", "compare", "workloads"),
+                                       "exclude", "cases", "floors", "compare", "workloads", "accuracy"),
                     required=("engines", "models"))
     name = r.string(top.get("name", default_name), "name")
     launcher = r.string(top.get("launcher", "local"), "launcher", LAUNCHERS)
@@ -174,13 +177,15 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     floor_list = parse_floors(top.get("floors"), r.fail, workloads)
     compare = top.get("compare")
     compare_section = parse_compare_section(compare, r.fail, tuple(model_specs))
+    accuracy_section = parse_accuracy_section(top.get("accuracy"), r.fail, tuple(model_specs), base_dir)
 
-    def build(engine: str, model: str, layout, args=None, env=None) -> Case:
+    def build(engine: str, model: str, layout, args=None, env=None, spec: ModelSpec | None = None) -> Case:
         e_args, e_env = engine_extras[engine]
         m = model_extras[model]
-        case = Case(engine=engine_settings[engine], model=model_specs[model], layout=layout, launcher=launcher,
-                    args={**e_args, **m.args, **(args or {})}, env={**e_env, **m.env, **(env or {})},
-                    floors=floor_list, compare=dict(compare or {}), workloads=workloads, matrix=name)
+        case = Case(engine=engine_settings[engine], model=spec or model_specs[model], layout=layout,
+                    launcher=launcher, args={**e_args, **m.args, **(args or {})},
+                    env={**e_env, **m.env, **(env or {})}, floors=floor_list, compare=dict(compare or {}),
+                    accuracy=accuracy_section, workloads=workloads, matrix=name)
         if compare_section.policy(model, case_dtype(case)).deterministic:
             # `compare.deterministic: true` turns on the engine's own switch; what the matrix sets explicitly wins.
             switch_args, switch_env = determinism_overrides(engine)
@@ -197,13 +202,17 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     notes = {}
     for i, item in enumerate(r.sequence(top.get("cases", []), "cases")):
         path = f"cases[{i}]"
-        r.mapping(item, path, allowed=("engine", "model", "layout", "args", "env", "note"),
+        r.mapping(item, path, allowed=("engine", "model", "layout", "args", "env", "source", "note"),
                   required=("engine", "model", "layout"))
         engine = r.string(item["engine"], f"{path}.engine", tuple(engine_settings))
         model = r.string(item["model"], f"{path}.model", tuple(model_specs))
         layout = r.layout(item["layout"], f"{path}.layout")
+        # `source`: this layout serves other weights under the model's id (a checkpoint under test, or a damaged
+        # copy proving that accuracy and equivalence catch it)
+        spec = (_model_spec(r, model, r.string(item["source"], f"{path}.source"), f"{path}",
+                            model_specs[model].served_name) if "source" in item else None)
         case = build(engine, model, layout, r.scalars(item.get("args", {}), f"{path}.args"),
-                     r.env(item.get("env", {}), f"{path}.env"))
+                     r.env(item.get("env", {}), f"{path}.env"), spec)
         if "note" in item:
             notes[case.id] = r.string(item["note"], f"{path}.note")
         cases.append(case)

@@ -11,7 +11,11 @@ ask at the same time (file lock):
   whitespace: what conformance checks must get right on models other than ours.
 - `shape:NAME`: the config.json of a real model (no weights) and a tokenizer padded to its vocab size, served
   with `--load-format dummy` for throughput and startup work at full size.
-Only numpy, safetensors and tokenizers are needed: no torch, no transformers, no network.
+- oracles (`factory:qwen2-oracle`, `factory:qwen3moe-oracle`): the same architectures trained on the CPU on a task
+  with exactly known answers (llmconform/oracle.py), and their deliberately damaged copies (`variant_of`), for the
+  accuracy gate (llmconform/accuracy.py).
+Only numpy, safetensors and tokenizers are needed, no transformers and no network; oracles also need torch (the
+`train` extra).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 RECIPE_VERSION = 2  # bump when the files a recipe makes change
@@ -51,6 +55,9 @@ class Preset:
     tokenizer_vocab: int = 1024  # trained BPE size; shapes pad the tokenizer up to config vocab_size
     extra: dict = field(default_factory=dict)
     tokenizer: str = "bytelevel"  # or "bytefallback" (Llama-style: Metaspace, <0xNN> byte tokens)
+    trained: bool = False  # an oracle: trained on the addition task (oracle.py) instead of random weights
+    variant_of: str | None = None  # a copy of that preset with `damage` applied to its weights
+    damage: tuple = ()  # ("perturb", tensor-name prefix, relative noise) | ("scale", tensor name, factor)
 
 
 def _tiny(arch: str, model_type: str, **overrides) -> dict:
@@ -63,6 +70,19 @@ def _tiny(arch: str, model_type: str, **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+def _oracle(arch: str, model_type: str, **overrides) -> dict:
+    """Small enough to train in minutes on 2 CPU cores; 4 heads / 2 KV heads and 2 layers allow TP2 and PP2."""
+    return _tiny(arch, model_type, **{"vocab_size": 128, "hidden_size": 128, "intermediate_size": 256,
+                                      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                                      **overrides})
+
+
+_QWEN2_ORACLE = _oracle("Qwen2ForCausalLM", "qwen2")
+_QWEN3MOE_ORACLE = _oracle("Qwen3MoeForCausalLM", "qwen3_moe", num_experts=8, num_experts_per_tok=2,
+                           moe_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
+                           attention_bias=False)
 
 
 def _shape(arch: str, model_type: str, **fields) -> dict:
@@ -83,6 +103,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("qwen3moe-tiny", _tiny("Qwen3MoeForCausalLM", "qwen3_moe", num_experts=8, num_experts_per_tok=2,
                                   moe_intermediate_size=128, decoder_sparse_step=1, mlp_only_layers=[],
                                   norm_topk_prob=True, attention_bias=False), weights=True),
+    Preset("qwen2-oracle", _QWEN2_ORACLE, weights=True, tokenizer_vocab=128, trained=True),
+    Preset("qwen3moe-oracle", _QWEN3MOE_ORACLE, weights=True, tokenizer_vocab=128, trained=True),
+    # Noise as large as the weights themselves in the last layer's MLP: answers break, the server still serves.
+    Preset("qwen2-oracle-damaged", _QWEN2_ORACLE, weights=True, tokenizer_vocab=128, variant_of="qwen2-oracle",
+           damage=("perturb", "model.layers.1.mlp.", 1.0)),
+    # Every logit 0.1% larger: greedy tokens stay the same, logprobs move (an fp32 numerical drift).
+    Preset("qwen2-oracle-drift", _QWEN2_ORACLE, weights=True, tokenizer_vocab=128, variant_of="qwen2-oracle",
+           damage=("scale", "lm_head.weight", 1.001)),
     Preset("qwen2.5-7b", _shape("Qwen2ForCausalLM", "qwen2", hidden_size=3584, intermediate_size=18944,
                                 num_attention_heads=28, num_key_value_heads=4, num_hidden_layers=28, **_QWEN25),
            weights=False, hub_ids=("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct")),
@@ -140,6 +168,12 @@ def fingerprint(p: Preset) -> str:
               "tokenizer_vocab": p.tokenizer_vocab}
     if p.tokenizer != "bytelevel":  # only then: the byte-level presets keep the fingerprints of their caches
         fields["tokenizer"] = p.tokenizer
+    if p.trained:
+        from .oracle import DIGITS, TrainingRecipe
+        fields["trained"] = {"recipe": asdict(TrainingRecipe()), "digits": DIGITS}
+    if p.variant_of:
+        fields["variant_of"] = fingerprint(preset(p.variant_of))
+        fields["damage"] = list(p.damage)
     recipe = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:10]
 
@@ -175,6 +209,9 @@ def ensure(name: str, root: Path | None = None) -> Path:
 
 def make(p: Preset, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if p.variant_of:
+        _make_variant(p, ensure(p.variant_of, out.parent.parent), out)
+        return
     config = copy.deepcopy(p.config)
     vocab_size = config["vocab_size"]
     if p.tokenizer == "bytefallback":
@@ -204,8 +241,35 @@ def make(p: Preset, out: Path) -> None:
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
          "pad_token_id": config["pad_token_id"], "do_sample": False}, indent=2, sort_keys=True))
-    if p.weights:
+    if p.trained:
+        from . import oracle
+        from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
+        tensors = oracle.train(config, lambda text: tokenizer.encode(text).ids, config["eos_token_id"],
+                               oracle.TrainingRecipe(), log=lambda line: print(f"{p.name}: {line}", flush=True))
+        oracle.save(tensors, out / "model.safetensors")
+    elif p.weights:
         _save_weights(config, p.seed, out / "model.safetensors")
+
+
+def _make_variant(p: Preset, base: Path, out: Path) -> None:
+    """A copy of the made model `base` with `p.damage` applied (deterministic: seeded noise)."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    for item in base.iterdir():
+        if item.name != "model.safetensors":
+            shutil.copy2(item, out / item.name)
+    tensors = load_file(str(base / "model.safetensors"))
+    kind, target, amount = p.damage
+    if kind == "perturb":
+        rng = np.random.default_rng(p.seed)
+        for name in sorted(n for n in tensors if n.startswith(target)):
+            weight = tensors[name]
+            tensors[name] = (weight + rng.normal(0.0, amount * float(weight.std()), weight.shape)).astype(np.float32)
+    else:
+        tensors[target] = (tensors[target] * np.float32(amount)).astype(np.float32)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _corpus(seed: int) -> list[str]:

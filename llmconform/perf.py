@@ -5,9 +5,9 @@ verdicts) and, with matplotlib (`pip install llmconform[plots]`), perf-curves.pn
 curve per case: where a layout saturates) and, for sweeps of two or more points, perf-latency.png (TTFT, TPOT, ITL
 and E2E latency: median, p90 and p99 against concurrency or rate).
 
-Flags (`point_flags`): a latency of 0 (the chunks arrived together: not measurable), an open-loop rate the server did
-not keep up with (achieved vs offered), throughput falling as concurrency rises (past saturation), and a single
-stream whose TPOT spreads widely (a noisy machine)."""
+Flags (`point_flags`): the load generator's own verdicts (a client-bound point is INVALID; bunched delivery makes
+TPOT/ITL not measurable), an open-loop rate the server did not keep up with (achieved vs offered), throughput falling
+as concurrency rises (past saturation), and a single stream whose TPOT spreads widely (a noisy machine)."""
 
 from __future__ import annotations
 
@@ -69,14 +69,16 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
 
 
 def point_flags(point: dict, earlier: list[dict] = ()) -> list[str]:
-    """What a point's numbers do not say by themselves; `earlier` are the points measured before it (the sweep)."""
-    m, flags = point["metrics"], []
+    """What a point's numbers do not say by themselves: the load generator's verdicts on the measurement (a
+    client-bound point is INVALID, bunched delivery makes TPOT/ITL not measurable), then what the numbers imply
+    (rate not kept up with, saturation, a noisy machine). `earlier` are the points measured before it (the sweep)."""
+    m = point["metrics"]
     if not m.get("completed"):
         return ["no request completed"]
-    zero = [name for name in ("median_tpot_ms", "median_itl_ms") if m.get(name) == 0]
-    if zero and point["output_tokens"] > 1:
-        flags.append(f"{' and '.join(zero)} = 0: not measurable (the chunks of each stream arrived together; "
-                     f"bunched delivery)")
+    flags = _flag_reasons(point)
+    client = (point.get("client") or {}).get("warning")
+    if client and not point.get("invalid"):
+        flags.append(f"client: {client}")
     rate = point.get("rate")
     if rate not in (None, "inf") and m["requests_per_s"] < ACHIEVED_RATE_SHARE * rate:
         flags.append(f"achieved {m['requests_per_s']:.2f} req/s of {rate:g} offered "
@@ -92,9 +94,6 @@ def point_flags(point: dict, earlier: list[dict] = ()) -> list[str]:
             m["p99_tpot_ms"] > NOISY_SPREAD * m["median_tpot_ms"]:
         flags.append(f"noisy: single-stream TPOT p99 {m['p99_tpot_ms']:.2f} ms is "
                      f"{m['p99_tpot_ms'] / m['median_tpot_ms']:.1f}x its median (other load on the machine?)")
-    client = (point.get("client") or {}).get("warning")
-    if client:
-        flags.append(f"client: {client}")
     return flags
 
 
@@ -109,7 +108,9 @@ def point_line(point: dict, flags: list[str]) -> str:
 
 def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
     intro = ("Metrics use the definitions of `vllm bench serve` (llmconform.load_metrics). Latencies in ms; TPOT "
-             "excludes the first token; `client` is the load generator's own share of each ITL window.")
+             "excludes the first token; `client` is the load generator's own share of each ITL window (busiest "
+             "worker) and its worker processes; `offered` and `sent` are the requests/s asked for and sent; "
+             "`flags`: `INVALID` when the client was the bottleneck, `bunched` when ITL/TPOT were not measurable.")
     out = ["# Performance", "", intro, ""]
     for key, rows in _group(runs).items():
         case, workload = key
@@ -118,20 +119,22 @@ def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
         setting = (f"{first['engine']} {first.get('engine_version') or ''}, layout {first['layout']}, on "
                    f"{first['hardware']}{gpu}; {first['input_tokens']} tokens in, {first['output_tokens']} out")
         out += [f"## {case} / {workload}", "", setting, ""]
-        header = ["point", "requests", *[title for _, title, _ in TABLE_COLUMNS], "client", "roofline"]
+        header = ["point", "requests", *[title for _, title, _ in TABLE_COLUMNS], "client", "offered", "sent",
+                  "roofline", "flags"]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             m = row["metrics"]
             cells = [row["point"], f"{m['completed']}/{row['requests']}"]
             cells += [format(m[k], f) if m.get(k) is not None else "-" for k, _, f in TABLE_COLUMNS]
             share = row["client"].get("share_of_itl")
-            cells.append(f"{share:.0%}" if share is not None else "-")
+            cells.append((f"{share:.0%}" if share is not None else "-") + f" ({row['client'].get('workers', 1)}w)")
+            cells += [_rate(row.get("traffic", {}).get(k)) for k in ("offered_requests_per_s", "sent_requests_per_s")]
             cells.append(f"{row['roofline']['fraction']:.0%}" if row.get("roofline") else "-")
+            cells.append(" ".join(_flags(row)) or "-")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-        flagged = [(row["point"], flag) for row in rows for flag in row.get("flags", ())]
-        if flagged:
-            out += ["Flags:", ""] + [f"- **{point}**: {flag}" for point, flag in flagged] + [""]
+        out += [f"- {row['point']}: {flag}" for row in rows for flag in row["flags"]]
+        out.append("")
     if verdicts:
         out += ["## Floors", "", "| case | floor | point | verdict | detail |", "|---|---|---|---|---|"]
         for v in verdicts:
@@ -139,6 +142,22 @@ def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
             out.append(f"| {v['case']} | `{v['floor']}` | {point} | {v['status']} | {v['detail']} |")
         out.append("")
     return "\n".join(out)
+
+
+def _rate(value) -> str:
+    return "-" if value is None else value if isinstance(value, str) else f"{value:.2f}"
+
+
+def _flags(row: dict) -> list[str]:
+    unmeasurable = (row.get("delivery") or {}).get("not_measurable")
+    return (["INVALID"] if row.get("invalid") else []) + (
+        [f"bunched ({'/'.join(sorted(unmeasurable)).upper()} not measurable)"] if unmeasurable else [])
+
+
+def _flag_reasons(row: dict) -> list[str]:
+    reasons = [f"INVALID: {row['invalid']}"] if row.get("invalid") else []
+    return reasons + [f"{name.upper()} not measurable: {why}"
+                      for name, why in sorted(((row.get("delivery") or {}).get("not_measurable") or {}).items())]
 
 
 def _group(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:

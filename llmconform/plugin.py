@@ -11,18 +11,21 @@ import json
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from . import matrix as matrices, preflight, report, resources
+from . import matrix as matrices
+from . import preflight, report, resources, run_identity
+from .api import deviations
+from .api.deviations import DeviationFileError
+from .api.fixture import DEVIATIONS_ENV, deviation_files
+from .case import Case
 from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
-from .api import deviations
-from .api.fixture import DEVIATIONS_ENV
-from .case import Case
 from .pool import ServerPool
 from .progress import Progress
 from .server import EngineStartError
@@ -62,6 +65,9 @@ def pytest_addoption(parser):
                     help="API key of the attached server; env LLMCONFORM_API_KEY")
     group.addoption("--perf-baseline", default=None, metavar="FILE",
                     help="perf-summary.json of an earlier run, for relative floors (output_tok_s:-5%%)")
+    group.addoption("--load-workers", type=int, default=None, metavar="N",
+                    help="load-generator worker processes per throughput point (default: from the cores and the "
+                         "expected chunk rate)")
     group.addoption("--hang-timeout", type=float, default=180.0, metavar="SECONDS",
                     help="declare a started engine hung (and kill it) when GET /health has not answered for this "
                          "long; its case's remaining tests are not run (default 180; 0 turns the watchdog off)")
@@ -78,7 +84,7 @@ class Session:
     attach: LLM | None = None
     report_dir: Path | None = None
     pool: ServerPool | None = None
-    results: "ResultsWriter | None" = None
+    results: ResultsWriter | None = None
     progress: Progress = field(default_factory=Progress)
     interrupted_by: str = "Ctrl-C"
     dead: dict = field(default_factory=dict)  # case id -> the one line saying how its engine failed
@@ -122,6 +128,11 @@ def pytest_configure(config):
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
+        try:
+            identity = run_identity.describe_here(run_identity.argv_here(), deviation_files())
+        except DeviationFileError as error:
+            pytest.exit(f"llmconform: {error}", returncode=UserError.exit_code)
+        run_identity.write(session.report_dir, identity)
         session.results = ResultsWriter(session.report_dir / "results.jsonl")
         config.pluginmanager.register(session.results, "llmconform-results")
 
@@ -270,6 +281,9 @@ def llm(request):
     if case.id in session.unfit:
         pytest.skip(f"{case.id}: {session.unfit[case.id]}")
     server = session.pool.start(case)
+    if server.version and case.engine.version and not run_identity.same_release(server.version, case.engine.version):
+        warnings.warn(f"{case.id}: the server reports {case.engine.name} {server.version}, the matrix says "
+                      f"{case.engine.version}; results carry the server's version", UserWarning, stacklevel=1)
     handle = LLM(base_url=server.base_url, model=server.model, engine=case.engine.name,
                  engine_version=server.version or case.engine.version, report_dir=session.report_dir, case=case,
                  server=server, api_key=case.api_key, progress=session.progress)
@@ -321,7 +335,7 @@ def _llmconform_context(request):
         raise
     request.node.user_properties.append(("llm", {
         "id": handle.id, "engine": handle.engine, "engine_version": handle.engine_version, "layout": handle.layout,
-        "model": handle.model}))
+        "model": handle.model, "planned_version": handle.case.engine.version if handle.case else None}))
     yield
     if handle.server is not None and case.id not in session.dead:
         death = handle.server.death()  # the test passed, but the engine is gone now

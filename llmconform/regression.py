@@ -1,50 +1,51 @@
 """Run-to-run regression verdicts: `llmconform compare BASELINE CANDIDATE`.
 
-Two report dirs of the same matrix, e.g. before and after an engine upgrade (pip version or container image). What got
-worse in the candidate is a regression, and the command exits non-zero:
-- tests: a test that passed (or xpassed) and now fails, or now hits a declared deviation or known engine failure;
-  a test that was an expected failure and now fails for another reason; a new test that fails;
-- outputs: a case whose greedy answers to the probe set differ beyond the comparator its dtype calls for (exact for
-  float32, logprob-close otherwise, as in the equivalence suite), or whose first-token distributions differ (chi-square
-  at the suite's false-alarm rate), or that answered before and no longer can;
-- perf: a serving metric of a case that moved past its tolerance (`output_tok_s:-10%`-style expressions, checked by
-  llmconform.floors against the baseline's perf-summary.json; different hardware is not compared).
-Improvements, unchanged results and what could not be compared are listed too, so the verdict shows its coverage.
+Two report dirs of the same matrix, e.g. before and after an engine upgrade (pip version or container image). The gate
+judges behaviour, not labels; what got worse in the candidate is a regression, and the command exits 1:
+- tests: each test's behaviour in each run is one of: conforms (passed, or a declared deviation that no longer
+  happens), a declared deviation (every problem of a conformance check is explained by a deviation's matcher, whatever
+  version range the deviation declares: one outside its range is reported as such, not as a change), a known engine
+  failure, fails (problems nothing explains), skipped. A test is improved or regressed only when its behaviour changed:
+  conforms -> anything else is a regression, a failure -> a deviation or conforming is an improvement;
+- outputs: a case's greedy answers to the probe set, per probe: bit-identical, identical tokens with a logprob delta
+  (how much), or only close; judged by the exact comparator with a logprob bound (compare.max_logprob_delta) unless
+  the matrix's `compare:` section or --comparator names another; first-token distributions by a chi-square test;
+- perf: noise-aware verdicts per point and metric (llmconform.perf_compare): regressed, improved, unchanged or
+  inconclusive, with the bootstrap interval of the change;
+- identity: what each run ran on (run.json and the servers' records) and where the runs differ in anything but the
+  engine being gated (GPUs, driver, llmconform, the matrix's engine args ...), and servers that reported another
+  engine version than the matrix named.
+Findings that are neither regressions nor improvements are listed too, so the verdict shows its coverage.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import equivalence, floors, report, userfiles
-from .compare import compare, compare_distributions
+from . import equivalence, perf_compare, report, run_identity, userfiles
+from .api import deviations as known
+from .api.fixture import PROPERTY as CONFORMANCE
+from .api.fixture import deviation_files
+from .compare import Verdict, compare, compare_distributions, make_comparator
 from .equivalence import LayoutOutputs
 from .errors import UserError
 
-DEFAULT_PERF_TOLERANCES = ("output_tok_s:-10%", "median_tpot_ms:+10%", "median_ttft_ms:+20%")
-PERF_SUMMARY = "perf-summary.json"
+DEFAULT_PERF_TOLERANCES = perf_compare.DEFAULT_TOLERANCES
 NOT_COMPARED_SHOWN = 10  # per area in the markdown (a case missing from one run is many tests)
-WORSE = {  # (baseline outcome, candidate outcome) -> why it is a regression
-    ("passed", "failed"): "passed, now fails",
-    ("xpassed", "failed"): "passed, now fails",
-    ("passed", "xfailed"): "passed, now a declared deviation or known engine failure",
-    ("xpassed", "xfailed"): "passed, now a declared deviation or known engine failure",
-    ("xfailed", "failed"): "was a declared deviation, now fails otherwise",
-    ("skipped", "failed"): "did not run before, now fails",
-    (None, "failed"): "new test, fails",
-}
-BETTER = {("failed", "passed"), ("failed", "xpassed"), ("xfailed", "passed"), ("xfailed", "xpassed"),
-          ("failed", "xfailed")}
+OUTSIDE_RANGE = "declared deviation (outside its declared range)"
+STATUSES = ("regressed", "improved", "inconclusive", "still failing", OUTSIDE_RANGE, "unchanged", "not compared",
+            "skipped in both")
+LISTED = ("regressed", "improved", "inconclusive", "still failing", OUTSIDE_RANGE)  # always listed in the markdown
 
 
 @dataclass(frozen=True)
 class Finding:
     area: str  # "tests", "outputs" or "perf"
-    status: str  # "regressed", "improved", "unchanged", "still failing" or "not compared"
+    status: str  # one of STATUSES
     subject: str  # a test node id, a case id (and probe), or case/workload/point/metric
     detail: str
+    evidence: dict = field(default_factory=dict)  # numbers behind the detail (json, html)
 
 
 @dataclass
@@ -53,29 +54,43 @@ class Comparison:
     candidate: Path
     versions: dict[str, list[str]]  # "baseline"/"candidate" -> engine versions seen
     findings: list[Finding]
+    identity: dict = field(default_factory=dict)  # "baseline"/"candidate" lines, "differences", "warnings"
 
     @property
     def regressions(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "regressed"]
 
+    def counts(self, area: str) -> dict[str, int]:
+        found = [f.status for f in self.findings if f.area == area]
+        return {status: found.count(status) for status in STATUSES if status in found}
+
     def to_dict(self) -> dict:
         return {"baseline": str(self.baseline), "candidate": str(self.candidate), "versions": self.versions,
-                "regressions": len(self.regressions), "findings": [asdict(f) for f in self.findings]}
+                "identity": self.identity, "regressions": len(self.regressions),
+                "counts": {area: self.counts(area) for area in ("tests", "outputs", "perf")},
+                "findings": [asdict(f) for f in self.findings]}
 
     def to_markdown(self) -> str:
         lines = ["# Regression check", "",
                  f"baseline `{self.baseline}` ({', '.join(self.versions['baseline']) or 'engine version unknown'}) "
                  f"vs candidate `{self.candidate}` ({', '.join(self.versions['candidate']) or 'engine version unknown'})",
                  "", f"**{len(self.regressions)} regression(s)**", ""]
+        if self.identity:
+            lines += [f"- baseline ran on: {self.identity['baseline']}", f"- candidate ran on: {self.identity['candidate']}"]
+            lines += [f"- **the runs differ in more than the engine**: {d}" for d in self.identity["differences"]]
+            lines += [f"- **warning**: {w}" for w in self.identity["warnings"]]
+            lines.append("")
         for area in ("tests", "outputs", "perf"):
             found = [f for f in self.findings if f.area == area]
-            counts = {s: sum(1 for f in found if f.status == s) for s in dict.fromkeys(f.status for f in found)}
+            counts = self.counts(area)
             lines.append(f"## {area}: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing to compare"))
             lines.append("")
-            shown = [f for f in found if f.status not in ("unchanged", "not compared")]
+            # Every output probe is listed (its evidence is the point); tests and perf points list what moved.
+            shown = [f for f in found if f.status in LISTED or (area == "outputs" and f.status == "unchanged")]
             shown += [f for f in found if f.status == "not compared"][:NOT_COMPARED_SHOWN]
             for finding in shown:
-                lines.append(f"- **{finding.status}** `{finding.subject}`: {finding.detail}")
+                detail = finding.detail.replace("\n", "\n  ")
+                lines.append(f"- **{finding.status}** `{finding.subject}`: {detail}")
             hidden = counts.get("not compared", 0) - NOT_COMPARED_SHOWN
             if hidden > 0:
                 lines.append(f"- ... and {hidden} more not compared (regression.json lists every finding)")
@@ -86,17 +101,36 @@ class Comparison:
 def compare_runs(baseline: Path, candidate: Path, perf_tolerances: tuple[str, ...] = DEFAULT_PERF_TOLERANCES,
                  comparator: str | None = None) -> Comparison:
     """The regression verdict of `candidate` against `baseline` (two report dirs)."""
-    tolerances = _parse_tolerances(perf_tolerances)
+    tolerances = perf_compare.parse_tolerances(perf_tolerances)
     runs = {name: _read_results(path) for name, path in (("baseline", baseline), ("candidate", candidate))}
-    findings = (_compare_tests(runs["baseline"], runs["candidate"])
+    identities = {name: run_identity.load(path) for name, path in (("baseline", baseline), ("candidate", candidate))}
+    declared = {name: _declared(identity) for name, identity in identities.items()}
+    findings = (_compare_tests(runs["baseline"], runs["candidate"], declared)
                 + _compare_outputs(baseline, candidate, comparator)
-                + _compare_perf(baseline, candidate, tolerances))
-    if all(f.status == "not compared" for f in findings):
-        raise UserError(f"{baseline} and {candidate} have no test, case output or perf point in common: "
+                + [Finding("perf", v.status, v.subject, v.detail,
+                           {k: getattr(v, k) for k in ("baseline", "candidate", "change", "low", "high")})
+                   for v in perf_compare.compare(baseline, candidate, tolerances)])
+    if all(f.status in ("not compared", "skipped in both") for f in findings):
+        raise UserError(f"{baseline} and {candidate} have no test, case output or perf point in common that ran: "
                         f"were they runs of the same matrix?")
     versions = {name: sorted({f"{llm['engine']} {llm['engine_version']}" for llm in _llms(records)
                               if llm.get("engine_version")}) for name, records in runs.items()}
-    return Comparison(baseline, candidate, versions, findings)
+    identity = {"baseline": run_identity.runtime_line(identities["baseline"]),
+                "candidate": run_identity.runtime_line(identities["candidate"]),
+                "differences": run_identity.differences(identities["baseline"], identities["candidate"]),
+                "warnings": [w for name, found in identities.items() for w in run_identity.version_warnings(found, name)]}
+    return Comparison(baseline, candidate, versions, findings, identity)
+
+
+def _declared(identity: dict) -> list[known.Deviation]:
+    """The deviations a run declared (a run made before run.json: the ones in force here)."""
+    recorded = run_identity.declared_deviations(identity)
+    if recorded is None:
+        try:
+            recorded = [d for path in deviation_files() for d in known.load(path)]
+        except known.DeviationFileError as error:
+            raise UserError(str(error)) from None
+    return recorded
 
 
 # --- tests -------------------------------------------------------------------------------------------------------
@@ -109,19 +143,32 @@ def _llms(records: list[dict]) -> list[dict]:
     return [r["properties"]["llm"] for r in records if "llm" in r.get("properties", {})]
 
 
-def outcomes(records: list[dict]) -> dict[str, tuple[str, str]]:
-    """node id -> (outcome, reason): failed if any phase failed; else the call's passed/xpassed/xfailed/skipped."""
-    result: dict[str, tuple[str, str]] = {}
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome in one run, with what the behaviour classification needs."""
+
+    outcome: str  # passed, failed, xfailed, xpassed, skipped
+    reason: str  # the failure's line, the xfail or skip reason
+    error: str = ""
+    properties: dict = field(default_factory=dict)
+
+
+def outcomes(records: list[dict]) -> dict[str, TestResult]:
+    """node id -> outcome: failed if any phase failed; else the call's passed/xpassed/xfailed/skipped."""
+    result: dict[str, TestResult] = {}
     for record in records:
         node, phase, outcome = record["nodeid"], record["when"], record["outcome"]
-        if result.get(node, ("",))[0] == "failed":
+        properties = {**(result[node].properties if node in result else {}), **(record.get("properties") or {})}
+        if node in result and result[node].outcome == "failed":
             continue
         if outcome == "failed":
-            result[node] = ("failed", _error_line(record.get("error") or ""))
+            error = record.get("error") or ""
+            result[node] = TestResult("failed", _error_line(error), error, properties)
         elif record.get("xfail_reason"):
-            result[node] = ("xpassed" if outcome == "passed" else "xfailed", record["xfail_reason"])
+            result[node] = TestResult("xpassed" if outcome == "passed" else "xfailed", record["xfail_reason"], "",
+                                      properties)
         elif phase == "call" or node not in result:
-            result[node] = (outcome, record.get("skip_reason") or "")
+            result[node] = TestResult(outcome, record.get("skip_reason") or "", "", properties)
     return result
 
 
@@ -132,34 +179,117 @@ def _error_line(error: str) -> str:
     return (marked or lines or [""])[0 if marked else -1]
 
 
-def _compare_tests(baseline: list[dict], candidate: list[dict]) -> list[Finding]:
+@dataclass(frozen=True)
+class Behaviour:
+    kind: str  # "conforms", "deviation", "known failure", "fails", "skipped"
+    what: str  # the deviations' reasons, the failure's line, the skip reason
+    outside_range: tuple[str, ...] = ()  # declared ranges of explaining deviations that exclude the run's version
+    version: str = ""
+
+
+def behaviour(test: TestResult, declared: list[known.Deviation], own: list[known.Deviation]) -> Behaviour:
+    """`declared`: every deviation either run declared (they explain problems); `own`: the ones this run declared
+    (their version ranges say whether the run was inside them)."""
+    llm = test.properties.get("llm") or {}
+    version = f"{llm.get('engine', '')} {llm.get('engine_version') or 'version unknown'}".strip()
+    if test.outcome in ("passed", "xpassed") or (test.outcome == "failed" and "[XPASS(strict)]" in test.error):
+        return Behaviour("conforms", "", version=version)  # a strict XPASS: the declared deviation no longer happens
+    if test.outcome == "skipped":
+        return Behaviour("skipped", test.reason, version=version)
+    explaining = _explaining(test, declared)
+    if explaining:
+        ranged = [d for d in explaining if d in own] or explaining
+        inside = any(d.applies_to(d.engine, llm.get("engine_version"), d.check) for d in ranged)
+        outside = () if inside else tuple(sorted({d.versions for d in ranged}))
+        return Behaviour("deviation", " | ".join(dict.fromkeys(d.reason for d in explaining)), outside, version)
+    if test.outcome == "xfailed":
+        return Behaviour("known failure", test.reason.split("; diagnosis:")[0], version=version)
+    return Behaviour("fails", test.reason, version=version)
+
+
+def _explaining(test: TestResult, declared: list[known.Deviation]) -> list[known.Deviation]:
+    """The declared deviations (any version) whose matchers explain every problem of a conformance check."""
+    check = test.properties.get(CONFORMANCE) or {}
+    engine = (test.properties.get("llm") or {}).get("engine")
+    if not check.get("check") or not engine:
+        return []
+    problems = check.get("problems")
+    if problems is None and test.outcome == "failed":  # a run from before problems were recorded: the failure text
+        problems = [line.strip() for line in test.error.strip().splitlines()[1:] if line.strip()]
+    candidates = [d for d in declared if d.engine == engine and known.matches_check(d.check, check["check"])]
+    if not problems:
+        # An xfailed check of an older run: the deviation its reason names.
+        return [d for d in candidates if test.outcome == "xfailed" and d.reason in test.reason]
+    explaining = []
+    for problem in problems:
+        found = [d for d in candidates if d.explains(problem)]
+        if not found:
+            return []
+        explaining += [d for d in found if d not in explaining]
+    return explaining
+
+
+def _compare_tests(baseline: list[dict], candidate: list[dict], declared: dict[str, list[known.Deviation]]) \
+        -> list[Finding]:
     before, after = outcomes(baseline), outcomes(candidate)
+    union = declared["baseline"] + [d for d in declared["candidate"] if d not in declared["baseline"]]
     findings = []
     for node in sorted(before.keys() | after.keys()):
-        was, now = before.get(node, (None, ""))[0], after.get(node, (None, ""))[0]
-        reason = after.get(node, (None, ""))[1] or ""
-        if now is None:
+        if node not in after:
             findings.append(Finding("tests", "not compared", node, "not run in the candidate"))
-        elif (was, now) in WORSE:
-            findings.append(Finding("tests", "regressed", node, WORSE[(was, now)] + (f": {reason}" if reason else "")))
-        elif (was, now) in BETTER:
-            findings.append(Finding("tests", "improved", node, f"{was} -> {now}" + (f": {reason}" if reason else "")))
-        elif was == now == "failed":
-            findings.append(Finding("tests", "still failing", node, reason))
-        elif was is None:
-            findings.append(Finding("tests", "not compared", node, f"new in the candidate ({now})"))
-        elif "skipped" in (was, now):
-            findings.append(Finding("tests", "not compared", node, f"{was} -> {now}"))
-        else:
-            findings.append(Finding("tests", "unchanged", node, now))
+            continue
+        now = behaviour(after[node], union, declared["candidate"])
+        was = behaviour(before[node], union, declared["baseline"]) if node in before else None
+        status, detail = _judge_test(was, now)
+        findings.append(Finding("tests", status, node, detail, {"baseline": asdict(was) if was else None,
+                                                                "candidate": asdict(now)}))
     return findings
+
+
+WORSE = {"conforms": 0, "deviation": 1, "known failure": 1, "fails": 2}
+
+
+def _judge_test(was: Behaviour | None, now: Behaviour) -> tuple[str, str]:
+    if was is None:
+        return ("regressed", f"new test, fails: {now.what}") if now.kind == "fails" else \
+            ("not compared", f"new in the candidate ({_describe(now)})")
+    if was.kind == now.kind == "skipped":
+        return "skipped in both", now.what
+    if "skipped" in (was.kind, now.kind):
+        return "not compared", f"{_describe(was)} -> {_describe(now)}"
+    if was.kind == now.kind and (was.what == now.what or was.kind == "fails"):
+        if was.kind == "fails":
+            return "still failing", now.what
+        outside = [(name, b) for name, b in (("baseline", was), ("candidate", now)) if b.outside_range]
+        if outside:
+            seen = "; ".join(f"seen in the {name} ({b.version}), declared for {', '.join(b.outside_range)}"
+                             for name, b in outside)
+            return OUTSIDE_RANGE, f"same behaviour in both runs: {now.what} ({seen})"
+        return "unchanged", _describe(now)
+    change = f"{_describe(was)}, now {_describe(now)}"
+    if WORSE[now.kind] != WORSE[was.kind]:
+        return ("regressed" if WORSE[now.kind] > WORSE[was.kind] else "improved"), change
+    # Another deviation or known failure: better only when some of the declared ones went away and none came.
+    fewer = was.kind == now.kind == "deviation" and set(now.what.split(" | ")) < set(was.what.split(" | "))
+    return ("improved" if fewer else "regressed"), change
+
+
+def _describe(b: Behaviour) -> str:
+    text = {"conforms": "conforms", "deviation": "a declared deviation", "known failure": "a known engine failure",
+            "fails": "fails", "skipped": "skipped"}[b.kind]
+    return f"{text}: {b.what}" if b.what else text
 
 
 # --- outputs -----------------------------------------------------------------------------------------------------
 def _load_outputs(report_dir: Path) -> dict[str, LayoutOutputs]:
     directory = report_dir / equivalence.OUTPUTS_DIR
-    return {p.stem: LayoutOutputs.from_dict(userfiles.read_json(p, "an equivalence outputs file"))
-            for p in sorted(directory.glob("*.json"))}
+    loaded = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            loaded[path.stem] = LayoutOutputs.from_dict(userfiles.read_json(path, "an equivalence outputs file"))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise UserError(f"{path}: not the saved answers of a case ({error}); was the run interrupted?") from None
+    return loaded
 
 
 def _compare_outputs(baseline: Path, candidate: Path, comparator: str | None) -> list[Finding]:
@@ -182,19 +312,32 @@ def _compare_outputs(baseline: Path, candidate: Path, comparator: str | None) ->
     return findings
 
 
-def _compare_answers(case_id: str, old: LayoutOutputs, new: LayoutOutputs, comparator: str | None) -> list[Finding]:
+def _policy(old: LayoutOutputs, new: LayoutOutputs, comparator: str | None):
+    """(comparator, logprob bound or None, why, the policy): --comparator; else the matrix's `compare:` section where it names a
+    comparator; else exact tokens with |delta logprob| <= compare.max_logprob_delta (both runs serve one layout, so
+    the layout comparator's near-tie tolerance would let a real token flip through)."""
     dtype = old.dtype if old.dtype == new.dtype else f"{old.dtype} vs {new.dtype}"
-    policy = equivalence.CompareSection().policy(new.model, dtype)
+    section = equivalence.parse_compare_section(new.compare or old.compare or None, equivalence.raise_user_error)
+    policy = section.policy(new.model, dtype)
     if comparator:
         policy = replace(policy, comparator=comparator, why="--comparator")
+        return policy.make_comparator(), None, policy.why, policy
+    if not policy.why.startswith("auto"):
+        return policy.make_comparator(), None, f"{policy.comparator} ({policy.why})", policy
+    bound = policy.max_logprob_delta
+    why = f"exact tokens, |delta logprob| <= {bound:g} (compare.max_logprob_delta)"
+    return make_comparator("exact"), bound, why, policy
+
+
+def _compare_answers(case_id: str, old: LayoutOutputs, new: LayoutOutputs, comparator: str | None) -> list[Finding]:
+    judge, bound, why, policy = _policy(old, new, comparator)
     findings = []
     for probe in equivalence.GREEDY_PROBES:
         if probe not in old.generations or probe not in new.generations:
             continue
-        verdict = compare(policy.make_comparator(), old.generations[probe], new.generations[probe], "baseline",
-                          "candidate")
-        findings.append(Finding("outputs", "unchanged" if verdict.ok else "regressed", f"{case_id} {probe}",
-                                verdict.explain() if not verdict.ok else f"{verdict.summary()} ({policy.why})"))
+        verdict = compare(judge, old.generations[probe], new.generations[probe], "baseline", "candidate")
+        status, detail, evidence = _evidence(verdict, bound)
+        findings.append(Finding("outputs", status, f"{case_id} {probe}", f"{detail} [{why}]", evidence))
     if old.first_tokens and new.first_tokens:
         verdict = compare_distributions(old.first_tokens, new.first_tokens, policy.false_alarm_rate, "baseline",
                                         "candidate")
@@ -204,37 +347,28 @@ def _compare_answers(case_id: str, old: LayoutOutputs, new: LayoutOutputs, compa
     return findings
 
 
-# --- perf --------------------------------------------------------------------------------------------------------
-def _parse_tolerances(texts: tuple[str, ...]) -> tuple[floors.Floor, ...]:
-    parsed = []
-    for text in texts:
-        try:
-            floor = floors.parse_floor(text)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"--perf {text!r}: {error}") from None
-        if floor.kind != "baseline":
-            raise UserError(f"--perf {text!r}: a tolerance is METRIC:-X% or METRIC:+X% (how far the metric may "
-                            f"move against the baseline), e.g. output_tok_s:-5%")
-        parsed.append(floor)
-    return tuple(parsed)
-
-
-def _compare_perf(baseline: Path, candidate: Path, tolerances: tuple[floors.Floor, ...]) -> list[Finding]:
-    paths = [baseline / PERF_SUMMARY, candidate / PERF_SUMMARY]
-    if not all(p.is_file() for p in paths):
-        missing = " and ".join(str(p.parent) for p in paths if not p.is_file())
-        return [Finding("perf", "not compared", "perf-summary.json", f"none in {missing}")] if any(
-            p.is_file() for p in paths) else []
-    saved = floors.load_baseline(paths[0])
-    runs = floors.load_baseline(paths[1]).runs
-    findings = []
-    for case_id in dict.fromkeys(r["case"] for r in runs):
-        points = [r for r in runs if r["case"] == case_id]
-        hardware = floors.Hardware(device="cpu" if points[0].get("hardware") == "cpu" else "cuda",
-                                   gpu_name=points[0].get("gpu_name"))
-        context = floors.CaseContext(case_id=case_id, hardware=hardware, baseline=saved)
-        for verdict in floors.evaluate(tolerances, points, context):
-            status = {"pass": "unchanged", "fail": "regressed", "skip": "not compared"}[verdict.status]
-            subject = " ".join(x for x in (case_id, verdict.workload, verdict.point, verdict.floor) if x)
-            findings.append(Finding("perf", status, subject, verdict.detail))
-    return findings
+def _evidence(verdict: Verdict, bound: float | None) -> tuple[str, str, dict]:
+    """(status, what the answers show, numbers): bit-identical, identical tokens with a logprob delta, only close, or
+    diverged."""
+    n = len(verdict.prompts)
+    delta = verdict.max_logprob_delta
+    worst = max((p for p in verdict.prompts if p.max_logprob_delta is not None),
+                key=lambda p: p.max_logprob_delta, default=None)
+    where = f" (prompt {worst.prompt!r}, token {worst.max_delta_position})" if worst and delta else ""
+    evidence = {"prompts": n, "identical": verdict.count("identical"), "close": verdict.count("close"),
+                "max_logprob_delta": delta, "bound": bound}
+    if not verdict.ok:
+        return "regressed", verdict.explain(), {**evidence, "evidence": "diverged"}
+    if verdict.outcome == "close":
+        return "unchanged", ("only close: " + verdict.explain()), {**evidence, "evidence": "close"}
+    if bound is not None and delta is not None and delta > bound:
+        return "regressed", (f"identical tokens on {n}/{n} prompts, but |delta logprob| up to {delta:.4g}{where} > "
+                             f"{bound:g}"), {**evidence, "evidence": "logprobs moved"}
+    if delta is None:
+        return "unchanged", f"identical tokens and text on {n}/{n} prompts (no logprobs to compare)", \
+            {**evidence, "evidence": "identical tokens"}
+    if delta == 0:
+        return "unchanged", f"bit-identical on {n}/{n} prompts (tokens, text and every logprob)", \
+            {**evidence, "evidence": "bit-identical"}
+    return "unchanged", f"identical tokens on {n}/{n} prompts, max |delta logprob| {delta:.3g}{where}", \
+        {**evidence, "evidence": "identical tokens, logprob delta"}

@@ -55,10 +55,16 @@ def check_report_dir(report_dir: Path) -> None:
 
 
 def load_results(report_dir: Path) -> list[dict]:
+    """The run's per-test records; a line that is not a record (a run killed while writing it) is a user error that
+    names the file and line."""
     path = report_dir / RESULTS
     if not path.exists():
         return []
-    return userfiles.read_json_lines(path, "an llmconform results file (JSON lines)")
+    records = userfiles.read_json_lines(path, "an llmconform results file (JSON lines)")
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict) or not {"nodeid", "when", "outcome"} <= record.keys():
+            raise UserError(f"{path}: record {number} is not a test record (needs nodeid, when, outcome)")
+    return records
 
 
 def build(report_dir: Path) -> list[str]:

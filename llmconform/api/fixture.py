@@ -21,9 +21,14 @@ PROPERTY = "conformance"
 DEVIATIONS_ENV = "LLMCONFORM_DEVIATIONS"
 
 
+def deviation_files() -> list[Path]:
+    """The packaged deviations and the files LLMCONFORM_DEVIATIONS adds."""
+    return [known.DEFAULT_FILE, *(Path(p) for p in os.environ.get(DEVIATIONS_ENV, "").split(os.pathsep) if p)]
+
+
 @cache  # one read per session, not per check
-def _load_deviations(extra: str) -> list[known.Deviation]:
-    return [d for path in [known.DEFAULT_FILE, *filter(None, extra.split(os.pathsep))] for d in known.load(Path(path))]
+def _load_deviations(files: tuple[Path, ...]) -> list[known.Deviation]:
+    return [d for path in files for d in known.load(path)]
 
 
 class KnownDeviation(Exception):
@@ -35,10 +40,14 @@ class Conformance:
     check: str
     spec: str
     deviations: list[known.Deviation] = field(default_factory=list)
+    recorded: dict = field(default_factory=dict)  # the check's `conformance` property, written into the results
+
 
     def require(self, problems: list[str]) -> None:
         """Pass when there are no problems; fail on any problem no declared deviation explains; otherwise raise
         KnownDeviation, which the strict xfail the fixture applied expects."""
+        # Recorded whatever the outcome: `llmconform compare` judges a check by what it did, not by its label.
+        self.recorded["problems"] = list(problems)
         if not problems:
             return
         undeclared = [p for p in problems if not any(d.explains(p) for d in self.deviations)]
@@ -87,15 +96,15 @@ def conformance(request, llm, record_property) -> Conformance:
     callspec = getattr(request.node, "callspec", None)
     name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
     version = engine_version(llm)
-    matching = known.for_check(_load_deviations(os.environ.get(DEVIATIONS_ENV, "")), llm.engine, version, name,
-                               llm.model)
-    checker = Conformance(check=name, spec=spec_of(request.function), deviations=matching)
+    matching = known.for_check(_load_deviations(tuple(deviation_files())), llm.engine, version, name, llm.model)
+    recorded = {"check": name, "spec": spec_of(request.function), "engine_version": version}
+    checker = Conformance(check=name, spec=recorded["spec"], deviations=matching, recorded=recorded)
     reason = None
     if matching:
         reason = " | ".join(d.reason for d in matching)
         if version is None:
             reason += " (engine version unknown: assumed affected)"
         request.applymarker(pytest.mark.xfail(strict=True, raises=KnownDeviation, reason=reason))
-    record_property(PROPERTY, {"check": name, "spec": checker.spec, "engine_version": version,
-                               "deviation": reason})
+    recorded["deviation"] = reason
+    record_property(PROPERTY, recorded)
     return checker

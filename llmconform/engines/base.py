@@ -220,6 +220,11 @@ class Engine:
                 raise UserError(f"{self.name}: set '{key}' through the layout or the launcher, not as an extra "
                                 f"argument (llmconform plans it: {', '.join(self.owned_args)})")
 
+    def expected_parse(self, case: Case, plan: Plan, process: Process) -> dict:
+        """What the engine's own argument parser must read from `process.argv` (its dest names -> values):
+        the layout, node rank, model path and the port it was planned on (checked by llmconform.argcheck)."""
+        raise NotImplementedError
+
     def version_argv(self, command: tuple[str, ...]) -> list[str]:
         raise NotImplementedError
 

@@ -43,7 +43,7 @@ class SGLang(Engine):
         stage("load-weights", r"Load weight begin", 3600),
         stage("weights-loaded", r"Load weight end", 1800),
         stage("kv-cache", r"KV Cache is allocated|Memory pool end", 900),
-        stage("cuda-graphs", r"Capture cuda graph begin", 1800),
+        stage("cuda-graphs", r"Capture (\w+ )?(cuda|CUDA) graph begin", 1800),  # 0.5.16: "Capture decode CUDA graph begin"
         stage("http-up", r"Uvicorn running on|Application startup complete", 600),
         stage("ready", r"The server is fired up and ready to roll", 300),
     )
@@ -112,6 +112,18 @@ class SGLang(Engine):
             notes.append(f"each node runs {layout.gpus_per_node} ranks; ranks > 0 answer /health with a dummy 200, "
                          f"so only node 0 is probed")
         return processes, {}, notes
+
+    def expected_parse(self, case, plan, process) -> dict:
+        layout = case.layout
+        attn_dp_flag = version_tuple(case.engine.version) >= ATTN_DP_SIZE_SINCE
+        expected = {"model_path": case.model.path, "tp_size": layout.tp, "pp_size": layout.pp,
+                    "dp_size": layout.dp if layout.dp > 1 or attn_dp_flag else layout.adp,
+                    "enable_dp_attention": layout.adp > 1 and not attn_dp_flag, "ep_size": layout.ep,
+                    "port": plan.port, "nnodes": layout.nodes,
+                    "node_rank": process.node}
+        if attn_dp_flag:
+            expected["attn_dp_size"] = layout.adp
+        return expected
 
     def version_argv(self, command):
         python = command[0] if is_python(command[0]) else "python3"

@@ -104,6 +104,15 @@ class TRTLLM(Engine):
                  f"the model must be on a path every node sees (no hub download in Slurm mode)"]
         return [process], files, notes
 
+    def expected_parse(self, case, plan, process) -> dict:
+        layout = case.layout
+        expected = {"model": case.model.path, "tensor_parallel_size": layout.tp,
+                    "pipeline_parallel_size": layout.pp,
+                    "moe_expert_parallel_size": layout.ep if layout.ep > 1 else None,
+                    "port": plan.port,
+                    "gpus_per_node": layout.gpus_per_node if layout.nodes > 1 else None}
+        return expected
+
     def version_argv(self, command):
         python = command[0] if is_python(command[0]) else "python3"
         return [python, "-c", "import tensorrt_llm; print(tensorrt_llm.__version__)"]

@@ -143,6 +143,22 @@ class VLLM(Engine):
             processes.append(Process(node=node, role="api" if node == 0 else "worker", argv=tuple(argv), env=env))
         return processes, {}, []
 
+    def expected_parse(self, case, plan, process) -> dict:
+        layout = case.layout
+        expected = {"model_tag": case.model.path, "tensor_parallel_size": layout.tp,
+                    "pipeline_parallel_size": layout.pp, "data_parallel_size": layout.dp,
+                    "enable_expert_parallel": layout.ep > 1, "headless": process.node > 0}
+        if process.node == 0:
+            expected["port"] = plan.port
+        if layout.nodes > 1 and layout.dp == 1:
+            expected.update(nnodes=layout.nodes, node_rank=process.node)
+        elif layout.nodes > 1:
+            local = layout.gpus_per_node // layout.replica_gpus
+            expected["data_parallel_size_local"] = local
+            if process.node > 0:
+                expected["data_parallel_start_rank"] = process.node * local
+        return expected
+
     @staticmethod
     def _env(case, devices, layout, address) -> dict[str, str]:
         env = {"VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}

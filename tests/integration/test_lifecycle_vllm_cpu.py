@@ -119,5 +119,7 @@ def test_interrupted_session_leaves_no_process_behind(tmp_path):
     time.sleep(2)  # inside the test's sleep now
     session.send_signal(signal.SIGTERM)  # what CI cancellation or scancel sends
     output, _ = session.communicate(timeout=120)
+    assert session.returncode == 2, output  # interrupted, not failed
+    assert (report / "INTERRUPTED").read_text().startswith("interrupted by SIGTERM"), output
     assert marked_pids(marker) == [], output
     assert json.loads(record.read_text())["processes"][0]["exit_code"] is not None

@@ -15,6 +15,8 @@ pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 # Checks that cannot run on cpu-smoke's tp1 case (started with an API key, so the authentication checks run), and why.
 EXPECTED_SKIPS = {
     "test_tool_choice_required": "requires --tool-call-parser",
+    "test_stream_tool_calls[required]": "requires --tool-call-parser",
+    "test_stream_tool_calls[named]": "requires --tool-call-parser",
 }
 
 

@@ -33,7 +33,7 @@ def test_vllm_gets_the_key_through_its_environment_and_plans_never_show_it(plan_
 
 def test_sglang_key_stays_on_argv_but_is_redacted_in_the_plan(plan_of):
     plan = plan_of("sglang", "tp1", args={"api-key": "s3cret-key"})
-    assert "s3cret-key" in plan.processes[0].argv  # SGLang reads the key from --api-key only
+    assert "s3cret-key" in plan.processes[0].argv  # no env var for it in SGLang's server_args.py
     assert "s3cret-key" not in str(plan.to_dict())
 
 

@@ -196,6 +196,28 @@ def test_absolute_and_slo_floors_pass_and_fail():
     assert bad[0].detail == "output_tok_s = 3000 (floor >= 4000)" and bad[1].measured == 2500.0
 
 
+def test_a_client_bound_point_fails_every_floor_with_the_reason():
+    invalid = {**point(output_tok_s=9000.0, p99_ttft_ms=10.0),
+               "invalid": "the busiest client worker was busy 98% of the run (1 worker process(es))"}
+    verdicts = evaluate(parse_floors(["output_tok_s >= 4000", "p99_ttft_ms <= 2000"], fail), [invalid], context())
+    assert [v.status for v in verdicts] == ["fail", "fail"]
+    assert verdicts[0].detail == "invalid point: the busiest client worker was busy 98% of the run (1 worker process(es))"
+    unchecked = evaluate(parse_floors(["output_tok_s:-5%"], fail), [invalid], context())
+    assert only(unchecked).status == "skip"  # no baseline given: nothing to check, so nothing fails
+
+
+def test_a_floor_on_an_unmeasurable_value_fails():
+    bunched = {**point(median_tpot_ms=0.0, p99_itl_ms=0.0, output_tok_s=100.0),
+               "delivery": {"not_measurable": {"tpot": "bunched delivery: 100% of the streams arrived whole"}}}
+    declared = parse_floors(["median_tpot_ms <= 500", "decode >= 50% of roofline", "output_tok_s >= 50"], fail)
+    verdicts = evaluate(declared, [{**bunched, "point": "c1", "concurrency": 1}], context())
+    tpot, roofline, throughput = verdicts
+    assert tpot.status == "fail" and tpot.detail == ("median_tpot_ms is not measurable: bunched delivery: 100% of "
+                                                     "the streams arrived whole")
+    assert roofline.status == "fail" and "not measurable" in roofline.detail
+    assert throughput.status == "pass"  # throughput does not depend on when the chunks arrived
+
+
 def test_a_floor_without_a_point_holds_at_every_point():
     verdicts = evaluate((parse_floor("median_tpot_ms <= 10"),),
                         [point(concurrency=1, median_tpot_ms=6.3), point(concurrency=64, median_tpot_ms=12.0)],
@@ -272,9 +294,7 @@ def test_baseline_file_round_trip(tmp_path):
     assert loaded.find("vllm-qwen2.5-7b-tp1", "w", "c1") is None
 
 
-def test_a_zero_latency_is_not_a_measurement_and_passes_no_floor():
-    tpot = only(evaluate((parse_floor("median_tpot_ms <= 10"),), [point(median_tpot_ms=0.0)], context()))
-    assert tpot.status == "skip" and "median_tpot_ms = 0 is not a measurement" in tpot.detail
+def test_a_zero_baseline_is_named_unmeasurable_not_missing():
     relative = only(evaluate((parse_floor("median_tpot_ms:+10%"),), [point(median_tpot_ms=5.0)],
                              context(baseline=baseline(median_tpot_ms=0.0))))
     assert relative.status == "skip"

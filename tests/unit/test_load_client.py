@@ -246,7 +246,8 @@ def test_without_usage_the_generated_text_is_counted(tokenizer):
 
 def test_a_server_without_tokenize_leaves_counting_local(tokenizer):
     with ScriptedServer() as server:
-        assert tokenizer.with_server(Target(server.url, "m")) is tokenizer
+        local = tokenizer.with_server(Target(server.url, "m"))
+    assert local.counted_by == "tokenizer.json" and local.encode is tokenizer.encode
 
 
 def test_too_short_for_the_special_tokens():

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from llmconform.load import ClientStats, LoadPoint, PointRun, RequestRecord, Slo
-from llmconform.load_metrics import METRICS, VLLM_RESULT_KEYS, client_overhead, compute, higher_is_better, summarize
+from llmconform.load_metrics import (METRICS, VLLM_RESULT_KEYS, client_overhead, compute, delivery, higher_is_better,
+                                     not_measurable, summarize)
 
 
 def record(index, sent, chunks, completion=None, prompt=None, expected_in=4, expected_out=None, error=None,
@@ -128,20 +129,74 @@ def test_client_overhead_share_of_itl():
     assert overhead.cpu_us_per_chunk == pytest.approx(1000.0)
     assert overhead.share_of_itl == pytest.approx(0.001 * 0.55 / 0.2)
     assert overhead.busy_fraction == pytest.approx(0.005)
-    assert overhead.warning is None
-    below = client_overhead(ClientStats(cpu_s=1.5, chunks=10, loop_lag_p99_ms=39.0, loop_lag_max_ms=39.0), m, records)
-    assert below.share_of_itl < 0.5 and below.warning is None
+    assert overhead.warning is None and overhead.bound is None
+    visible = client_overhead(ClientStats(cpu_s=0.5, chunks=10, loop_lag_p99_ms=39.0, loop_lag_max_ms=39.0), m,
+                              records)
+    assert visible.share_of_itl == pytest.approx(0.05 * 0.55 / 0.2) and visible.bound is None
+    assert "14% of each ITL window" in visible.warning
 
 
-def test_client_overhead_warns_when_client_bound():
+def test_a_client_bound_point_is_invalid():
     records = two_requests()
     m = compute(records, 2.0)
     busy = client_overhead(ClientStats(cpu_s=2.0, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m, records)
     assert busy.share_of_itl == pytest.approx(0.2 * 0.55 / 0.2)
-    assert "client-bound" in busy.warning
-    laggy = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=50.0, loop_lag_max_ms=80.0), m,
-                            records)
-    assert "event loop ran 50.00 ms late" in laggy.warning
+    assert "55% of each ITL window" in busy.bound and busy.warning.startswith("client-bound")
+    laggy = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=250.0, loop_lag_max_ms=300.0,
+                                        loop_lag_p50_ms=210.0), m, records)
+    assert "event loop ran 210.00 ms late (p50)" in laggy.bound
+    spike = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=250.0, loop_lag_max_ms=300.0,
+                                        loop_lag_p50_ms=1.0), m, records)
+    assert spike.bound is None and "event loop ran 250.00 ms late (p99)" in spike.warning
+    coarse = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=50.0, loop_lag_max_ms=80.0), m,
+                             records)
+    assert coarse.bound is None and "event loop ran 50.00 ms late" in coarse.warning
+
+
+def test_a_late_loop_against_bunched_chunks_is_client_bound():
+    # all chunks of a stream in one read (median ITL 0): the loop's lag is held against the mean TPOT instead
+    records = [record(0, 0.0, [0.1, 0.1, 0.1, 0.4, 0.4], completion=5)]  # TPOT (0.4 - 0.1) / 4 = 75 ms
+    m = compute(records, 1.0)
+    assert m.itl.median == 0.0
+    late = client_overhead(ClientStats(cpu_s=0.01, chunks=6, loop_lag_p99_ms=90.0, loop_lag_max_ms=90.0,
+                                       loop_lag_p50_ms=80.0), m, records)
+    assert "80.00 ms late (p50), more than the mean TPOT of 75.00 ms" in late.bound
+    prompt = client_overhead(ClientStats(cpu_s=0.01, chunks=6, loop_lag_p99_ms=1.0, loop_lag_max_ms=1.0,
+                                         loop_lag_p50_ms=0.1), m, records)
+    assert prompt.bound is None
+
+
+def test_the_busiest_worker_decides():
+    # worker 0 sent request A, worker 1 request B; worker 1 burnt 1.9 of the 2 s: saturated, though the mean is not
+    records = two_requests()
+    records[1].worker = 1
+    m = compute(records, 2.0)
+    stats = ClientStats(cpu_s=1.92, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2, workers=2,
+                        worker_cpu_s=[0.02, 1.9], worker_chunks=[5, 5])
+    overhead = client_overhead(stats, m, records)
+    assert overhead.busy_fraction == pytest.approx(0.95) and overhead.workers == 2
+    assert "busy 95% of the run" in overhead.bound
+    # worker 1: 380 ms per chunk x 0.25 streams in flight / 200 ms median ITL
+    assert overhead.share_of_itl == pytest.approx(0.38 * 0.25 / 0.2)
+    assert "48% of each ITL window (380000 us per chunk x 0.2 streams in flight on worker 1 of 2" in overhead.warning
+
+
+def test_bunched_delivery_makes_itl_and_tpot_not_measurable():
+    smooth = delivery(two_requests())
+    assert smooth.not_measurable == {} and smooth.zero_itl_share == 0.0
+    # every stream in one read: chunks share their timestamps
+    bunched = delivery([record(0, 0.0, [0.5, 0.5, 0.5], completion=3), record(1, 0.1, [0.7, 0.7], completion=2)])
+    assert bunched.zero_itl_share == 1.0 and bunched.one_read_share == 1.0
+    assert set(bunched.not_measurable) == {"itl", "tpot"}
+    # one chunk carrying all 64 tokens: no gap at all
+    whole = delivery([record(0, 0.0, [0.5], completion=64)])
+    assert "one chunk" in whole.not_measurable["itl"] and "tpot" in whole.not_measurable
+    # pairs of chunks per read: ITL is not measurable, TPOT (first to last chunk) still is
+    pairs = delivery([record(0, 0.0, [0.1, 0.1, 0.3, 0.3], completion=4)])
+    assert set(pairs.not_measurable) == {"itl"}
+    point = {"delivery": bunched.as_dict()}
+    assert not_measurable("p99_itl_ms", point) and not_measurable("median_tpot_ms", point)
+    assert not_measurable("median_ttft_ms", point) is None
 
 
 def test_summary_names_the_point():

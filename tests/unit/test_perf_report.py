@@ -27,6 +27,10 @@ def results():
     perf_property = {"hardware": "H100-SXM", "gpu_name": "NVIDIA H100 80GB HBM3", "problems": [], "warnings": [],
                      "points": [point("c1", 1, None, 150.0, roofline=0.67), point("c64", 64, None, 4900.0),
                                 point("r4", None, 4.0, 500.0), point("rinf", None, "inf", 5000.0)]}
+    rate_point = perf_property["points"][2]
+    rate_point["traffic"] = {"offered_requests_per_s": 4.0, "sent_requests_per_s": 3.5}
+    rate_point["invalid"] = "the busiest client worker was busy 97% of the run (1 worker process(es))"
+    rate_point["delivery"] = {"not_measurable": {"itl": "bunched delivery: 80% of the gaps between chunks are 0"}}
     verdicts = [{"floor": "output_tok_s >= 4000 at concurrency 64", "status": "pass", "detail": "ok",
                  "workload": "w", "point": "c64"},
                 {"floor": "p99_ttft_ms <= 1", "status": "fail", "detail": "p99_ttft_ms = 10 (floor <= 1)",
@@ -39,15 +43,21 @@ def results():
 def test_report_files_and_lines(tmp_path):
     lines = perf.write_report(tmp_path, results())
     assert lines[0] == "perf: 1 case(s), 4 measured point(s)"
-    assert lines[1] == ("  FLAG vllm-qwen2-tiny-tp1 w r4: achieved 2.00 req/s of 4 offered (50%): the server did "
-                        "not keep up")
-    assert lines[2] == "floors: 1 pass, 1 fail, 0 skip"
-    assert lines[3].startswith("  FAIL vllm-qwen2-tiny-tp1: p99_ttft_ms <= 1 [w c1]")
+    flags = lines[1:lines.index("floors: 1 pass, 1 fail, 0 skip")]
+    assert flags == ["  FLAG vllm-qwen2-tiny-tp1 w r4: INVALID: the busiest client worker was busy 97% of the run "
+                     "(1 worker process(es))",
+                     "  FLAG vllm-qwen2-tiny-tp1 w r4: ITL not measurable: " + flags[1].split("not measurable: ")[1],
+                     "  FLAG vllm-qwen2-tiny-tp1 w r4: achieved 2.00 req/s of 4 offered (50%): the server did "
+                     "not keep up"]
+    assert lines[len(flags) + 2].startswith("  FAIL vllm-qwen2-tiny-tp1: p99_ttft_ms <= 1 [w c1]")
     markdown = (tmp_path / "perf.md").read_text()
     assert "## vllm-qwen2-tiny-tp1 / w" in markdown and "on H100-SXM (NVIDIA H100 80GB HBM3)" in markdown
-    assert "| c1 | 16/16 | 2.00 | 150.0 |" in markdown and "| 10% | 67% |" in markdown
+    assert "| c1 | 16/16 | 2.00 | 150.0 |" in markdown and "| 10% (1w) | - | - | 67% | - |" in markdown
+    assert "| 10% (1w) | 4.00 | 3.50 | - | INVALID bunched (ITL not measurable) |" in markdown
+    assert "- r4: INVALID: the busiest client worker was busy 97% of the run" in markdown
+    assert "- r4: ITL not measurable: bunched delivery: 80% of the gaps between chunks are 0" in markdown
     assert "| vllm-qwen2-tiny-tp1 | `p99_ttft_ms <= 1` | w c1 | fail |" in markdown
-    assert "- **r4**: achieved 2.00 req/s of 4 offered" in markdown
+    assert "- r4: achieved 2.00 req/s of 4 offered" in markdown
     for name in ("perf-curves.png", "perf-latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -82,8 +92,9 @@ def test_flags_say_what_the_numbers_do_not():
     assert perf.point_flags(c1) == [] and perf.point_flags(c8, [c1]) == []
     saturated = perf.point_flags(with_metrics(c32, p99_ttft_ms=10000.0), [c1, c8])
     assert saturated == ["saturated: 567 out tok/s, below 2802 at c8 (TTFT p99 10000 ms)"]
-    bunched = perf.point_flags(with_metrics(c1, median_tpot_ms=0.0, median_itl_ms=0.0))
-    assert bunched[0].startswith("median_tpot_ms and median_itl_ms = 0: not measurable")
+    bunched = perf.point_flags({**with_metrics(c1, median_tpot_ms=0.0),
+                                "delivery": {"not_measurable": {"tpot": "bunched delivery"}}})
+    assert bunched == ["TPOT not measurable: bunched delivery"]  # the load generator's verdict, shown as it is
     assert perf.point_flags(with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=3.5)) == []
     assert "achieved 1.41 req/s of 4 offered (35%)" in perf.point_flags(
         with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=1.41))[0]
