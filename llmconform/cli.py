@@ -50,6 +50,9 @@ def cmd_plan(args) -> int:
     else:
         print(f"matrix {loaded.name} ({loaded.file}): {len(results)} case(s); hardware here: "
               f"{_hardware_summary(hardware)}")
+        print()
+        print_table([("case", "GPUs", "nodes", "runs here?")] + [
+            (r.case.id, str(r.case.layout.gpus), str(r.case.layout.nodes), _runs_here(r)) for r in results])
         for r in results:
             _print_case(r, loaded, hardware, target)
     return 2 if any(not r.ok for r in results) else 0
@@ -66,6 +69,12 @@ def _srun_lines(r, hardware, target) -> list[str]:
     return [shlex.join(redact_argv(srun_argv(p, placement, r.case.engine.image))) for p in r.plan.processes]
 
 
+def _runs_here(r) -> str:
+    if r.error:
+        return "INVALID (see below)"
+    return "yes" if r.unfit is None else f"no: {r.unfit}"
+
+
 def _print_case(r, loaded, hardware, target) -> None:
     layout = r.case.layout
     print()
@@ -73,10 +82,7 @@ def _print_case(r, loaded, hardware, target) -> None:
           f"{layout.nodes} node(s), {r.case.engine.name} {r.case.engine.version}")
     if r.case.id in loaded.notes:
         print(f"  note: {loaded.notes[r.case.id]}")
-    if r.error:
-        print(f"  INVALID: {r.error}")
-    else:
-        print("  runs here: yes" if r.unfit is None else f"  runs here: no ({r.unfit})")
+    print(f"  INVALID: {r.error}" if r.error else f"  runs here: {_runs_here(r)}")
     for line in r.advice:
         print(f"  advice: {line}")
     if not r.plan:
@@ -93,19 +99,25 @@ def _print_case(r, loaded, hardware, target) -> None:
             f"node {process.node}"
         tasks = f", {process.tasks_per_node} MPI ranks per node" if process.tasks_per_node > 1 else ""
         print(f"  {span} [{process.role}{tasks}]")
+        if srun:  # the srun line carries the env and the engine's argv: print it alone, not them twice
+            print(f"    $ {srun[i]}")
+            continue
         print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(redact_env(process.env).items()))}")
         print(f"    $ {shlex.join(redact_argv(process.argv))}")
-        if srun:
-            print(f"    srun: {srun[i]}")
     print(f"  ready when: GET {' and '.join(r.plan.ready_routes)} on {r.plan.base_url} "
           f"(model id {r.plan.served_model!r})")
 
 
 def cmd_models(args) -> int:
     if args.action == "list":
+        rows = [("model", "architecture", "where")]
         for preset in models.PRESETS.values():
-            kind = "factory" if preset.weights else "shape"
-            print(f"{kind}:{preset.name:<20} {preset.config['architectures'][0]:<22} {models.location(preset.name)}")
+            where = models.location(preset.name)
+            made = (str(where) if (where / "config.json").is_file()
+                    else f"not made (llmconform models make {preset.name})")
+            rows.append((f"{'factory' if preset.weights else 'shape'}:{preset.name}", preset.config["architectures"][0],
+                         made))
+        print_table(rows)
         return 0
     names = list(models.PRESETS) if args.all else args.names
     if not names:
@@ -115,6 +127,13 @@ def cmd_models(args) -> int:
             raise UserError(f"unknown model preset {name!r} (known: {', '.join(models.PRESETS)})")
         print(models.ensure(name))
     return 0
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows as left-aligned columns, the first row the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def cmd_run(args) -> int:

@@ -45,6 +45,17 @@ class Table:
     checks: dict[str, Check] = field(default_factory=dict)
     not_reached: list[dict] = field(default_factory=list)  # tests whose server never served them
 
+    def verdict(self, key: str) -> str:
+        """One line for a server: conforms or not, passed of checked, and what else there was."""
+        counts = self.totals(key)
+        checked = sum(counts.values()) - counts["skip"]
+        head = "DOES NOT CONFORM" if counts["fail"] or counts["xpass"] else "conforms"
+        extras = [f"{counts['fail']} FAIL" if counts["fail"] else "",
+                  f"{counts['xpass']} XPASS (fixed deviation)" if counts["xpass"] else "",
+                  f"{counts['xfail']} known deviation(s)" if counts["xfail"] else "",
+                  f"{counts['skip']} skipped" if counts["skip"] else ""]
+        return f"{head}: {counts['pass']}/{checked} pass" + "".join(f", {e}" for e in extras if e)
+
     def totals(self, key: str) -> dict[str, int]:
         counts = {outcome: 0 for outcome in SEVERITY}
         for check in self.checks.values():
@@ -113,7 +124,8 @@ def render_markdown(table: Table) -> str:
 
     legend = ("pass: conforms. xfail: a declared known deviation (llmconform/api/deviations.yaml). "
               "XPASS: a declared deviation that did not happen (update the list). skip: not checkable here.")
-    lines = ["# OpenAI API conformance", "", legend, "",
+    verdicts = [f"- **{_escape(k)}**: {table.verdict(k)}" for k in keys]
+    lines = ["# OpenAI API conformance", "", *verdicts, "", legend, "",
              "| check | spec | " + " | ".join(_escape(k) for k in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     for check in table.checks.values():
@@ -149,9 +161,7 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
     data.write_text(json.dumps(to_json(table), indent=2) + "\n")
     lines = []
     for key in table.columns:
-        totals = table.totals(key)
-        lines.append(f"conformance {key}: {totals['pass']} pass, {totals['fail']} fail, {totals['xfail']} xfail "
-                     f"(known deviations), {totals['xpass']} XPASS (fixed deviations), {totals['skip']} skip")
+        lines.append(f"conformance {key}: {table.verdict(key)}")
         failing = [c.check for c in table.checks.values() if key in c.cells and c.cells[key].outcome in FAILING]
         if failing:
             lines.append(f"  failing: {', '.join(failing[:8])}{' ...' if len(failing) > 8 else ''}")
@@ -162,9 +172,16 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
 
 
 def _short(spec: str, limit: int = 80) -> str:
-    """The spec field a check names: its Spec: text up to the first ': ' (the field or schema), at most `limit`."""
-    head = spec.split(": ", 1)[0]
-    return head if len(head) <= limit else head[: limit - 3] + "..."
+    """The spec field a check names: its Spec: text up to the first ': ' outside braces and brackets (so that
+    `ErrorResponse {error: Error}` stays whole), at most `limit` characters."""
+    depth = 0
+    for i, char in enumerate(spec):
+        depth += char in "{[("
+        depth -= char in "}])"
+        if depth == 0 and spec.startswith(": ", i):
+            spec = spec[:i]
+            break
+    return spec if len(spec) <= limit else spec[: limit - 3] + "..."
 
 
 def _last_lines(text: str, count: int = 3) -> str:

@@ -352,7 +352,7 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
 def _row(result: dict) -> dict:
     prop = result["properties"][PROPERTY]
     row = {key: prop.get(key) for key in ("engine", "model", "served_model", "layout", "reference", "probe",
-                                          "comparator", "why", "verdict")}
+                                          "comparator", "why", "verdict", "control")}
     row["status"], row["cell"] = _cell(result, prop.get("verdict"))
     row["test"] = result.get("nodeid")
     row["reason"] = result.get("xfail_reason") if row["status"] == "known engine failure" else None
@@ -416,17 +416,20 @@ def _group(engine: str, model: str, members: list[dict]) -> dict:
                                      "test": row["test"]}
                       for row in members if row["layout"] == layout}
              for layout in layouts_seen}
+    controls = {row["probe"]: row["control"] for row in members if row.get("control")}
     known: dict[str, str] = {}
     for row in members:
         if row.get("reason") and (row["layout"] not in known or "diagnosis:" in row["reason"]):
             known[row["layout"]] = row["reason"]  # the reason with the diagnosis, where one test has it
     return {"engine": engine, "model": model, "reference": reference, "comparator": comparator, "why": why,
-            "probes": probes, "layouts": table, "known_engine_failures": known}
+            "probes": probes, "layouts": table, "known_engine_failures": known, "controls": controls}
 
 
 def _group_markdown(group: dict) -> list[str]:
     out = [f"## {group['engine']} / {group['model']}: reference {group['reference'] or 'none'}, comparator "
            f"{group['comparator']} ({group['why']})", ""]
+    out += [f"Control, not asserted: **{probe}**: {reason}." for probe, reason in group["controls"].items()]
+    out += [""] if group["controls"] else []
     out.append("| layout | " + " | ".join(group["probes"]) + " |")
     out.append("|---" * (len(group["probes"]) + 1) + "|")
     for layout, cells in group["layouts"].items():

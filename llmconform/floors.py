@@ -438,6 +438,9 @@ class CaseContext:
     baseline: Baseline | None = None
 
 
+UNMEASURABLE_ZERO = "the streamed chunks arrived together, so no time passed between tokens"
+
+
 def evaluate(floors: tuple[Floor, ...], points: list[dict], context: CaseContext) -> list[Verdict]:
     """Verdicts of every floor that applies to the case, one per measured point it covers (or one skip saying why it
     could not be checked). `points` are load_metrics.PointSummary.as_dict() entries."""
@@ -539,8 +542,11 @@ def _check_baseline(floor: Floor, measured: float, context: CaseContext, where: 
         return Verdict(floor.text, "skip", f"baseline measured on {saved.get('hardware')}, this run on "
                                            f"{context.hardware.key}", **where)
     reference = saved["metrics"].get(floor.metric)
-    if not reference:
+    if reference is None:
         return Verdict(floor.text, "skip", f"the baseline has no {floor.metric}", **where)
+    if reference == 0:  # a relative change from 0 is undefined; a 0 latency was not measurable in the baseline
+        return Verdict(floor.text, "skip", f"the baseline's {floor.metric} is 0 (not measurable there: "
+                                           f"{UNMEASURABLE_ZERO})", **where)
     change = measured / reference - 1
     if higher_is_better(floor.metric):
         ok, limit = change >= -floor.value, reference * (1 - floor.value)

@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .case import Case
+from .progress import Progress
 from .server import Server
 
 
@@ -22,6 +23,7 @@ class LLM:
     server: Server | None = None  # None in attach mode
     api_key: str | None = None
     extra: dict = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)  # live lines for the terminal (quiet by default)
 
     @property
     def id(self) -> str:

@@ -54,6 +54,7 @@ MIN_REQUESTS = 16
 MAX_DEFAULT_WARMUP = 64
 LAG_PROBE_INTERVAL_S = 0.01
 KEEPALIVE_S = 4.0
+PROGRESS_EVERY_S = 0.5
 
 # Prose for `prompts: text` (written for this project): prompts are cut from it at exact token counts.
 DEFAULT_TEXT = (
@@ -543,8 +544,11 @@ def arrival_times(count: int, rate: float, burstiness: float, rng: np.random.Gen
 
 def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: list[Prompt],
               warmup_prompts: list[Prompt], tokenizer: PromptTokenizer | None = None,
-              request_timeout_s: float = 1800.0, workers: int | None = None) -> PointRun:
+              request_timeout_s: float = 1800.0, workers: int | None = None,
+              on_progress: Callable[[int, int, float], None] | None = None) -> PointRun:
     """Send the warm-up requests (unmeasured), then the point's requests, and return their raw records.
+    `on_progress(requests done, choice chunks received, seconds since the timed requests began)` is called every
+    PROGRESS_EVERY_S while the point runs, and once at its end.
 
     The requests go out from `workers` processes (default `choose_workers`), spawned (they inherit the caller's CPU
     affinity), each with its own event loop and connection pool: in one process a fast server's chunks queue behind
@@ -565,13 +569,27 @@ def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: lis
             warmup=[warmup_prompts[i] for i in range(w, len(warmup_prompts), len(shares))]))
     spawn = multiprocessing.get_context("spawn")
     barrier, start_at = spawn.Barrier(len(shares)), spawn.Value("d", 0.0)
+    # Per worker [requests done, choice chunks] of the timed run: each slot has one writer (its worker), read here.
+    live = spawn.Array("q", 2 * len(shares), lock=False)
+
+    def report() -> None:
+        seconds = time.perf_counter() - start_at.value if start_at.value else 0.0  # one clock for all processes
+        on_progress(sum(live[0::2]), sum(live[1::2]), max(0.0, seconds))
+
     with ProcessPoolExecutor(max_workers=len(shares), mp_context=spawn, initializer=_join_start,
-                             initargs=(barrier, start_at)) as pool:
+                             initargs=(barrier, start_at, live)) as pool:
         futures = [pool.submit(_run_worker, target, workload, point, plan, request_timeout_s) for plan in plans]
-        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        while True:
+            done, running = concurrent.futures.wait(futures, timeout=PROGRESS_EVERY_S if on_progress else None,
+                                                    return_when=concurrent.futures.FIRST_EXCEPTION)
+            if not running or any(f.exception() for f in done):
+                break
+            report()
         if any(f.done() and f.exception() for f in futures):
             barrier.abort()  # the others would wait at the start for a worker that is gone
         results = [f.result() for f in futures]
+    if on_progress:
+        report()  # the final counts: every timed request
     records = sorted((r for result in results for r in result.records), key=lambda r: r.index)
     lags = [lag for result in results for lag in result.lags]
     client = ClientStats(cpu_s=sum(r.cpu_s for r in results), chunks=sum(r.chunks for r in results),
@@ -651,12 +669,12 @@ class _WorkerResult:
     lags: list[float]
 
 
-_START: tuple | None = None  # (barrier, shared start time) of this worker process
+_START: tuple | None = None  # (barrier, shared start time, progress counters) of this worker process
 
 
-def _join_start(barrier, start_at) -> None:
+def _join_start(barrier, start_at, live) -> None:
     global _START
-    _START = (barrier, start_at)
+    _START = (barrier, start_at, live)
     _raise_open_file_limit()
 
 
@@ -667,7 +685,7 @@ def _run_worker(target: Target, workload: Workload, point: LoadPoint, plan: _Wor
 
 def _wait_for_start() -> float:
     """Every worker arrives here warmed up; one of them sets the start a little ahead of now, and all begin then."""
-    barrier, start_at = _START
+    barrier, start_at, _ = _START
     if barrier.wait() == 0:
         start_at.value = time.perf_counter() + START_MARGIN_S
     barrier.wait()
@@ -678,13 +696,17 @@ START_MARGIN_S = 0.05  # time for every worker to read the start after the barri
 
 
 def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
-                 on_point: Callable[[PointRun], None] | None = None, workers: int | None = None) -> list[PointRun]:
-    """Every point of a workload's sweep, in order; `on_point` sees each run as soon as it is done."""
+                 on_point: Callable[[PointRun], None] | None = None, workers: int | None = None,
+                 on_progress: Callable[[LoadPoint, int, int, float], None] | None = None) -> list[PointRun]:
+    """Every point of a workload's sweep, in order; `on_point` sees each run as soon as it is done, `on_progress`
+    (point, requests done, chunks, seconds) how far the running one has got."""
     runs = []
     for i, point in enumerate(workload.points()):
         prompts = make_prompts(tokenizer, workload, point.requests, stream=2 * i + 1)
         warmup = make_prompts(tokenizer, workload, point.warmup, stream=2 * i + 2) if point.warmup else []
-        run = run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers)
+        run = run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers,
+                        on_progress=(lambda done, chunks, s, p=point: on_progress(p, done, chunks, s)) if on_progress
+                        else None)
         if on_point:
             on_point(run)
         runs.append(run)
@@ -745,6 +767,7 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan:
                                                                   scheduled_s=due, worker=plan.worker))
                 for i, p, due in plan.jobs]
         client.chunks = 0
+        client.live, client.slot = _START[2], 2 * plan.worker  # counted from here: the timed requests only
         start = _wait_for_start()
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
         lags: list[float] = []
@@ -819,6 +842,7 @@ class _Client:
         self.session = session
         self.url = url
         self.chunks = 0
+        self.live, self.slot = None, 0  # the progress counters the caller reads while the point runs (run_point)
 
     async def closed_loop(self, jobs: Iterator[_Job], concurrency: int, start: float) -> None:
         async def stream_next():
@@ -875,6 +899,8 @@ class _Client:
         finally:
             if record.error is None and not record.chunk_s:
                 record.error = "the stream carried no choice chunk (no first token)"
+            if self.live is not None:
+                self.live[self.slot] += 1
 
     def _handle(self, line: bytes, now: float, job: _Job) -> bool:
         """One SSE line; True at the end of the stream. Only `data:` lines matter (comments and blank separators
@@ -890,6 +916,8 @@ class _Client:
         choices = event.get("choices")
         if choices:
             record.chunk_s.append(now)
+            if self.live is not None:
+                self.live[self.slot + 1] += 1
             choice = choices[0]
             job.text.append(choice.get("text") or "")
             if choice.get("finish_reason"):

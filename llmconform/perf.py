@@ -1,8 +1,13 @@
 """The performance report section: from the `perf` and `floors` properties of the throughput suite's results it
-writes perf-summary.json (every measured point with its metrics and hardware; it is also the baseline format for
-`METRIC:-X%` floors), perf.md (tables per case, the floor verdicts) and, with matplotlib (`pip install
-llmconform[plots]`), perf-throughput.png (output tokens/s against concurrency or rate) and perf-latency.png (TTFT,
-TPOT, ITL and E2E latency: median, p90 and p99 against concurrency or rate)."""
+writes perf-summary.json (every measured point with its metrics, hardware and flags; it is also the baseline format for
+`METRIC:-X%` floors), perf.md (tables per case, what each point's numbers do not show by themselves, the floor
+verdicts) and, with matplotlib (`pip install llmconform[plots]`), perf-curves.png (latency against throughput, one
+curve per case: where a layout saturates) and, for sweeps of two or more points, perf-latency.png (TTFT, TPOT, ITL
+and E2E latency: median, p90 and p99 against concurrency or rate).
+
+Flags (`point_flags`): the load generator's own verdicts (a client-bound point is INVALID; bunched delivery makes
+TPOT/ITL not measurable), an open-loop rate the server did not keep up with (achieved vs offered), throughput falling
+as concurrency rises (past saturation), and a single stream whose TPOT spreads widely (a noisy machine)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,11 @@ import json
 from pathlib import Path
 
 SUMMARY_FILE = "perf-summary.json"
+# An open-loop point is flagged when it completed less than this share of the offered rate (the share is a little
+# below 1 even when the server keeps up: the duration includes the last requests' latency).
+ACHIEVED_RATE_SHARE = 0.8
+SATURATION_DROP = 0.1  # throughput this much below a lower concurrency's: past saturation
+NOISY_SPREAD = 3.0  # single-stream TPOT p99 / median beyond this: the machine (or engine) is not steady
 LATENCY_PANELS = (("ttft", "TTFT"), ("tpot", "TPOT (excl. 1st token)"), ("itl", "ITL"), ("e2el", "E2E latency"))
 TABLE_COLUMNS = (("requests_per_s", "req/s", ".2f"), ("output_tok_s", "out tok/s", ".1f"),
                  ("median_ttft_ms", "TTFT p50", ".1f"), ("p99_ttft_ms", "TTFT p99", ".1f"),
@@ -29,8 +39,9 @@ def collect(results: list[dict]) -> tuple[list[dict], list[dict]]:
                  "model": server.get("model")}
         perf = properties.get("perf")
         if perf:
-            for point in perf["points"]:
-                runs.append({**where, "hardware": perf["hardware"], "gpu_name": perf.get("gpu_name"), **point})
+            for i, point in enumerate(perf["points"]):
+                runs.append({**where, "hardware": perf["hardware"], "gpu_name": perf.get("gpu_name"), **point,
+                             "flags": point_flags(point, perf["points"][:i])})
         for verdict in properties.get("floors") or []:
             verdicts.append({**where, **verdict})
     return runs, verdicts
@@ -45,14 +56,54 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
                                            + "\n")
     (report_dir / "perf.md").write_text(render_markdown(runs, verdicts))
     lines = [f"perf: {len({r['case'] for r in runs})} case(s), {len(runs)} measured point(s)"]
+    lines += [f"  FLAG {r['case']} {r['workload']} {r['point']}: {flag}" for r in runs for flag in r["flags"]]
     if verdicts:
         counts = {s: sum(v["status"] == s for v in verdicts) for s in ("pass", "fail", "skip")}
         lines.append(f"floors: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip")
         lines += [f"  FAIL {v['case']}: {v['floor']} [{v['workload']} {v['point']}]: {v['detail']}"
                   for v in verdicts if v["status"] == "fail"]
     lines.append(f"perf report: {report_dir / 'perf.md'}")
-    lines += write_plots(report_dir, runs)
+    if runs:
+        lines += write_plots(report_dir, runs)
     return lines
+
+
+def point_flags(point: dict, earlier: list[dict] = ()) -> list[str]:
+    """What a point's numbers do not say by themselves: the load generator's verdicts on the measurement (a
+    client-bound point is INVALID, bunched delivery makes TPOT/ITL not measurable), then what the numbers imply
+    (rate not kept up with, saturation, a noisy machine). `earlier` are the points measured before it (the sweep)."""
+    m = point["metrics"]
+    if not m.get("completed"):
+        return ["no request completed"]
+    flags = _flag_reasons(point)
+    client = (point.get("client") or {}).get("warning")
+    if client and not point.get("invalid"):
+        flags.append(f"client: {client}")
+    rate = point.get("rate")
+    if rate not in (None, "inf") and m["requests_per_s"] < ACHIEVED_RATE_SHARE * rate:
+        flags.append(f"achieved {m['requests_per_s']:.2f} req/s of {rate:g} offered "
+                     f"({m['requests_per_s'] / rate:.0%}): the server did not keep up")
+    if point.get("concurrency") and rate is None:
+        lower = [p for p in earlier if p["workload"] == point["workload"] and p.get("rate") is None
+                 and (p.get("concurrency") or 0) < point["concurrency"] and p["metrics"].get("output_tok_s")]
+        best = max(lower, key=lambda p: p["metrics"]["output_tok_s"], default=None)
+        if best and m["output_tok_s"] < (1 - SATURATION_DROP) * best["metrics"]["output_tok_s"]:
+            flags.append(f"saturated: {m['output_tok_s']:.0f} out tok/s, below {best['metrics']['output_tok_s']:.0f} "
+                         f"at {best['point']} (TTFT p99 {m['p99_ttft_ms']:.0f} ms)")
+    if point.get("concurrency") == 1 and rate is None and m.get("median_tpot_ms") and \
+            m["p99_tpot_ms"] > NOISY_SPREAD * m["median_tpot_ms"]:
+        flags.append(f"noisy: single-stream TPOT p99 {m['p99_tpot_ms']:.2f} ms is "
+                     f"{m['p99_tpot_ms'] / m['median_tpot_ms']:.1f}x its median (other load on the machine?)")
+    return flags
+
+
+def point_line(point: dict, flags: list[str]) -> str:
+    """A finished point's key numbers, one line (for the terminal)."""
+    m = point["metrics"]
+    text = (f"{m['completed']}/{point['requests']} ok, {m['output_tok_s']:,.0f} out tok/s, "
+            f"{m['requests_per_s']:.2f} req/s, TTFT p50/p99 {m['median_ttft_ms']:.0f}/{m['p99_ttft_ms']:.0f} ms, "
+            f"TPOT p50 {m['median_tpot_ms']:.2f} ms")
+    return text + "".join(f"; FLAG {flag}" for flag in flags)
 
 
 def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
@@ -82,7 +133,7 @@ def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
             cells.append(" ".join(_flags(row)) or "-")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-        out += [f"- {row['point']}: {why}" for row in rows for why in _flag_reasons(row)]
+        out += [f"- {row['point']}: {flag}" for row in rows for flag in row["flags"]]
         out.append("")
     if verdicts:
         out += ["## Floors", "", "| case | floor | point | verdict | detail |", "|---|---|---|---|---|"]
@@ -133,28 +184,58 @@ def write_plots(report_dir: Path, runs: list[dict]) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return ["perf plots skipped: matplotlib is not installed (pip install llmconform[plots])"]
+    written = [_plot_curves(plt, report_dir, runs)]
+    latency = _plot_latency_sweeps(plt, report_dir, runs)
+    if latency:
+        written.append(latency)
+    return [f"perf plots: {', '.join(str(p) for p in written)}"]
+
+
+def _plot_curves(plt, report_dir: Path, runs: list[dict]) -> Path:
+    """Latency against throughput, one curve per case, workload and kind of sweep, each point named: the knee of a
+    curve is where a layout saturates, and layouts compare at equal throughput."""
+    curves: dict[str, list[dict]] = {}
+    for (case, workload), rows in _group(runs).items():
+        for row in rows:
+            kind = "concurrency" if row["rate"] is None else "rate"
+            curves.setdefault(f"{case} / {workload} ({kind})", []).append(row)
+    panels = (("median_tpot_ms", "TPOT p50 (ms)"), ("p99_ttft_ms", "TTFT p99 (ms)"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, (metric, title) in zip(axes[0], panels):
+        for label, rows in curves.items():
+            rows = sorted(rows, key=_load_order)
+            xs = [r["metrics"]["output_tok_s"] for r in rows]
+            ys = [r["metrics"][metric] for r in rows]
+            ax.plot(xs, ys, marker="o", label=label)
+            for x, y, row in zip(xs, ys, rows):
+                ax.annotate(row["point"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("output tokens/s")
+        ax.set_ylabel(title)
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(plt, figure, "Latency against throughput (each point labelled with its concurrency or rate)",
+                 report_dir / "perf-curves.png")
+
+
+def _load_order(row: dict) -> float:
+    place = _x(row)
+    return place[1] if place else float("inf")
+
+
+def _plot_latency_sweeps(plt, report_dir: Path, runs: list[dict]) -> Path | None:
+    """Latency percentiles against concurrency or rate, for the sweeps that have two points or more."""
     series: dict[tuple[str, str, str], list[tuple[float, dict]]] = {}
     for (case, workload), rows in _group(runs).items():
         for row in rows:
             place = _x(row)
             if place:
                 series.setdefault((place[0], case, workload), []).append((place[1], row["metrics"]))
+    series = {key: points for key, points in series.items() if len(points) >= 2}
     if not series:
-        return []
+        return None
     axes_kinds = sorted({kind for kind, _, _ in series})
-    figure, axes = plt.subplots(1, len(axes_kinds), figsize=(6.5 * len(axes_kinds), 4.5), squeeze=False)
-    for ax, kind in zip(axes[0], axes_kinds):
-        for (k, case, workload), points in series.items():
-            if k == kind:
-                points.sort(key=lambda p: p[0])
-                ax.plot([x for x, _ in points], [m["output_tok_s"] for _, m in points], marker="o",
-                        label=f"{case} / {workload}")
-        _axis(ax, kind, "output tokens/s")
-    figure.suptitle("Throughput")
-    figure.tight_layout()
-    throughput = report_dir / "perf-throughput.png"
-    figure.savefig(throughput, dpi=110)
-    plt.close(figure)
     figure, axes = plt.subplots(len(axes_kinds), len(LATENCY_PANELS), figsize=(5 * len(LATENCY_PANELS),
                                                                                4 * len(axes_kinds)), squeeze=False)
     for r, kind in enumerate(axes_kinds):
@@ -172,12 +253,16 @@ def write_plots(report_dir: Path, runs: list[dict]) -> list[str]:
             _axis(ax, kind, f"{title} (ms)")
     for row in axes:
         row[0].legend(fontsize=7)
-    figure.suptitle("Latency percentiles (solid median, dashed p90, dotted p99)")
+    return _save(plt, figure, "Latency percentiles (solid median, dashed p90, dotted p99)",
+                 report_dir / "perf-latency.png")
+
+
+def _save(plt, figure, title: str, path: Path) -> Path:
+    figure.suptitle(title)
     figure.tight_layout()
-    latency = report_dir / "perf-latency.png"
-    figure.savefig(latency, dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    return [f"perf plots: {throughput}, {latency}"]
+    return path
 
 
 def _axis(ax, kind: str, ylabel: str) -> None:
@@ -187,5 +272,4 @@ def _axis(ax, kind: str, ylabel: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0] and ylabel.startswith("output"):
-        ax.legend(fontsize=7)
+

@@ -27,6 +27,7 @@ from .errors import UserError
 from .llm import LLM
 from .planner import plan_case
 from .pool import ServerPool
+from .progress import Progress
 from .server import EngineStartError
 
 MARKERS = {
@@ -84,10 +85,12 @@ class Session:
     report_dir: Path | None = None
     pool: ServerPool | None = None
     results: ResultsWriter | None = None
+    progress: Progress = field(default_factory=Progress)
     interrupted_by: str = "Ctrl-C"
     dead: dict = field(default_factory=dict)  # case id -> the one line saying how its engine failed
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -107,13 +110,21 @@ def pytest_configure(config):
         session.report_dir = _report_dir(config)
     except UserError as error:
         pytest.exit(f"llmconform: {error}", returncode=error.exit_code)
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(session.report_dir / "junit.xml")
+        # The tests' properties feed results.jsonl (the reports), not the XML: xunit2 leaving them out is right.
+        config.addinivalue_line("filterwarnings", "ignore:record_property is incompatible with junit_family")
+    session.progress = Progress.for_pytest(config)
+    if not session.progress.quiet:
+        config.pluginmanager.register(session.progress, "llmconform-progress")
     if session.attach:
         session.attach.report_dir = session.report_dir
+        session.attach.progress = session.progress
     if session.cases:
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
         session.pool = ServerPool(session.report_dir, resources.detect(), worker=worker,
                                   hang_timeout_s=config.getoption("hang_timeout") or None,
-                                  notify=_notifier(config))
+                                  notify=_notifier(config), progress=session.progress)
         # SIGTERM (CI cancel, scancel) must still run fixture teardown, which stops the servers.
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
@@ -275,7 +286,7 @@ def llm(request):
                       f"{case.engine.version}; results carry the server's version", UserWarning, stacklevel=1)
     handle = LLM(base_url=server.base_url, model=server.model, engine=case.engine.name,
                  engine_version=server.version or case.engine.version, report_dir=session.report_dir, case=case,
-                 server=server, api_key=case.api_key)
+                 server=server, api_key=case.api_key, progress=session.progress)
     try:
         yield handle
     finally:
@@ -376,7 +387,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                                    for line in lines))
     for line in lines:
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"report dir: {state.report_dir}")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown

@@ -10,6 +10,7 @@ from . import engines, models
 from .case import Case
 from .engines.base import Placement, Ports
 from .launchers import docker, local, slurm
+from .progress import Progress
 from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
 from .server import MARKER_ENV, EngineStartError, Server, signals_ignored
 
@@ -18,10 +19,11 @@ STARTUP_INTERRUPT_GRACE_S = 3.0
 
 class ServerPool:
     def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
-                 hang_timeout_s: float | None = None, notify=None):
+                 hang_timeout_s: float | None = None, notify=None, progress: Progress | None = None):
         self.report_dir = report_dir
         self.notify = notify  # notify(text): tells the user what a start waits for (another run's devices)
         self.hang_timeout_s = hang_timeout_s
+        self.progress = progress or Progress()
         self.hardware = hardware
         self.worker = worker
         self.lease_timeout_s = lease_timeout_s
@@ -40,7 +42,8 @@ class ServerPool:
         engine = engines.get(case.engine.name)
         try:
             plan = engine.plan(case, placement, ports, str(run_dir))
-            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir, launch=launch)
+            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir, launch=launch,
+                            progress=self.progress)
             try:
                 server.start()
                 server.wait_ready(case.engine.startup_timeout_s)

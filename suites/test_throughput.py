@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import floors, load, load_metrics
+from llmconform import floors, load, load_metrics, perf
 from llmconform.errors import MatrixError
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
@@ -81,9 +81,9 @@ def _measure(llm, workers: int | None) -> Measurement:
     if case.engine.device == "cpu" and llm.server is not None and case.launcher == "local":
         client_cpus = load.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
     for workload in workloads:
-        with load.pinned(client_cpus):
-            runs = load.run_workload(target, workload, tokenizer, workers=workers)
-        for run in runs:
+        progress = llm.progress.load(f"{case.id} {workload.name}")
+
+        def measured(run: load.PointRun, workload=workload, progress=progress) -> None:
             load.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()
@@ -91,10 +91,16 @@ def _measure(llm, workers: int | None) -> Measurement:
             point["prompts_counted_by"] = tokenizer.counted_by
             point["prompts"] = tokenizer.made
             _add_roofline(point, result, case.layout.tp)
+            progress.finished(run.point.label, perf.point_line(point, perf.point_flags(point, result.points)))
             result.points.append(point)
             problems, notes = load_metrics.check_measurement(summary, run)
             result.problems += problems
             result.warnings += notes
+
+        with load.pinned(client_cpus):
+            load.run_workload(target, workload, tokenizer, on_point=measured, workers=workers,
+                              on_progress=lambda p, done, chunks, seconds, progress=progress: progress.update(
+                                  p.label, p.requests, done, chunks, seconds))
     return result
 
 

@@ -53,11 +53,12 @@ def test_one_column_per_server_and_version():
 
 def test_writes_markdown_and_json(tmp_path):
     lines = conformance.write_report(tmp_path, RESULTS)
-    assert lines[0] == ("conformance vllm-m-tp1 @ 0.32.0: 1 pass, 2 fail, 1 xfail (known deviations), 1 XPASS "
-                        "(fixed deviations), 1 skip")
+    assert lines[0] == ("conformance vllm-m-tp1 @ 0.32.0: DOES NOT CONFORM: 1/5 pass, 2 FAIL, 1 XPASS (fixed "
+                        "deviation), 1 known deviation(s), 1 skipped")
     assert lines[1] == "  failing: test_fail, test_fixed, test_teardown"
     assert "never reached a server" in lines[2]
     markdown = (tmp_path / "conformance.md").read_text()
+    assert markdown.splitlines()[2] == "- **vllm-m-tp1 @ 0.32.0**: " + lines[0].split(": ", 1)[1]
     assert "| `test_known` | Usage | xfail [2] |" in markdown
     assert "2. vLLM sets an integer code" in markdown
     data = json.loads((tmp_path / "conformance.json").read_text())
@@ -69,3 +70,15 @@ def test_writes_markdown_and_json(tmp_path):
 def test_no_conformance_results_writes_nothing(tmp_path):
     assert conformance.write_report(tmp_path, [RESULTS[-1]]) == []
     assert not (tmp_path / "conformance.md").exists()
+
+
+def test_a_clean_server_conforms():
+    table = conformance.build_table([record("test_a", "passed"), record("test_b", "skipped", xfail_reason="known")])
+    assert table.verdict("vllm-m-tp1 @ 0.32.0") == "conforms: 1/2 pass, 1 known deviation(s)"
+
+
+def test_spec_column_keeps_braces_whole():
+    assert conformance._short("ErrorResponse {error: {message, type}}: a 4xx carries it") == \
+        "ErrorResponse {error: {message, type}}"
+    assert conformance._short("Usage: total = a + b") == "Usage"
+    assert conformance._short("x" * 100).endswith("...") and len(conformance._short("x" * 100)) == 80

@@ -292,3 +292,13 @@ def test_baseline_file_round_trip(tmp_path):
     loaded = floors.load_baseline(path)
     assert loaded.find("vllm-qwen2.5-7b-tp1", "w", "c64")["metrics"]["output_tok_s"] == 100.0
     assert loaded.find("vllm-qwen2.5-7b-tp1", "w", "c1") is None
+
+
+def test_a_zero_baseline_is_named_unmeasurable_not_missing():
+    relative = only(evaluate((parse_floor("median_tpot_ms:+10%"),), [point(median_tpot_ms=5.0)],
+                             context(baseline=baseline(median_tpot_ms=0.0))))
+    assert relative.status == "skip"
+    assert relative.detail.startswith("the baseline's median_tpot_ms is 0 (not measurable")
+    assert "has no" not in relative.detail
+    throughput = only(evaluate((parse_floor("output_tok_s >= 1"),), [point(output_tok_s=0.0)], context()))
+    assert throughput.status == "fail"

@@ -263,3 +263,13 @@ def test_too_short_for_the_special_tokens():
 
     with pytest.raises(load.PromptError, match="no room after the 1 special token"):
         load.PromptTokenizer(WithBos()).random_prompts(1, 1, np.random.default_rng(0))
+
+
+def test_progress_counts_the_timed_requests_and_chunks_only():
+    workload = Workload("w", 3, 4, concurrency=(2,))
+    seen = []
+    with ScriptedServer() as server:
+        load.run_point(Target(server.url, "m", "vllm"), workload, closed(2, 6, warmup=3), [words(3)] * 6,
+                       [words(3, "warm")] * 3, on_progress=lambda *counts: seen.append(counts))
+    assert seen[-1][:2] == (6, 24) and seen[-1][2] > 0  # warm-ups are not counted
+    assert seen == sorted(seen)

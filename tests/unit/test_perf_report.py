@@ -43,8 +43,13 @@ def results():
 def test_report_files_and_lines(tmp_path):
     lines = perf.write_report(tmp_path, results())
     assert lines[0] == "perf: 1 case(s), 4 measured point(s)"
-    assert lines[1] == "floors: 1 pass, 1 fail, 0 skip"
-    assert lines[2].startswith("  FAIL vllm-qwen2-tiny-tp1: p99_ttft_ms <= 1 [w c1]")
+    flags = lines[1:lines.index("floors: 1 pass, 1 fail, 0 skip")]
+    assert flags == ["  FLAG vllm-qwen2-tiny-tp1 w r4: INVALID: the busiest client worker was busy 97% of the run "
+                     "(1 worker process(es))",
+                     "  FLAG vllm-qwen2-tiny-tp1 w r4: ITL not measurable: " + flags[1].split("not measurable: ")[1],
+                     "  FLAG vllm-qwen2-tiny-tp1 w r4: achieved 2.00 req/s of 4 offered (50%): the server did "
+                     "not keep up"]
+    assert lines[len(flags) + 2].startswith("  FAIL vllm-qwen2-tiny-tp1: p99_ttft_ms <= 1 [w c1]")
     markdown = (tmp_path / "perf.md").read_text()
     assert "## vllm-qwen2-tiny-tp1 / w" in markdown and "on H100-SXM (NVIDIA H100 80GB HBM3)" in markdown
     assert "| c1 | 16/16 | 2.00 | 150.0 |" in markdown and "| 10% (1w) | - | - | 67% | - |" in markdown
@@ -52,7 +57,8 @@ def test_report_files_and_lines(tmp_path):
     assert "- r4: INVALID: the busiest client worker was busy 97% of the run" in markdown
     assert "- r4: ITL not measurable: bunched delivery: 80% of the gaps between chunks are 0" in markdown
     assert "| vllm-qwen2-tiny-tp1 | `p99_ttft_ms <= 1` | w c1 | fail |" in markdown
-    for name in ("perf-throughput.png", "perf-latency.png"):
+    assert "- r4: achieved 2.00 req/s of 4 offered" in markdown
+    for name in ("perf-curves.png", "perf-latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -75,3 +81,37 @@ def test_plots_are_optional(tmp_path, monkeypatch):
     lines = perf.write_report(tmp_path, results())
     assert lines[-1] == "perf plots skipped: matplotlib is not installed (pip install llmconform[plots])"
     assert (tmp_path / "perf.md").exists() and not (tmp_path / "perf-latency.png").exists()
+
+
+def with_metrics(row, **changes):
+    return {**row, "metrics": {**row["metrics"], **changes}}
+
+
+def test_flags_say_what_the_numbers_do_not():
+    c1, c8, c32 = point("c1", 1, None, 100.0), point("c8", 8, None, 2802.0), point("c32", 32, None, 567.0)
+    assert perf.point_flags(c1) == [] and perf.point_flags(c8, [c1]) == []
+    saturated = perf.point_flags(with_metrics(c32, p99_ttft_ms=10000.0), [c1, c8])
+    assert saturated == ["saturated: 567 out tok/s, below 2802 at c8 (TTFT p99 10000 ms)"]
+    bunched = perf.point_flags({**with_metrics(c1, median_tpot_ms=0.0),
+                                "delivery": {"not_measurable": {"tpot": "bunched delivery"}}})
+    assert bunched == ["TPOT not measurable: bunched delivery"]  # the load generator's verdict, shown as it is
+    assert perf.point_flags(with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=3.5)) == []
+    assert "achieved 1.41 req/s of 4 offered (35%)" in perf.point_flags(
+        with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=1.41))[0]
+    noisy = perf.point_flags(with_metrics(c1, median_tpot_ms=2.0, p99_tpot_ms=9.0))
+    assert noisy == ["noisy: single-stream TPOT p99 9.00 ms is 4.5x its median (other load on the machine?)"]
+    assert perf.point_flags(with_metrics(c1, completed=0)) == ["no request completed"]
+
+
+def test_point_line_has_the_key_numbers_and_flags():
+    line = perf.point_line(point("c8", 8, None, 2802.0), ["saturated: x"])
+    assert line == ("16/16 ok, 2,802 out tok/s, 2.00 req/s, TTFT p50/p99 10/10 ms, TPOT p50 10.00 ms; "
+                    "FLAG saturated: x")
+
+
+def test_no_latency_sweep_plot_for_single_points(tmp_path):
+    single = [{"nodeid": "a", "properties": {"llm": SERVER, "perf": {
+        "hardware": "cpu", "problems": [], "warnings": [], "points": [point("r4", None, 4.0, 500.0)]}}}]
+    lines = perf.write_report(tmp_path, single)
+    assert lines[-1] == f"perf plots: {tmp_path / 'perf-curves.png'}"
+    assert not (tmp_path / "perf-latency.png").exists()

@@ -72,3 +72,28 @@ def test_srun_wraps_env_and_argv():
     assert "--container-image=img:1" in line and "--container-mounts=/fsx:/fsx" in line
     env_at = line.index("env")
     assert line[env_at + 1].startswith("CUDA_VISIBLE_DEVICES=") and line[-1] == "--headless"
+
+
+def test_plan_text_starts_with_a_summary_table_and_prints_each_argv_once(capsys):
+    assert main(["plan", str(ROOT / "matrices/seed-multinode.yaml")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("case ")))
+    assert lines[header].split() == ["case", "GPUs", "nodes", "runs", "here?"]
+    row = next(line for line in lines[header:] if line.startswith("sglang-dense-72b-tp8@2nodes "))
+    assert row.split()[1:4] == ["8", "2", "no:"]
+    # the srun line carries env and argv: the engine's argv appears once per process, not twice
+    launches = [line for line in lines if "sglang.launch_server" in line and "tp8@2nodes" not in line]
+    assert launches and all(line.strip().startswith("$ srun ") for line in launches)
+    assert not any(line.strip().startswith("srun:") for line in lines)
+
+
+def test_models_list_is_aligned_and_says_which_are_not_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LLMCONFORM_CACHE", str(tmp_path))
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "architecture", "where"]
+    column = lines[0].index("where")
+    assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines)
+    assert "not made (llmconform models make qwen2-tiny)" in next(l for l in lines if "factory:qwen2-tiny " in l)
+    assert str(tmp_path) not in "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The verdict at the end of a run, for the terminal: one line per case (conformance passed of checked, equivalence
+against the reference, floors, the best throughput and how many points are flagged, how long the server took to
+start), then where the reports are. Built from the run's results and the files the report sections wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import conformance, equivalence, perf
+
+REPORT_FILES = ("conformance.md", "equivalence.md", "perf.md", "perf-curves.png", "perf-latency.png", "junit.xml",
+                "results.jsonl")
+
+
+def per_case(report_dir: Path, results: list[dict]) -> list[str]:
+    report_dir = Path(report_dir)
+    cells: dict[str, dict[str, str]] = {}  # case -> column -> text
+
+    def put(case: str | None, column: str, text: str) -> None:
+        if case:
+            cells.setdefault(case, {})[column] = text
+
+    table = conformance.build_table(results)
+    for column in table.columns.values():
+        put(column.server, "conformance", _conformance(table.totals(column.key)))
+    for case, text in _equivalence(results).items():
+        put(case, "equivalence", text)
+    runs, verdicts = perf.collect(results)
+    for case in dict.fromkeys(v["case"] for v in verdicts):
+        put(case, "floors", _floors([v["status"] for v in verdicts if v["case"] == case]))
+    for case in dict.fromkeys(r["case"] for r in runs):
+        rows = [r for r in runs if r["case"] == case]
+        best = max(rows, key=lambda r: r["metrics"]["output_tok_s"])
+        flagged = sum(bool(r["flags"]) for r in rows)
+        put(case, "perf", f"best {best['metrics']['output_tok_s']:,.0f} out tok/s ({best['point']})"
+                          + (f", {flagged} point(s) flagged" if flagged else ""))
+    for path in sorted((report_dir / "servers").glob("*/server.json")):
+        record = json.loads(path.read_text())
+        if record.get("error"):
+            put(record["case"], "start", f"START FAILED at stage {record.get('stage')}")
+        elif record.get("ready_s") is not None:
+            put(record["case"], "start", f"started in {record['ready_s']:.0f} s")
+    if not cells:
+        return []
+    columns = [c for c in ("conformance", "equivalence", "floors", "perf", "start")
+               if any(c in row for row in cells.values())]
+    rows = [[case, *(row.get(c, "") for c in columns)] for case, row in cells.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["verdict per case:"] + ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                                    for row in rows]
+
+
+def where(report_dir: Path) -> str:
+    written = [name for name in REPORT_FILES if (Path(report_dir) / name).exists()]
+    return f"reports in {report_dir}: {', '.join(written) or 'none written'}"
+
+
+def _conformance(totals: dict[str, int]) -> str:
+    checked = sum(totals.values()) - totals["skip"]
+    text = f"conformance {totals['pass']}/{checked}"
+    problems = [text for count, text in ((totals["fail"], f"{totals['fail']} FAIL"),
+                                         (totals["xpass"], f"{totals['xpass']} XPASS"),
+                                         (totals["xfail"], f"{totals['xfail']} known")) if count]
+    return text + (f" ({', '.join(problems)})" if problems else "")
+
+
+def _equivalence(results: list[dict]) -> dict[str, str]:
+    """Per case: reference, identical, close or DIVERGED against the reference (or FAILED / known engine failure)."""
+    seen: dict[str, dict] = {}
+    for result in results:
+        props = result.get("properties") or {}
+        data, server = props.get(equivalence.PROPERTY), props.get("llm") or {}
+        if not isinstance(data, dict) or not server.get("id"):
+            continue
+        state = seen.setdefault(server["id"], {"reference": False, "outcomes": set(), "failed": 0, "known": False})
+        state["reference"] |= data.get("role") == "reference"
+        outcome = (data.get("verdict") or {}).get("outcome")
+        if outcome in ("identical", "close", "diverged"):
+            state["outcomes"].add(outcome)
+        if result.get("outcome") == "failed":
+            state["failed"] += 1
+        elif (result.get("xfail_reason") or "").startswith("known engine failure"):
+            state["known"] = True
+    verdicts = {}
+    for case, state in seen.items():
+        if "diverged" in state["outcomes"]:
+            text = "equivalence DIVERGED"
+        elif state["failed"]:
+            text = f"equivalence FAILED ({state['failed']} test(s))"
+        elif state["known"]:
+            text = "equivalence: known engine failure"
+        elif state["reference"]:
+            text = "equivalence: reference"
+        elif "close" in state["outcomes"]:
+            text = "equivalence close"
+        elif state["outcomes"]:
+            text = "equivalence identical"
+        else:
+            continue
+        verdicts[case] = text
+    return verdicts
+
+
+def _floors(statuses: list[str]) -> str:
+    passed, failed = statuses.count("pass"), statuses.count("fail")
+    if not passed and not failed:
+        return f"floors not checked ({len(statuses)} skipped)"
+    return f"floors {passed}/{passed + failed} pass" + (f", {failed} FAIL" if failed else "")
