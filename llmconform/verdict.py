@@ -1,5 +1,5 @@
 """The verdict at the end of a run, for the terminal: one line per case (conformance passed of checked, equivalence
-against the reference, floors, the best throughput and how many points are flagged, how long the server took to
+against the reference, accuracy on a task with known answers, floors, the best throughput and how many points are flagged, how long the server took to
 start), then where the reports are. Built from the run's results and the files the report sections wrote."""
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ def per_case(report_dir: Path, results: list[dict]) -> list[str]:
         put(column.server, "conformance", _conformance(table.totals(column.key)))
     for case, text in _equivalence(results).items():
         put(case, "equivalence", text)
+    for result in results:
+        props = result.get("properties") or {}
+        if isinstance(props.get("accuracy"), dict):
+            put((props.get("llm") or {}).get("id"), "accuracy", _accuracy(props["accuracy"], result.get("outcome")))
     runs, verdicts = perf.collect(results)
     for case in dict.fromkeys(v["case"] for v in verdicts):
         put(case, "floors", _floors([v["status"] for v in verdicts if v["case"] == case]))
@@ -43,7 +47,7 @@ def per_case(report_dir: Path, results: list[dict]) -> list[str]:
             put(record["case"], "start", f"started in {record['ready_s']:.0f} s")
     if not cells:
         return []
-    columns = [c for c in ("conformance", "equivalence", "floors", "perf", "start")
+    columns = [c for c in ("conformance", "equivalence", "accuracy", "floors", "perf", "start")
                if any(c in row for row in cells.values())]
     rows = [[case, *(row.get(c, "") for c in columns)] for case, row in cells.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -100,6 +104,11 @@ def _equivalence(results: list[dict]) -> dict[str, str]:
             continue
         verdicts[case] = text
     return verdicts
+
+
+def _accuracy(summary: dict, outcome: str | None) -> str:
+    text = f"accuracy {summary['accuracy']:.1%} ({summary['correct']}/{summary['problems']})"
+    return text + (" FAIL" if outcome == "failed" else "")
 
 
 def _floors(statuses: list[str]) -> str:

@@ -34,6 +34,12 @@ def floors(layout, *statuses):
                 {"floor": "f", "status": s, "detail": "", "workload": "w", "point": "c1"} for s in statuses]}}
 
 
+def accuracy(layout, correct, outcome):
+    return {"nodeid": f"suites/test_accuracy.py::test_accuracy_gate[vllm-m-{layout}]", "when": "call",
+            "outcome": outcome, "properties": {"llm": server(layout), "accuracy": {
+                "accuracy": correct / 167, "correct": correct, "problems": 167}}}
+
+
 def server_record(tmp_path, layout, **fields):
     directory = tmp_path / "servers" / f"vllm-m-{layout}"
     directory.mkdir(parents=True)
@@ -46,6 +52,7 @@ RESULTS = [
     equivalence("tp1", "passed", role="reference"), equivalence("tp2", "passed", "close"),
     equivalence("tp2", "passed", "identical"), equivalence("pp2", "failed", "diverged"),
     floors("tp1", "pass", "pass"), floors("tp2", "pass", "fail"), floors("pp2", "skip"),
+    accuracy("tp1", 167, "passed"), accuracy("tp2", 140, "failed"),
 ]
 
 
@@ -56,9 +63,10 @@ def test_one_aligned_line_per_case(tmp_path):
     assert lines[0] == "verdict per case:"
     rows = {line.split()[0]: line for line in lines[1:]}
     cells = {case: [c.strip() for c in line.split("  ") if c.strip()][1:] for case, line in rows.items()}
-    assert cells["vllm-m-tp1"] == ["conformance 1/2 (1 known)", "equivalence: reference", "floors 2/2 pass",
-                                   "started in 67 s"]
-    assert cells["vllm-m-tp2"] == ["conformance 0/1 (1 FAIL)", "equivalence close", "floors 1/2 pass, 1 FAIL"]
+    assert cells["vllm-m-tp1"] == ["conformance 1/2 (1 known)", "equivalence: reference", "accuracy 100.0% (167/167)",
+                                   "floors 2/2 pass", "started in 67 s"]
+    assert cells["vllm-m-tp2"] == ["conformance 0/1 (1 FAIL)", "equivalence close", "accuracy 83.8% (140/167) FAIL",
+                                   "floors 1/2 pass, 1 FAIL"]
     assert cells["vllm-m-pp2"] == ["equivalence DIVERGED", "floors not checked (1 skipped)",
                                    "START FAILED at stage load-weights"]
     starts = {line.index("equivalence") for line in lines[1:]}
