@@ -21,7 +21,6 @@ from . import matrix as matrices
 from . import preflight, report, resources, run_identity
 from .api import deviations
 from .api.deviations import DeviationFileError
-from .api.fixture import DEVIATIONS_ENV, deviation_files
 from .case import Case
 from .errors import UserError
 from .llm import LLM
@@ -101,7 +100,7 @@ def pytest_configure(config):
     try:
         _load_cases(config, session)
         if session.cases or session.attach:  # a broken deviation list must stop the run before anything starts
-            for path in filter(None, os.environ.get(DEVIATIONS_ENV, "").split(os.pathsep)):
+            for path in filter(None, os.environ.get(deviations.ENV, "").split(os.pathsep)):
                 deviations.load(Path(path))
         if session.attach and not config.option.collectonly and not hasattr(config, "workerinput"):
             preflight.check_attached(session.attach.base_url, session.attach.model, session.attach.api_key)
@@ -129,7 +128,7 @@ def pytest_configure(config):
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm(session))
     if not hasattr(config, "workerinput"):
         try:
-            identity = run_identity.describe_here(run_identity.argv_here(), deviation_files())
+            identity = run_identity.describe_here(run_identity.argv_here(), deviations.files_in_force())
         except DeviationFileError as error:
             pytest.exit(f"llmconform: {error}", returncode=UserError.exit_code)
         run_identity.write(session.report_dir, identity)

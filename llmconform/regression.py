@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import equivalence, perf_compare, report, run_identity, userfiles
+from .api import PROPERTY as CONFORMANCE
 from .api import deviations as known
-from .api.fixture import PROPERTY as CONFORMANCE
-from .api.fixture import deviation_files
 from .compare import Verdict, compare, compare_distributions, make_comparator
 from .equivalence import LayoutOutputs
 from .errors import UserError
@@ -127,7 +126,7 @@ def _declared(identity: dict) -> list[known.Deviation]:
     recorded = run_identity.declared_deviations(identity)
     if recorded is None:
         try:
-            recorded = [d for path in deviation_files() for d in known.load(path)]
+            recorded = [d for path in known.files_in_force() for d in known.load(path)]
         except known.DeviationFileError as error:
             raise UserError(str(error)) from None
     return recorded

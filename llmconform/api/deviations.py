@@ -9,6 +9,7 @@ names, for engine behaviour that only some tokenizers bring out (e.g. byte-fallb
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,19 @@ from .. import userfiles
 from ..errors import UserError
 
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
+# Extra deviation files (os.pathsep-separated), e.g. for an engine build of your own; read beside the packaged list.
+ENV = "LLMCONFORM_DEVIATIONS"
 FIELDS = ("engine", "versions", "check", "match", "reason", "model")
 OPTIONAL = ("versions", "model")
 
 
 class DeviationFileError(UserError):
     pass
+
+
+def files_in_force() -> list[Path]:
+    """The packaged deviations and the files LLMCONFORM_DEVIATIONS adds."""
+    return [DEFAULT_FILE, *(Path(p) for p in os.environ.get(ENV, "").split(os.pathsep) if p)]
 
 
 @dataclass(frozen=True)

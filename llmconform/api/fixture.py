@@ -6,7 +6,6 @@ Suites import it (`from llmconform.api.fixture import conformance`) and end each
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -14,16 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from . import PROPERTY
 from . import deviations as known
-
-PROPERTY = "conformance"
-# Extra deviation files (os.pathsep-separated), e.g. for an engine build of your own; read beside the packaged list.
-DEVIATIONS_ENV = "LLMCONFORM_DEVIATIONS"
-
-
-def deviation_files() -> list[Path]:
-    """The packaged deviations and the files LLMCONFORM_DEVIATIONS adds."""
-    return [known.DEFAULT_FILE, *(Path(p) for p in os.environ.get(DEVIATIONS_ENV, "").split(os.pathsep) if p)]
 
 
 @cache  # one read per session, not per check
@@ -96,7 +87,7 @@ def conformance(request, llm, record_property) -> Conformance:
     callspec = getattr(request.node, "callspec", None)
     name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
     version = engine_version(llm)
-    matching = known.for_check(_load_deviations(tuple(deviation_files())), llm.engine, version, name, llm.model)
+    matching = known.for_check(_load_deviations(tuple(known.files_in_force())), llm.engine, version, name, llm.model)
     recorded = {"check": name, "spec": spec_of(request.function), "engine_version": version}
     checker = Conformance(check=name, spec=recorded["spec"], deviations=matching, recorded=recorded)
     reason = None

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from llmconform.cli import main
@@ -47,3 +49,11 @@ def test_run_selects_cases_by_glob_and_rejects_a_glob_without_cases(tmp_path, ca
     assert "vllm-q-tp4" in out and "vllm-q-tp8" in out and "vllm-q-tp2pp2" not in out, out
     assert main(["run", str(matrix), "--case", "*-tp16", *common]) == 2
     assert "--case '*-tp16' matches none of the cases: vllm-q-tp4, vllm-q-tp2pp2, vllm-q-tp8" in capsys.readouterr().err
+
+
+def test_the_cli_imports_without_pytest():
+    """setup.sh trains the oracle models with `python -m llmconform.cli` in the engine's environment, which has torch
+    but no pytest: nothing the CLI imports at start may need pytest."""
+    code = "import sys; sys.modules['pytest'] = None; import llmconform.cli"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
