@@ -27,7 +27,7 @@ from .llm import LLM
 from .planner import plan_case
 from .pool import ServerPool
 from .progress import Progress
-from .server import EngineStartError
+from .server import EngineStartError, ignore_signals
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",
@@ -386,6 +386,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                                    for line in lines))
     for line in lines:
         terminalreporter.write_line(line)
+
+
+def pytest_keyboard_interrupt(excinfo):
+    # From the first Ctrl-C (or SIGTERM) on, the run only finishes: teardown, then the reports. A second one must cut
+    # neither short, wherever it lands.
+    ignore_signals("finishing the interrupted run")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown

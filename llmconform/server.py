@@ -319,19 +319,24 @@ class Server:
         (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))
 
 
-@contextmanager
-def signals_ignored(doing: str):
-    """Ignore SIGINT and SIGTERM (saying so) while `doing` runs: a second Ctrl-C must not abort a teardown halfway
-    and leave engine processes behind. Signal handlers belong to the main thread; elsewhere this does nothing."""
+def ignore_signals(doing: str) -> dict:
+    """Ignore SIGINT and SIGTERM from now on, saying so (`doing`: what is being finished); returns the handlers they
+    replaced. Signal handlers belong to the main thread; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return {}
 
     def ignore(signum, frame):
         os.write(2, f"\nllmconform: {signal.Signals(signum).name} ignored while {doing}; "
                     f"it finishes in seconds\n".encode())
 
-    previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+@contextmanager
+def signals_ignored(doing: str):
+    """Ignore SIGINT and SIGTERM while `doing` runs: a second Ctrl-C must not abort a teardown halfway and leave
+    engine processes behind."""
+    previous = ignore_signals(doing)
     try:
         yield
     finally:

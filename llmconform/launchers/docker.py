@@ -98,13 +98,13 @@ def remove_containers(marker: str) -> list[str]:
     client = _client()
     try:
         removed = []
-        for container in _labelled(client, marker):
+        for name in _labelled(client, marker):
             try:
-                container.remove(force=True)
+                client.api.remove_container(name, force=True)
             except APIError as error:
                 if error.status_code not in (404, 409):  # gone already, or being removed (--rm): fine
                     raise
-            removed.append(container.name)
+            removed.append(name)
         return removed
     finally:
         client.close()
@@ -114,13 +114,16 @@ def containers_of(marker: str) -> list[str]:
     """Names of the containers (running or not) that carry a server's label."""
     client = _client()
     try:
-        return [c.name for c in _labelled(client, marker)]
+        return _labelled(client, marker)
     finally:
         client.close()
 
 
-def _labelled(client, marker: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{LABEL}={marker}"})
+def _labelled(client, marker: str) -> list[str]:
+    """Names of the containers with a server's label, from one list call: docker-py's `containers.list` inspects each
+    container afterwards, which fails (404) when one is removed in between (`--rm`)."""
+    listed = client.api.containers(all=True, filters={"label": f"{LABEL}={marker}"})
+    return [entry["Names"][0].lstrip("/") for entry in listed]
 
 
 def daemon_problem() -> str | None:

@@ -119,7 +119,8 @@ def test_ctrl_c_during_tests_then_again_during_teardown(tmp_path):
     code, output = _finished(process)
     assert code == 2, output
     assert "KeyError" not in output and "INTERNALERROR" not in output, output
-    assert "ignored while stopping the server of vllm-qwen2-tiny-tp1" in output, output  # the second Ctrl-C
+    # the second Ctrl-C: ignored, in the server's teardown or after it (a clean machine stops the server in < 1.5 s)
+    assert "SIGINT ignored while " in output, output
     assert "INTERRUPTED run: interrupted by Ctrl-C" in output, output  # reports were still built
     assert f"report dir: {report.resolve()}" in output
     assert (report / "INTERRUPTED").exists()
