@@ -873,27 +873,15 @@ class _Client:
         import aiohttp
 
         record = job.record
-        record.sent_s = time.perf_counter() - start
         try:
-            async with self.session.post(self.url, data=job.payload) as response:
-                record.status = response.status
-                if response.status != 200:
-                    record.error = f"HTTP {response.status}: {(await response.text())[:500]}"
-                    return
-                # Read to the end of the body, past [DONE]: a response left unread would close the connection
-                # instead of returning it to the pool, and the next request would pay for a new one.
-                pending = b""
-                async for data in response.content.iter_any():
-                    now = time.perf_counter() - start
-                    pending += data
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        if self._handle(line, now, job):
-                            record.done_s = now
-                if pending.strip() and self._handle(pending, time.perf_counter() - start, job):
-                    record.done_s = time.perf_counter() - start
-                if record.done_s is None:  # the server closed the stream without [DONE]
-                    record.done_s = time.perf_counter() - start
+            try:
+                await self._post(job, start)
+            except aiohttp.ServerDisconnectedError:
+                if record.status is not None:
+                    raise
+                # A pooled connection the server closed as it was handed out (seen on vLLM-CPU at concurrency 32):
+                # nothing was answered, so sending the request again, once, measures it as the server serves it.
+                await self._post(job, start)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
             record.error = f"{type(error).__name__}: {error}"
         finally:
@@ -901,6 +889,29 @@ class _Client:
                 record.error = "the stream carried no choice chunk (no first token)"
             if self.live is not None:
                 self.live[self.slot] += 1
+
+    async def _post(self, job: _Job, start: float) -> None:
+        record = job.record
+        record.sent_s = time.perf_counter() - start
+        async with self.session.post(self.url, data=job.payload) as response:
+            record.status = response.status
+            if response.status != 200:
+                record.error = f"HTTP {response.status}: {(await response.text())[:500]}"
+                return
+            # Read to the end of the body, past [DONE]: a response left unread would close the connection
+            # instead of returning it to the pool, and the next request would pay for a new one.
+            pending = b""
+            async for data in response.content.iter_any():
+                now = time.perf_counter() - start
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if self._handle(line, now, job):
+                        record.done_s = now
+            if pending.strip() and self._handle(pending, time.perf_counter() - start, job):
+                record.done_s = time.perf_counter() - start
+            if record.done_s is None:  # the server closed the stream without [DONE]
+                record.done_s = time.perf_counter() - start
 
     def _handle(self, line: bytes, now: float, job: _Job) -> bool:
         """One SSE line; True at the end of the stream. Only `data:` lines matter (comments and blank separators
