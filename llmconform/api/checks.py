@@ -263,6 +263,14 @@ def json_prefix_problem(text: str) -> str | None:
         where = f"at character {i} ({text[i:i + 20]!r})"
         if expect == "end":
             return f"text after the complete JSON value {where}"
+        if c == '"' and expect in ("value", "value-or-close", "key", "key-or-close"):  # a string value or key
+            end = _string_end(text, i)
+            if isinstance(end, str):
+                return end
+            if end is None:
+                return None  # the text ends inside the string
+            expect, i = ("colon" if expect.startswith("key") else after_value()), end
+            continue
         if expect in ("value", "value-or-close"):
             if c == "]" and expect == "value-or-close":
                 stack.pop()
@@ -270,13 +278,6 @@ def json_prefix_problem(text: str) -> str | None:
             elif c in "{[":
                 stack.append(c)
                 expect, i = ("key-or-close" if c == "{" else "value-or-close"), i + 1
-            elif c == '"':
-                end = _string_end(text, i)
-                if isinstance(end, str):
-                    return end
-                if end is None:
-                    return None
-                expect, i = after_value(), end
             elif c == "-" or c.isdigit():
                 j = i
                 while j < n and text[j] in "+-.eE0123456789":
@@ -297,13 +298,6 @@ def json_prefix_problem(text: str) -> str | None:
             if c == "}" and expect == "key-or-close":
                 stack.pop()
                 expect, i = after_value(), i + 1
-            elif c == '"':
-                end = _string_end(text, i)
-                if isinstance(end, str):
-                    return end
-                if end is None:
-                    return None
-                expect, i = "colon", end
             else:
                 return f"expected an object key {where}"
         elif expect == "colon":
