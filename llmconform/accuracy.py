@@ -112,7 +112,8 @@ def load(source: str, count: int | None = None) -> Task:
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_TASKS:
-            raise UserError(f"unknown built-in task {source!r} (known: {', '.join('builtin:' + n for n in BUILTIN_TASKS)})")
+            known = ", ".join("builtin:" + n for n in BUILTIN_TASKS)
+            raise UserError(f"unknown built-in task {source!r} (known: {known})")
         return builtin_addition(count or 1000)
     path = Path(source).expanduser()
     if not path.is_file():
@@ -151,7 +152,8 @@ def parse_task(records: list[tuple[int, dict]], file: str) -> Task:
     if scorer == "regex":
         try:
             if pattern is None or re.compile(pattern).groups < 1:
-                fail(header_line, "pattern", "the regex scorer needs a pattern with one group", "e.g. \"#### (\\\\S+)\"")
+                fail(header_line, "pattern", "the regex scorer needs a pattern with one group",
+                     "e.g. \"#### (\\\\S+)\"")
         except re.error as error:
             fail(header_line, "pattern", f"not a regular expression: {error}")
     max_tokens = header.get("max_tokens", 16)

@@ -139,7 +139,8 @@ def vllm_metrics(result: dict) -> dict:
     """vLLM's saved result JSON under our metric names."""
     return {ours: result.get(theirs) for ours, theirs in load_metrics.VLLM_RESULT_KEYS.items()} | {
         "completed": result.get("completed"), "failed": result.get("failed"), "duration_s": result.get("duration"),
-        "total_output_tokens": result.get("total_output_tokens"), "total_input_tokens": result.get("total_input_tokens")}
+        "total_output_tokens": result.get("total_output_tokens"),
+        "total_input_tokens": result.get("total_input_tokens")}
 
 
 def records_from_vllm_result(result: dict) -> list[load.RequestRecord]:
@@ -245,7 +246,8 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
 
 
 def comparison_table(comparisons: list[PointComparison], tolerance: float) -> list[str]:
-    header = f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'+-':>7} {'spread':>7}  verdict"
+    header = (f"{'point':<10} {'metric':<16} {'ours':>11} {'vllm bench':>11} {'diff':>8} {'+-':>7} {'spread':>7}"
+              "  verdict")
     lines = [header]
     for c in comparisons:
         for metric in GATED + SHOWN:

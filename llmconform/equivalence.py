@@ -346,7 +346,7 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
         lines.append(_group_line(group))
     (report_dir / REPORT_MD).write_text("\n".join(markdown) + "\n")
     (report_dir / REPORT_JSON).write_text(json.dumps({"groups": document}, indent=1))
-    return lines + [f"equivalence report: {report_dir / REPORT_MD}"]
+    return [*lines, f"equivalence report: {report_dir / REPORT_MD}"]
 
 
 def _row(result: dict) -> dict:
@@ -445,7 +445,7 @@ def _group_markdown(group: dict) -> list[str]:
         out += ["", "### Where outputs differ", ""]
         for layout, probe, cell in details:
             out += [f"**{layout} / {probe}** ({cell['status']})", "", "```", cell["verdict"]["explain"], "```", ""]
-    return out + [""]
+    return [*out, ""]
 
 
 def _group_line(group: dict) -> str:

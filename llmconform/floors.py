@@ -295,7 +295,7 @@ def parse_floor(text: str) -> Floor:
     if not isinstance(text, str):
         raise TypeError(f"expected a floor expression (a string), got {type(text).__name__}")
     source = text.strip()
-    for kind, head in _HEADS:
+    for kind, head in _HEADS:  # noqa: B007 - the matching head's kind is read after the loop
         match = head.match(source)
         if match:
             break
@@ -320,7 +320,7 @@ def parse_floor(text: str) -> Floor:
     rest = source[match.end():]
     seen: set[str] = set()
     while rest.strip():
-        for name, clause in _CLAUSES:
+        for name, clause in _CLAUSES:  # noqa: B007 - the matching clause's name is read after the loop
             found = clause.match(rest)
             if found:
                 break
@@ -449,8 +449,9 @@ def evaluate(floors: tuple[Floor, ...], points: list[dict], context: CaseContext
         if not floor.applies_to(context.case_id):
             continue
         if floor.hardware is not None and not context.hardware.matches(floor.hardware):
-            verdicts.append(Verdict(floor.text, "skip", f"applies on {floor.hardware}; this case ran on "
-                                                        f"{context.hardware.describe()} (numbers reported, not checked)"))
+            verdicts.append(Verdict(floor.text, "skip",
+                                    f"applies on {floor.hardware}; this case ran on "
+                                    f"{context.hardware.describe()} (numbers reported, not checked)"))
             continue
         chosen = [p for p in points if _covers(floor, p)]
         if not chosen:

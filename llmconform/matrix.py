@@ -40,15 +40,14 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
-from . import engines, layout as layouts, models, userfiles
+from . import engines, models, userfiles
+from . import layout as layouts
 from .accuracy import parse_accuracy_section
+from .case import Case, EngineSettings, ModelSpec
 from .equivalence import case_dtype, determinism_overrides, parse_compare_section
+from .errors import LayoutError, MatrixError, UserError
 from .floors import parse_floors
 from .load import parse_workloads
-from .case import Case, EngineSettings, ModelSpec
-from .errors import LayoutError, MatrixError, UserError
 
 LAUNCHERS = ("local", "docker", "slurm")
 DEVICES = ("cuda", "cpu")
@@ -193,7 +192,7 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
         return case
 
     cases: list[Case] = []
-    for model_id, spec in model_specs.items():
+    for model_id in model_specs:
         extras = model_extras[model_id]
         for engine in extras.engines or tuple(engine_settings):
             for layout in (extras.layouts if extras.layouts is not None else default_layouts):

@@ -229,7 +229,7 @@ def _batch(rng: random.Random, size: int, encode, eos_id: int):
     torch = _torch()
     rows, targets = [], []
     for problem in (addition_problem(rng) for _ in range(size)):
-        prompt, answer = encode(problem.prompt), encode(problem.answer) + [eos_id]
+        prompt, answer = encode(problem.prompt), [*encode(problem.answer), eos_id]
         sequence = prompt + answer
         rows.append(sequence[:-1])
         targets.append([-100] * (len(prompt) - 1) + answer)
@@ -255,7 +255,7 @@ def greedy_accuracy(config: dict, tensors: dict, encode, eos_id: int, count: int
             ids = torch.cat([ids, logprobs.argmax(-1, keepdim=True)], dim=1)
     for problem, row in zip(held_out, ids.tolist(), strict=True):
         prompt_length = len(encode(problem.prompt))
-        correct += row[prompt_length:] == encode(problem.answer) + [eos_id]
+        correct += row[prompt_length:] == [*encode(problem.answer), eos_id]
     return correct / count, margins
 
 

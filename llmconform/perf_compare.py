@@ -175,8 +175,9 @@ def judge(tolerance: Tolerance, baseline_runs: list[load.PointRun], candidate_ru
     else:
         status = "inconclusive"
     samples = sum(len(r.records) for r in candidate_runs), sum(len(r.records) for r in baseline_runs)
+    unit = "time windows" if tolerance.metric == "output_tok_s" else "requests"
     detail = (f"{tolerance.metric} {after:.4g} vs baseline {before:.4g}: {change:+.1%}, {CONFIDENCE:.0%} interval "
-              f"[{low:+.1%}, {high:+.1%}] (bootstrap over {'time windows' if tolerance.metric == 'output_tok_s' else 'requests'}"
+              f"[{low:+.1%}, {high:+.1%}] (bootstrap over {unit}"
               f", {samples[1]} and {samples[0]} requests); smallest change that matters {tolerance.text}")
     return PointVerdict(status, subject, detail, before, after, change, low, high)
 

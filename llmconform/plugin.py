@@ -209,7 +209,7 @@ def _one_off_matrix(config):
     model = config.getoption("model")
     if not model:
         raise UserError("--engine needs --model (factory:NAME, shape:NAME, path:DIR or hf:ID)")
-    layouts = [l for item in config.getoption("layout") for l in item.split(",") if l] or ["tp1"]
+    layouts = [name for item in config.getoption("layout") for name in item.split(",") if name] or ["tp1"]
     settings = {}
     if config.getoption("engine_command"):
         settings["command"] = config.getoption("engine_command")
@@ -296,7 +296,7 @@ class ResultsWriter:
     """One JSON line per test outcome into the report dir (controller side), for the reports built from it."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "a")
+        self.file = open(path, "a")  # noqa: SIM115 - open for the whole session, closed in pytest_sessionfinish
 
     def pytest_runtest_logreport(self, report):
         if report.when != "call" and not (report.failed or report.skipped):

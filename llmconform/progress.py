@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 PLAIN_EVERY_S = 10.0
 
@@ -24,7 +24,7 @@ PLAIN_EVERY_S = 10.0
 class Progress:
     """Quiet when made without a console."""
 
-    def __init__(self, console=None, suspend: Callable[[], ContextManager] = contextlib.nullcontext,
+    def __init__(self, console=None, suspend: Callable[[], AbstractContextManager] = contextlib.nullcontext,
                  plain_every_s: float = PLAIN_EVERY_S):
         self.console = console
         self.suspend = suspend
@@ -113,7 +113,8 @@ class LoadProgress:
         self.progress.line(f"[load] {self.title} {point}: {text}")
 
     def _open_bar(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
 
         # Refreshed by update() only (no refresh thread: a thread would write while pytest captures output).
         self.bar = Bar(TextColumn(f"[load] {self.title} {self.point}", markup=False), BarColumn(), MofNCompleteColumn(),

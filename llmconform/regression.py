@@ -69,13 +69,17 @@ class Comparison:
                 "counts": {area: self.counts(area) for area in ("tests", "outputs", "perf")},
                 "findings": [asdict(f) for f in self.findings]}
 
+    def _versions(self, side: str) -> str:
+        return ", ".join(self.versions[side]) or "engine version unknown"
+
     def to_markdown(self) -> str:
         lines = ["# Regression check", "",
-                 f"baseline `{self.baseline}` ({', '.join(self.versions['baseline']) or 'engine version unknown'}) "
-                 f"vs candidate `{self.candidate}` ({', '.join(self.versions['candidate']) or 'engine version unknown'})",
+                 f"baseline `{self.baseline}` ({self._versions('baseline')}) "
+                 f"vs candidate `{self.candidate}` ({self._versions('candidate')})",
                  "", f"**{len(self.regressions)} regression(s)**", ""]
         if self.identity:
-            lines += [f"- baseline ran on: {self.identity['baseline']}", f"- candidate ran on: {self.identity['candidate']}"]
+            lines += [f"- baseline ran on: {self.identity['baseline']}",
+                      f"- candidate ran on: {self.identity['candidate']}"]
             lines += [f"- **the runs differ in more than the engine**: {d}" for d in self.identity["differences"]]
             lines += [f"- **warning**: {w}" for w in self.identity["warnings"]]
             lines.append("")
@@ -117,7 +121,8 @@ def compare_runs(baseline: Path, candidate: Path, perf_tolerances: tuple[str, ..
     identity = {"baseline": run_identity.runtime_line(identities["baseline"]),
                 "candidate": run_identity.runtime_line(identities["candidate"]),
                 "differences": run_identity.differences(identities["baseline"], identities["candidate"]),
-                "warnings": [w for name, found in identities.items() for w in run_identity.version_warnings(found, name)]}
+                "warnings": [w for name, found in identities.items()
+                             for w in run_identity.version_warnings(found, name)]}
     return Comparison(baseline, candidate, versions, findings, identity)
 
 
@@ -312,9 +317,9 @@ def _compare_outputs(baseline: Path, candidate: Path, comparator: str | None) ->
 
 
 def _policy(old: LayoutOutputs, new: LayoutOutputs, comparator: str | None):
-    """(comparator, logprob bound or None, why, the policy): --comparator; else the matrix's `compare:` section where it names a
-    comparator; else exact tokens with |delta logprob| <= compare.max_logprob_delta (both runs serve one layout, so
-    the layout comparator's near-tie tolerance would let a real token flip through)."""
+    """(comparator, logprob bound or None, why, the policy): --comparator; else the matrix's `compare:` section where
+    it names a comparator; else exact tokens with |delta logprob| <= compare.max_logprob_delta (both runs serve one
+    layout, so the layout comparator's near-tie tolerance would let a real token flip through)."""
     dtype = old.dtype if old.dtype == new.dtype else f"{old.dtype} vs {new.dtype}"
     section = equivalence.parse_compare_section(new.compare or old.compare or None, equivalence.raise_user_error)
     policy = section.policy(new.model, dtype)

@@ -16,13 +16,15 @@ COLOURS = {"regressed": "#c62828", "improved": "#2e7d32", "inconclusive": "#ef6c
 STYLE = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; margin: 24px; color: #212121; max-width: 1400px; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #eee; padding-bottom: 4px; margin-top: 28px; }
-.verdict { font-size: 22px; font-weight: bold; padding: 10px 14px; border-radius: 6px; color: white; display: inline-block; }
+.verdict { font-size: 22px; font-weight: bold; padding: 10px 14px; border-radius: 6px; color: white;
+           display: inline-block; }
 .fail { background: #c62828; } .pass { background: #2e7d32; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f5f5f5; } td.subject { font-family: monospace; word-break: break-all; width: 38%; }
 .status { font-weight: bold; white-space: nowrap; } pre { white-space: pre-wrap; margin: 0; font-size: 12px; }
-.counts span { margin-right: 14px; } .note { color: #b71c1c; } .plots { display: flex; flex-wrap: wrap; } .plots figure { max-width: 48%; margin: 4px; }
+.counts span { margin-right: 14px; } .note { color: #b71c1c; }
+.plots { display: flex; flex-wrap: wrap; } .plots figure { max-width: 48%; margin: 4px; }
 .plots img { max-width: 100%; border: 1px solid #ddd; }
 """
 
@@ -53,7 +55,7 @@ def render(comparison: Comparison) -> str:
         if area == "perf":
             parts += _perf_chart([f for f in found if f.evidence.get("change") is not None])
             parts += _plots(comparison)
-        shown = [f for f in found if f.status in LISTED or area == "outputs" and f.status == "unchanged"
+        shown = [f for f in found if f.status in LISTED or (area == "outputs" and f.status == "unchanged")
                  or f.status == "not compared"]
         if shown:
             parts.append("<table><tr><th>status</th><th>subject</th><th>evidence</th></tr>")
@@ -89,7 +91,8 @@ def _perf_chart(findings: list[Finding]) -> list[str]:
     span = max(max(abs(f.evidence.get(k) or 0) for k in ("change", "low", "high")) for f in findings) or 0.1
     width, label, row = 900, 420, 22
     height = row * len(findings) + 30
-    x = lambda value: label + (width - label - 20) * (value + span) / (2 * span)
+    def x(value):
+        return label + (width - label - 20) * (value + span) / (2 * span)
     svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' id='perf-chart'>",
            f"<line x1='{x(0)}' y1='0' x2='{x(0)}' y2='{height - 20}' stroke='#999'/>",
            f"<text x='{x(-span)}' y='{height - 5}' font-size='11'>{-span:+.0%}</text>",

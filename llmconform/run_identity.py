@@ -63,7 +63,8 @@ def engine_runtime(executable: str) -> dict | None:
     if interpreter is None:
         return None
     try:
-        out = subprocess.run([interpreter, "-c", _RUNTIME_PROBE], capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run([interpreter, "-c", _RUNTIME_PROBE], capture_output=True, text=True, timeout=60,
+                             check=False)
         return json.loads(out.stdout) if out.returncode == 0 else None
     except (subprocess.SubprocessError, OSError, ValueError):
         return None
@@ -154,7 +155,8 @@ def differences(baseline: dict, candidate: dict) -> list[str]:
 
 def _changed(old: dict, new: dict) -> str:
     keys = sorted(old.keys() | new.keys())
-    return ", ".join(f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+                     for k in keys if old.get(k) != new.get(k))
 
 
 def runtime_line(identity: dict) -> str:

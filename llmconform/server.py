@@ -244,7 +244,8 @@ class Server:
         self._read_logs()
         diagnosis = self.engine.diagnose(self.log_text) or "no known failure signature matched; read the log"
         tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
-        return (f"{self.case.id}: engine {'hung' if self.hung else 'died'} while serving: {what}\n  diagnosis: {diagnosis}\n"
+        return (f"{self.case.id}: engine {'hung' if self.hung else 'died'} while serving: {what}\n"
+                f"  diagnosis: {diagnosis}\n"
                 f"  log: {r.log_path}\n  --- last {TAIL_LINES} log lines ---\n{tail}")
 
     # --- stop ----------------------------------------------------------------------------------------------------
@@ -300,7 +301,8 @@ class Server:
 
     def _write_record(self) -> None:
         record = {
-            "case": self.case.id, "marker": self.marker, "engine": self.case.engine.name, "planned_version": self.case.engine.version,
+            "case": self.case.id, "marker": self.marker, "engine": self.case.engine.name,
+            "planned_version": self.case.engine.version,
             "version": self.version, "layout": str(self.case.layout), "model": self.case.model.source,
             "served_model": self.model, "base_url": self.base_url, "stage": self.stage,
             "ready_s": self.ready_s, "peak_rss_bytes": self.peak_rss_bytes or None,

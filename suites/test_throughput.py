@@ -124,7 +124,7 @@ def _measurement(request, llm) -> Measurement:
     if llm.id not in cache:
         try:
             cache[llm.id] = _measure(llm, request.config.getoption("load_workers", default=None))
-        except Exception as error:  # noqa: BLE001 -- measured once: the floors test reports the same error without re-running
+        except Exception as error:
             cache[llm.id] = Measurement(floors.Hardware(llm.case.engine.device), error=error)
     measurement = cache[llm.id]
     if measurement.error is not None:

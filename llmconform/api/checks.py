@@ -84,7 +84,8 @@ def chat_logprobs_problems(logprobs, content: str, top: int) -> list[str]:
             problems.append(f"logprobs.content[{i}].top_logprobs has {len(alternatives)} entries for "
                             f"top_logprobs={top}")
         values = [a["logprob"] for a in alternatives]
-        problems += [f"logprobs.content[{i}].top_logprobs[{j}].logprob = {v} > 0" for j, v in enumerate(values) if v > 0]
+        problems += [f"logprobs.content[{i}].top_logprobs[{j}].logprob = {v} > 0"
+                     for j, v in enumerate(values) if v > 0]
         if values != sorted(values, reverse=True):
             problems.append(f"logprobs.content[{i}].top_logprobs are not sorted most likely first: {values}")
     return problems

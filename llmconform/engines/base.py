@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..case import Case
 from ..errors import LayoutError, UserError
@@ -22,7 +23,7 @@ class Ports:
     dist_init: int  # SGLang --dist-init-addr HOST:PORT (SGLang also uses the next few ports and +13)
 
     @classmethod
-    def from_base(cls, base: int) -> "Ports":
+    def from_base(cls, base: int) -> Ports:
         """A block of ports from one base; `resources` picks bases that do not collide."""
         return cls(http=base, master=base + 1, dp_rpc=base + 2, dist_init=base + 3)
 
@@ -87,8 +88,8 @@ class Plan:
             "health_route": self.health_route,
             "ready_routes": list(self.ready_routes),
             "processes": [
-                {"node": p.node, "role": p.role, "argv": redact_argv(p.argv), "env": redact_env(p.env), "nodes": p.nodes,
-                 "tasks_per_node": p.tasks_per_node}
+                {"node": p.node, "role": p.role, "argv": redact_argv(p.argv), "env": redact_env(p.env),
+                 "nodes": p.nodes, "tasks_per_node": p.tasks_per_node}
                 for p in self.processes
             ],
             "files": self.files,
@@ -128,7 +129,8 @@ COMMON_SIGNATURES = (
     signature(r"Address already in use|Errno 98|Port is already in use",
               "a port is already in use: another server or a leftover process holds it"),
     signature(r"Using the loopback address as fallback|Gloo connectFullMesh failed",
-              "Gloo bound to loopback on a multi-NIC host: set GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME on every node"),
+              "Gloo bound to loopback on a multi-NIC host: set GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME on every "
+              "node"),
     signature(r"client socket has timed out|DistStoreError|wait timeout after \d+ms",
               "torch.distributed rendezvous timed out: a node cannot reach the master address/port, or a node "
               "rank/count is wrong"),
@@ -162,7 +164,7 @@ class Engine:
     # Prometheus: the route, the counters its docs name (prompt_tokens, generation_tokens, requests: summed over
     # their labels), and the flag that turns the endpoint on where it is off by default.
     metrics_route: str | None = None
-    metrics_counters: dict[str, str] = {}
+    metrics_counters: ClassVar[dict[str, str]] = {}
     metrics_flag: str | None = None
 
     # --- rules -----------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ EP subdivides TP (`--ep-size e`: moe_tp = tp / e). Attention DP lives inside TP:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..errors import LayoutError
 from ..layout import Layout
 from .base import Engine, Process, is_python, num_experts, signature, stage, version_tuple
@@ -26,7 +28,7 @@ class SGLang(Engine):
     default_version = "0.5.16"
     default_command = ("python3", "-m", "sglang.launch_server")
     metrics_route = "/metrics"  # docs/references/production_metrics.md
-    metrics_counters = {"prompt_tokens": "sglang:prompt_tokens_total",
+    metrics_counters: ClassVar[dict[str, str]] = {"prompt_tokens": "sglang:prompt_tokens_total",
                         "generation_tokens": "sglang:generation_tokens_total"}
     metrics_flag = "--enable-metrics"
     arg_style = "kebab"
@@ -43,13 +45,14 @@ class SGLang(Engine):
         stage("load-weights", r"Load weight begin", 3600),
         stage("weights-loaded", r"Load weight end", 1800),
         stage("kv-cache", r"KV Cache is allocated|Memory pool end", 900),
-        stage("cuda-graphs", r"Capture (\w+ )?(cuda|CUDA) graph begin", 1800),  # 0.5.16: "Capture decode CUDA graph begin"
+        # 0.5.16: "Capture decode CUDA graph begin"
+        stage("cuda-graphs", r"Capture (\w+ )?(cuda|CUDA) graph begin", 1800),
         stage("http-up", r"Uvicorn running on|Application startup complete", 600),
         stage("ready", r"The server is fired up and ready to roll", 300),
     )
     signatures = (
-        signature(r"ambiguous option", "SGLang's argparse got an ambiguous abbreviated flag (it matches several options): "
-                                       "use the full flag name"),
+        signature(r"ambiguous option", "SGLang's argparse got an ambiguous abbreviated flag (it matches several "
+                                       "options): use the full flag name"),
         signature(r"multi-node data.parallel",
                   "SGLang rejects DP replicas across nodes: use attention DP (adp) inside a cross-node TP group"),
         signature(r"tp_size must be divisible by number of nodes",

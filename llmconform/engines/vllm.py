@@ -10,6 +10,8 @@ uses `--nnodes/--node-rank/--master-addr/--master-port` (`--headless` on ranks >
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..errors import LayoutError
 from ..layout import Layout
 from .base import Engine, Process, is_python, normalize_flag, signature, stage
@@ -24,8 +26,9 @@ class VLLM(Engine):
     default_version = "0.32.0"
     default_command = ("vllm", "serve")
     metrics_route = "/metrics"  # always on (vllm/v1/metrics/loggers.py; docs: serving/metrics)
-    metrics_counters = {"prompt_tokens": "vllm:prompt_tokens_total", "generation_tokens": "vllm:generation_tokens_total",
-                        "requests": "vllm:request_success_total"}
+    metrics_counters: ClassVar[dict[str, str]] = {
+        "prompt_tokens": "vllm:prompt_tokens_total", "generation_tokens": "vllm:generation_tokens_total",
+        "requests": "vllm:request_success_total"}
     arg_style = "kebab"
     owned_args = (
         "host", "port", "served-model-name", "tensor-parallel-size", "pipeline-parallel-size",

@@ -38,7 +38,7 @@ def requirements(wheel: Path, extras: set[str]) -> list[Requirement]:
 
 
 def main(wheel_dir, have_file, dest, *platform):
-    have = {canonicalize_name(line.strip()) for line in open(have_file) if line.strip()}
+    have = {canonicalize_name(line.strip()) for line in Path(have_file).read_text().splitlines() if line.strip()}
     skip = {canonicalize_name(n) for n in os.environ.get("SKIP", "").split()}
     dest = Path(dest)
     queue = [(w, {"cu13"}) for w in sorted(Path(wheel_dir).glob("*.whl"))]

@@ -19,6 +19,7 @@ import json
 import re
 import sys
 import zipfile
+from pathlib import Path
 
 SERVER_ARGS = "sglang/srt/server_args.py"
 FLAG_ACTIONS = {"store_true", "store_false", "store_const", "DeprecatedAction", "DeprecatedStoreTrueAction",
@@ -33,7 +34,7 @@ def read_source(path: str) -> tuple[str, str]:
         with zipfile.ZipFile(path) as wheel:
             version = re.search(r"sglang-([^-]+)-", path.rsplit("/", 1)[-1]).group(1)
             return wheel.read(SERVER_ARGS).decode(), version
-    text = open(path).read()
+    text = Path(path).read_text()
     return text, "unknown"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import sys
+from pathlib import Path
 
 TYPES = {"int": "int", "float": "float", "str": "str"}
 
@@ -32,7 +33,8 @@ def option(decorator: ast.Call) -> dict:
     kind_of = getattr(decorator.func, "attr", "")
     if kind_of == "argument":
         return {"argument": explicit[0], "dest": explicit[0]}
-    entry = {"flags": flags, "dest": dest.replace("-", "_"), "default": literal(kw["default"]) if "default" in kw else None}
+    entry = {"flags": flags, "dest": dest.replace("-", "_"),
+             "default": literal(kw["default"]) if "default" in kw else None}
     if literal(kw.get("is_flag")) if "is_flag" in kw else False:
         entry["kind"] = "flag"
     else:
@@ -57,7 +59,7 @@ def main(argv: list[str]) -> int:
         return 2
     path, ref = argv
     fixture = {"engine": "trtllm", "version": ref, "source": "NVIDIA/TensorRT-LLM tensorrt_llm/commands/serve.py",
-               "extracted_by": "scripts/engine-args/trtllm_args.py (AST)", "options": extract(open(path).read())}
+               "extracted_by": "scripts/engine-args/trtllm_args.py (AST)", "options": extract(Path(path).read_text())}
     json.dump(fixture, sys.stdout, indent=0)
     print()
     return 0

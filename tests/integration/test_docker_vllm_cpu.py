@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from paths import ROOT
 
 from llmconform import matrix, resources
 from llmconform.engines.base import Process
@@ -21,8 +22,6 @@ from llmconform.launchers import docker
 from llmconform.pool import ServerPool
 from llmconform.resources import _bindable
 from llmconform.server import MARKER_ENV, EngineStartError, marked_pids
-
-from paths import ROOT
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

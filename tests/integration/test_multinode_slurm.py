@@ -6,10 +6,9 @@ import shutil
 import subprocess
 
 import pytest
+from paths import ROOT, pytest_command
 
 from llmconform.server import marked_pids
-
-from paths import ROOT, pytest_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.multinode, pytest.mark.slow]
 

@@ -4,19 +4,19 @@ vLLM-CPU server (matrices/cpu-smoke.yaml, tp1) started once for the module.
 1. Metric code: our load_metrics, fed vllm bench's own per-request timings (`--save-detailed`), reproduces the
    aggregates vllm bench computed from them. Exact up to float rounding, whatever the machine's load.
 2. Live: both tools run the same workload against the same server, alternating (ours, vllm | vllm, ours) so that
-   drifting background load weighs on both alike, on the CPU cores the engine was not given; for output tok/s, median TTFT and median TPOT the test
+   drifting background load weighs on both alike, on the CPU cores the engine was not given; for output tok/s,
+   median TTFT and median TPOT the test
    passes when they agree within 5%, fails when they clearly differ, and is skipped, with the numbers, when this
    machine's noise is too large to tell (bench.PointComparison.verdict). A shared 2-core runner often is: the same
    tool's runs a minute apart differ by 5-30% there while other servers run.
 """
 
 import pytest
+from paths import ROOT
 
 from llmconform import bench, load, matrix, resources
 from llmconform.load import Target, Workload
 from llmconform.pool import ServerPool
-
-from paths import ROOT
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow, pytest.mark.perf]
 
@@ -42,7 +42,8 @@ def comparison(out_dir) -> bench.PointComparison:
         # Both clients on the cores the engine was not given: where the scheduler puts them otherwise decides more
         # than the tools do.
         (result,) = bench.compare_with_vllm_bench(target, WORKLOAD, case.model.path, VLLM_BENCH, out_dir / "bench",
-                                                  rounds=ROUNDS, client_cpus=load.other_cpus(server.placement.devices[0]),
+                                                  rounds=ROUNDS,
+                                                  client_cpus=load.other_cpus(server.placement.devices[0]),
                                                   log=lambda line: None)
     finally:
         pool.stop_all()

@@ -9,7 +9,6 @@ import sys
 
 import pexpect
 import pytest
-
 from paths import ROOT, pytest_command
 
 CASE = "vllm-fake-model-tp1"

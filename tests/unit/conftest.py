@@ -1,8 +1,7 @@
 import pytest
+from planning_helpers import PORTS, make_case, placement
 
 from llmconform import engines
-
-from planning_helpers import PORTS, make_case, placement
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_matrix_accuracy_section_and_case_source(tmp_path):
     policy = accuracy.gate_policy(damaged.accuracy, "qwen2-oracle")
     assert policy.floor == 0.99 and policy.min_detectable_drop == 0.1
     assert policy.task == str(tmp_path / "tasks/gsm8k.jsonl")
-    with pytest.raises(MatrixError, match="accuracy.alpha"):
+    with pytest.raises(MatrixError, match=r"accuracy\.alpha"):
         matrix.parse({**data, "accuracy": {"alpha": 2}}, "m.yaml")
 
 

@@ -55,7 +55,7 @@ def test_floors_from_the_command_line_gate_the_run(tmp_path, tokenizer_dir):
     results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     floors = next(r for r in results if r["nodeid"] == "bench::floors[fake-server]")
     assert floors["outcome"] == "failed" and "median_tpot_ms" in floors["error"]
-    assert [v["status"] for v in floors["properties"]["floors"]][0] == "fail"
+    assert next(v["status"] for v in floors["properties"]["floors"]) == "fail"
 
 
 def test_the_workloads_of_a_matrix(tmp_path, tokenizer_dir):

@@ -5,8 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from llmconform.compare import (Exact, Generation, LogprobClose, LogprobDelta, Step, chi_square_homogeneity,
-                                chi_square_sf, compare, compare_distributions, make_comparator)
+from llmconform.compare import (
+    Exact,
+    Generation,
+    LogprobClose,
+    LogprobDelta,
+    Step,
+    chi_square_homogeneity,
+    chi_square_sf,
+    compare,
+    compare_distributions,
+    make_comparator,
+)
 
 ALL = (Exact(), LogprobClose(top_k=5, max_gap=1.0), LogprobDelta(max_delta=0.1))
 

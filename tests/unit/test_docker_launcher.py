@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from planning_helpers import PORTS, make_case, placement
 
 from llmconform import engines, matrix
 from llmconform.engines.base import Process
@@ -13,8 +14,6 @@ from llmconform.launchers import docker
 from llmconform.pool import _docker_launch
 from llmconform.resources import Hardware, Node
 from llmconform.server import MARKER_ENV
-
-from planning_helpers import PORTS, make_case, placement
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "llmconform/vllm-cpu:0.32.0"

@@ -1,12 +1,11 @@
 """Golden argv for every seed-guide command, per engine and per node, and the engines' layout rules."""
 
 import pytest
+from planning_helpers import make_case
 
 from llmconform import engines
 from llmconform.engines.base import render_args
 from llmconform.errors import LayoutError, UserError
-
-from planning_helpers import make_case
 
 VLLM = ["vllm", "serve", "M", "--served-model-name", "m"]
 SGL = ["python3", "-m", "sglang.launch_server", "--model-path", "M", "--served-model-name", "m"]

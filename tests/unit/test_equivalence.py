@@ -7,8 +7,15 @@ from planning_helpers import make_case
 
 from llmconform import equivalence
 from llmconform.compare import Generation, LogprobClose, Step
-from llmconform.equivalence import (CompareSection, LayoutOutputs, OutputStore, Policy, choose_reference,
-                                    parse_compare_section, policy_for)
+from llmconform.equivalence import (
+    CompareSection,
+    LayoutOutputs,
+    OutputStore,
+    Policy,
+    choose_reference,
+    parse_compare_section,
+    policy_for,
+)
 from llmconform.errors import MatrixError, UserError
 
 
@@ -67,7 +74,7 @@ def test_policy_of_a_case_comes_from_its_dtype_and_section():
     assert policy_for(make_case(args={"dtype": "bfloat16"})).comparator == "logprob-close"
     case = make_case(args={"dtype": "float32"})
     bad = type(case)(**{**case.__dict__, "compare": {"comparator": "maybe"}})
-    with pytest.raises(UserError, match="compare.comparator"):
+    with pytest.raises(UserError, match=r"compare\.comparator"):
         policy_for(bad)
 
 

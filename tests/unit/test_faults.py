@@ -12,8 +12,8 @@ from llmconform import report
 from llmconform.errors import UserError
 from llmconform.preflight import PreflightError, check_attached
 from llmconform.redaction import REDACTED, redact_argv, redact_env
-
 from tests.fakes.openai_server import MODEL, FakeHTTPServer, FakeOpenAI
+
 
 # --- secrets -------------------------------------------------------------------------------------------------------
 def test_secret_flags_and_env_are_masked_in_any_spelling():
@@ -110,12 +110,12 @@ def test_preflight_names_what_is_wrong_with_the_attach_target(serving):
     with pytest.raises(PreflightError, match="cannot reach it"):
         check_attached(_free_url(), MODEL, None)
     html = serving(ThreadingHTTPServer(("127.0.0.1", 0), _HTMLPage))
-    with pytest.raises(PreflightError, match="not an OpenAI-compatible server: .* text/html"):
+    with pytest.raises(PreflightError, match=r"not an OpenAI-compatible server: .* text/html"):
         check_attached(html, MODEL, None)
     fake = serving(FakeHTTPServer(FakeOpenAI(api_key="k")))
     with pytest.raises(PreflightError, match="wants an API key"):
         check_attached(fake, MODEL, None)
-    with pytest.raises(PreflightError, match="does not serve model 'other'.*serves: fake-model"):
+    with pytest.raises(PreflightError, match=r"does not serve model 'other'.*serves: fake-model"):
         check_attached(fake, "other", "k")
     check_attached(fake, MODEL, "k")
 

@@ -201,7 +201,8 @@ def test_a_client_bound_point_fails_every_floor_with_the_reason():
                "invalid": "the busiest client worker was busy 98% of the run (1 worker process(es))"}
     verdicts = evaluate(parse_floors(["output_tok_s >= 4000", "p99_ttft_ms <= 2000"], fail), [invalid], context())
     assert [v.status for v in verdicts] == ["fail", "fail"]
-    assert verdicts[0].detail == "invalid point: the busiest client worker was busy 98% of the run (1 worker process(es))"
+    assert verdicts[0].detail == ("invalid point: the busiest client worker was busy 98% of the run "
+                                  "(1 worker process(es))")
     unchecked = evaluate(parse_floors(["output_tok_s:-5%"], fail), [invalid], context())
     assert only(unchecked).status == "skip"  # no baseline given: nothing to check, so nothing fails
 

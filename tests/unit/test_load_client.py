@@ -18,8 +18,9 @@ from llmconform.load import LoadPoint, Prompt, Target, Workload
 class ScriptedServer:
     """An OpenAI-style streaming completions server on a background event loop. Each request streams
     `max_tokens` chunks (one token each) with usage and [DONE]; prompts containing FAIL get HTTP 500, EMPTY a stream
-    without choices, BROKEN an error event, NOUSAGE no usage chunk. `hold_until` in-flight requests are held before streaming (a barrier that
-    proves how many the client keeps open at once). /tokenize counts like a server whose tokenizer splits digits."""
+    without choices, BROKEN an error event, NOUSAGE no usage chunk. `hold_until` in-flight requests are held before
+    streaming (a barrier that proves how many the client keeps open at once). /tokenize counts like a server whose
+    tokenizer splits digits."""
 
     def __init__(self, tokenizer=None, hold_until: int = 0):
         self.tokenizer = tokenizer

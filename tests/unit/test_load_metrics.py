@@ -6,8 +6,16 @@ import math
 import pytest
 
 from llmconform.load import ClientStats, LoadPoint, PointRun, RequestRecord, Slo
-from llmconform.load_metrics import (METRICS, VLLM_RESULT_KEYS, client_overhead, compute, delivery, higher_is_better,
-                                     not_measurable, summarize)
+from llmconform.load_metrics import (
+    METRICS,
+    VLLM_RESULT_KEYS,
+    client_overhead,
+    compute,
+    delivery,
+    higher_is_better,
+    not_measurable,
+    summarize,
+)
 
 
 def record(index, sent, chunks, completion=None, prompt=None, expected_in=4, expected_out=None, error=None,
@@ -63,8 +71,8 @@ def test_missing_usage_falls_back_to_retokenised_text_then_to_one():
 
 
 def test_failed_requests_count_no_tokens_and_no_latency():
-    records = two_requests() + [record(2, 0.2, [], error="HTTP 500: boom"),
-                                record(3, 0.3, [0.4], completion=1, error="error event: {}")]
+    records = [*two_requests(), record(2, 0.2, [], error="HTTP 500: boom"),
+               record(3, 0.3, [0.4], completion=1, error="error event: {}")]
     m = compute(records, duration_s=2.0)
     assert (m.completed, m.failed) == (2, 2)
     assert m.total_output_tokens == 5 and m.total_input_tokens == 8

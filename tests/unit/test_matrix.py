@@ -33,7 +33,7 @@ def test_bad_matrix_exits_2_from_the_cli(capsys):
 
 
 def test_missing_file_is_a_user_error():
-    with pytest.raises(UserError, match="/nonexistent.yaml: no such file"):
+    with pytest.raises(UserError, match=r"/nonexistent\.yaml: no such file"):
         matrix.load("/nonexistent.yaml")
 
 

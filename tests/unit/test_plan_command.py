@@ -1,12 +1,12 @@
 import json
 from pathlib import Path
 
+from planning_helpers import PORTS, make_case, placement
+
 from llmconform import engines, resources
 from llmconform.cli import main
 from llmconform.launchers.slurm import srun_argv
 from llmconform.planner import plan_case
-
-from planning_helpers import PORTS, make_case, placement
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,5 +95,6 @@ def test_models_list_is_aligned_and_says_which_are_not_made(tmp_path, monkeypatc
     assert lines[0].split() == ["model", "architecture", "where"]
     column = lines[0].index("where")
     assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines)
-    assert "not made (llmconform models make qwen2-tiny)" in next(l for l in lines if "factory:qwen2-tiny " in l)
+    made = next(line for line in lines if "factory:qwen2-tiny " in line)
+    assert "not made (llmconform models make qwen2-tiny)" in made
     assert str(tmp_path) not in "\n".join(lines)

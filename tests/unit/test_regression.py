@@ -108,7 +108,8 @@ def test_cli_exits_1_on_regression_0_without_and_writes_both_reports(tmp_path, c
     assert main(["compare", str(baseline), str(good)]) == 0
     assert "**0 regression(s)**" in capsys.readouterr().out
     assert main(["compare", str(baseline), str(bad), "--out", str(tmp_path)]) == 1
-    assert "**regressed** `suites/test_openai_x.py::t[vllm-m-tp2]`: conforms, now fails: nope" in capsys.readouterr().out
+    regressed = "**regressed** `suites/test_openai_x.py::t[vllm-m-tp2]`: conforms, now fails: nope"
+    assert regressed in capsys.readouterr().out
     saved = json.loads((tmp_path / "regression.json").read_text())
     assert saved["regressions"] == 1 and (tmp_path / "regression.md").is_file()
 
@@ -317,11 +318,11 @@ def test_a_near_tie_flip_fails_the_default_and_passes_only_where_the_matrix_allo
     assert "compare.comparator" in finding.detail and finding.evidence["evidence"] == "close"
     lenient.compare = {"comparator": "fuzzy"}
     bad = write_run(tmp_path / "d", same, lenient)
-    with pytest.raises(UserError, match="compare.comparator: 'fuzzy' is not allowed"):
+    with pytest.raises(UserError, match=r"compare\.comparator: 'fuzzy' is not allowed"):
         regression.compare_runs(baseline, bad)
 
 
-# --- run identity ------------------------------------------------------------------------------------------------------
+# --- run identity -----------------------------------------------------------------------------------------------------
 def test_the_runs_identity_and_what_differs_besides_the_engine(tmp_path):
     h200 = {"name": "NVIDIA H200", "driver": "570.1", "memory": "141 GiB", "count": 1}
     h100 = {**h200, "name": "NVIDIA H100 80GB HBM3"}

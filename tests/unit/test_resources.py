@@ -1,9 +1,8 @@
 import pytest
+from planning_helpers import make_case
 
 from llmconform import resources
 from llmconform.resources import Hardware, Node
-
-from planning_helpers import make_case
 
 
 @pytest.mark.parametrize("text, names", [
@@ -72,7 +71,7 @@ def test_a_waiting_lease_says_who_holds_the_devices_and_files_go_on_release(tmp_
 
     monkeypatch.setenv("LLMCONFORM_LOCK_DIR", str(tmp_path))
     first = lease_devices("host-cpu", (0, 1, 2), 2, timeout_s=5)
-    base, ports = lease_ports()
+    _base, ports = lease_ports()
     assert first.ids == (0, 1) and len(list(tmp_path.iterdir())) == 3
     assert f"pid {os.getpid()} since" in (tmp_path / "host-cpu-0.lock").read_text()
     notices = []
