@@ -187,10 +187,12 @@ def _peaks(records: list[RequestRecord]) -> tuple[float, int]:
 class ClientOverhead:
     """What the load generator itself cost during a run, against the server's inter-token latency.
 
-    `share_of_itl`: within one median ITL window every stream in flight delivers about one chunk, so a worker spends
-    (CPU per chunk x its mean streams in flight) of each window on its own work; near 1 the client, not the server,
-    sets the pace. Mean streams in flight come from Little's law (sum of E2EL / duration); the busiest worker
-    counts. `bound` says why the point is invalid (the client was the bottleneck), None when it was not."""
+    `share_of_itl`: within one median ITL window every stream past its first token delivers about one chunk, so a
+    worker spends (CPU per chunk x its mean streams decoding) of each window on its own work; near 1 the client, not
+    the server, sets the pace. Mean streams decoding come from Little's law over the decode phase (sum of first to
+    last chunk / duration): a stream still waiting for its first token (under load, a third of its life at c256 on
+    an H200) delivers nothing in the window. The busiest worker counts. `bound` says why the point is invalid (the
+    client was the bottleneck), None when it was not."""
 
     cpu_us_per_chunk: float | None
     busy_fraction: float  # the busiest worker's CPU time / duration
@@ -212,12 +214,12 @@ def client_overhead(client: ClientStats, metrics: ServingMetrics, records: list[
     worker_chunks = client.worker_chunks or [client.chunks]
     busiest, share, where = max(worker_cpu) / metrics.duration_s, None, ""
     for w, (cpu, chunks) in enumerate(zip(worker_cpu, worker_chunks)):
-        in_flight = sum(r.chunk_s[-1] - r.sent_s for r in records if r.ok and r.worker == w) / metrics.duration_s
+        decoding = sum(r.chunk_s[-1] - r.chunk_s[0] for r in records if r.ok and r.worker == w) / metrics.duration_s
         if chunks and median_itl_s > 0:
-            mine = cpu / chunks * in_flight / median_itl_s
+            mine = cpu / chunks * decoding / median_itl_s
             if share is None or mine > share:
                 share = mine
-                where = (f"{cpu / chunks * 1e6:.0f} us per chunk x {in_flight:.1f} streams in flight"
+                where = (f"{cpu / chunks * 1e6:.0f} us per chunk x {decoding:.1f} streams decoding"
                          + (f" on worker {w} of {len(worker_cpu)}" if len(worker_cpu) > 1 else "")
                          + f" vs median ITL {metrics.itl.median:.2f} ms")
     lag_s, typical_lag_s = client.loop_lag_p99_ms / 1e3, client.loop_lag_p50_ms / 1e3

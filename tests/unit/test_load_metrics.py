@@ -131,25 +131,28 @@ def test_every_metric_is_readable_by_name_and_mapped_to_vllm():
 def test_client_overhead_share_of_itl():
     records = two_requests()
     m = compute(records, 2.0)
-    # 0.01 s CPU over 10 chunks = 1 ms per chunk; streams in flight = (0.6 + 0.5) / 2 = 0.55; median ITL 200 ms
+    # 0.01 s CPU over 10 chunks = 1 ms per chunk; streams decoding (first to last chunk) = (0.5 + 0.1) / 2 = 0.3,
+    # not the (0.6 + 0.5) / 2 in flight: a stream waiting for its first token delivers nothing; median ITL 200 ms
     overhead = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m,
                                records)
     assert overhead.cpu_us_per_chunk == pytest.approx(1000.0)
-    assert overhead.share_of_itl == pytest.approx(0.001 * 0.55 / 0.2)
+    assert overhead.share_of_itl == pytest.approx(0.001 * 0.3 / 0.2)
     assert overhead.busy_fraction == pytest.approx(0.005)
     assert overhead.warning is None and overhead.bound is None
     visible = client_overhead(ClientStats(cpu_s=0.5, chunks=10, loop_lag_p99_ms=39.0, loop_lag_max_ms=39.0), m,
                               records)
-    assert visible.share_of_itl == pytest.approx(0.05 * 0.55 / 0.2) and visible.bound is None
-    assert "14% of each ITL window" in visible.warning
+    assert visible.share_of_itl == pytest.approx(0.05 * 0.3 / 0.2) and visible.bound is None
+    assert "8% of each ITL window" in visible.warning
 
 
 def test_a_client_bound_point_is_invalid():
     records = two_requests()
     m = compute(records, 2.0)
-    busy = client_overhead(ClientStats(cpu_s=2.0, chunks=10, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m, records)
-    assert busy.share_of_itl == pytest.approx(0.2 * 0.55 / 0.2)
-    assert "55% of each ITL window" in busy.bound and busy.warning.startswith("client-bound")
+    # 0.5 s per chunk: 75% of each ITL window, though the client was busy only half of the run
+    heavy = client_overhead(ClientStats(cpu_s=1.0, chunks=2, loop_lag_p99_ms=0.1, loop_lag_max_ms=0.2), m, records)
+    assert heavy.share_of_itl == pytest.approx(0.5 * 0.3 / 0.2) and heavy.busy_fraction == pytest.approx(0.5)
+    assert "75% of each ITL window" in heavy.bound and heavy.warning.startswith("client-bound")
+    assert "busy" not in heavy.bound
     laggy = client_overhead(ClientStats(cpu_s=0.01, chunks=10, loop_lag_p99_ms=250.0, loop_lag_max_ms=300.0,
                                         loop_lag_p50_ms=210.0), m, records)
     assert "event loop ran 210.00 ms late (p50)" in laggy.bound
@@ -184,9 +187,10 @@ def test_the_busiest_worker_decides():
     overhead = client_overhead(stats, m, records)
     assert overhead.busy_fraction == pytest.approx(0.95) and overhead.workers == 2
     assert "busy 95% of the run" in overhead.bound
-    # worker 1: 380 ms per chunk x 0.25 streams in flight / 200 ms median ITL
-    assert overhead.share_of_itl == pytest.approx(0.38 * 0.25 / 0.2)
-    assert "48% of each ITL window (380000 us per chunk x 0.2 streams in flight on worker 1 of 2" in overhead.warning
+    # worker 1: 380 ms per chunk x 0.05 streams decoding (B: 0.9 to 1.0 of 2 s) / 200 ms median ITL
+    assert overhead.share_of_itl == pytest.approx(0.38 * 0.05 / 0.2)
+    assert "9% of each ITL window (380000 us per chunk x " in overhead.warning
+    assert "streams decoding on worker 1 of 2" in overhead.warning
 
 
 def test_bunched_delivery_makes_itl_and_tpot_not_measurable():
