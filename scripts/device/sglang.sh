@@ -4,9 +4,9 @@
 #   1. STEP=suites: conformance + equivalence probes on tp1 (dense bf16, the determinism switch and its control,
 #      fp32, MoE), and the multi-GPU layouts in MULTI when the machine has 2+ GPUs (the two sessions run at once on
 #      disjoint GPUs);
-#   2. STEP=perf: the throughput suite on the Qwen2.5-7B shape, then fidelity: one server started from the plan's
-#      argv (`llmconform plan --json`), our load generator and `python -m sglang.bench_serving` at concurrency 1 and
-#      64 (random 512 in / 128 out, ignore EOS, same request counts).
+#   2. STEP=throughput: the throughput suite on the Qwen2.5-7B shape; 3. STEP=fidelity: one server started from the plan's
+#      argv (`llmconform plan --json`), our load generator and `python -m sglang.bench_serving` at concurrency 1, 64
+#      and 256 (random 512 in / 128 out, ignore EOS, same request counts; at 256 ours also in one process).
 # LIMIT: seconds per pytest session. Results: $OUT/sglang-$STEP.tar.gz (one file per step).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LLMCONFORM_CACHE=/tmp/llmconform-cache
@@ -29,8 +29,9 @@ suites)
     echo "not run: $MULTI ($GPUS GPU(s): the tp1 session holds one, the multi-GPU layouts need 2 more)"
   fi
   wait ;;
-perf)
-  run_pytest throughput suites/test_throughput.py $(cases qwen2.5-7b-tp1)
+throughput)
+  run_pytest throughput suites/test_throughput.py $(cases qwen2.5-7b-tp1) ;;
+fidelity)
   M=$(python3 -m llmconform.cli models make qwen2.5-7b)
   ARGV=$(python3 -m llmconform.cli plan matrices/gpu-sglang.yaml --json | python3 -c "
 import json, shlex, sys
@@ -40,11 +41,15 @@ print(shlex.join(case['plan']['processes'][0]['argv']))")
   CUDA_VISIBLE_DEVICES=0 setsid $ARGV > $R/server.log 2>&1 & S=$!
   until curl -sf localhost:30000/health_generate >/dev/null; do
     kill -0 $S 2>/dev/null || { tail -50 $R/server.log; break; }; sleep 5; done
-  for c in 1 64; do
-    n=$((c == 1 ? 16 : 320))
-    timeout 240 python3 -m llmconform.cli bench run --base-url http://127.0.0.1:30000 --model qwen2.5-7b \
-      --tokenizer $M --input-tokens 512 --output-tokens 128 --concurrency $c --requests $n --out $R/ours-c$c \
-      > $R/ours-c$c.txt 2>&1; tail -n 4 $R/ours-c$c.txt
+  for c in 1 64 256; do
+    n=$((c == 1 ? 16 : 5 * c))
+    # at c256 also one process (--workers 1): the client's share of ITL with and without worker processes (issue 17)
+    for w in auto $([ $c = 256 ] && echo 1); do
+      name=ours-c$c$([ $w = 1 ] && echo -w1)
+      timeout 240 python3 -m llmconform.cli bench run --base-url http://127.0.0.1:30000 --model qwen2.5-7b \
+        --tokenizer $M --input-tokens 512 --output-tokens 128 --concurrency $c --requests $n --out $R/$name \
+        $([ $w = 1 ] && echo --workers 1) > $R/$name.txt 2>&1; tail -n 4 $R/$name.txt
+    done
     timeout 240 python3 -m sglang.bench_serving --backend sglang-oai --base-url http://127.0.0.1:30000 \
       --model qwen2.5-7b --tokenizer $M --dataset-name random-ids --random-input-len 512 --random-output-len 128 \
       --random-range-ratio 1 --num-prompts $n --max-concurrency $c --warmup-requests 2 \
