@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
-from .errors import UserError
+from llmconform.errors import UserError
 
 SCORERS = ("exact", "numeric", "regex", "choice")
 APIS = ("completions", "chat")
@@ -207,7 +207,7 @@ def _first(task: Task, count: int) -> Task:
 
 def builtin_addition(count: int) -> Task:
     """The oracle models' task on held-out problems (a seed training never uses)."""
-    from .oracle import problems
+    from llmconform.oracle import problems
 
     held_out = problems(count, BUILTIN_HELD_OUT_SEED)
     return Task(name="addition", problems=tuple(Problem(p.answer, p.prompt) for p in held_out),

@@ -21,8 +21,8 @@ from pathlib import Path
 import click
 import yaml
 
-from . import engines, matrix, planner, resources
-from .engines.trtllm import EXTRA_OPTIONS_FILE
+from llmconform import engines, matrix, planner, resources
+from llmconform.engines.trtllm import EXTRA_OPTIONS_FILE
 
 FIXTURES = Path(__file__).parent / "engine_args"
 VLLM_PARSE_SCRIPT = FIXTURES / "vllm_parse.py"

@@ -33,9 +33,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import capacity, floors, load, load_metrics, report
-from . import matrix as matrices
-from .errors import MatrixError, UserError
+from llmconform import capacity, floors, load, load_metrics, report
+from llmconform import matrix as matrices
+from llmconform.errors import MatrixError, UserError
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
 SHOWN = ("requests_per_s", "total_tok_s", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",

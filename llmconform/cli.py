@@ -9,12 +9,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import matrix as matrices
-from . import models, regression, regression_page, report, resources
-from .errors import UserError
-from .launchers.slurm import srun_argv
-from .planner import placement_on, plan_case
-from .redaction import redact_argv, redact_env
+from llmconform import matrix as matrices
+from llmconform import models, regression, regression_page, report, resources
+from llmconform.errors import UserError
+from llmconform.launchers.slurm import srun_argv
+from llmconform.planner import placement_on, plan_case
+from llmconform.redaction import redact_argv, redact_env
 
 
 def _target(text: str | None, loaded) -> resources.Hardware | None:
@@ -169,7 +169,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check_args(args) -> int:
-    from . import argcheck
+    from llmconform import argcheck
 
     files = args.matrix or sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "matrices").glob("*.yaml"))
     findings = argcheck.check(files, args.vllm_python, args.sglang_args, args.trtllm_args)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["bench"]:
-            from . import bench
+            from llmconform import bench
 
             return bench.main(argv[1:])
         parser = build_parser()

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .api import PROPERTY
+from llmconform.api import PROPERTY
 
 SUITE_FILE_PREFIX = "test_openai_"  # suites whose tests that never reached a server are listed as not reached
 # When a test has several records (call, teardown), the worst one is its outcome.

@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import layout as layouts
-from .case import Case
-from .compare import COMPARATORS, Comparator, Generation, make_comparator
-from .errors import LayoutError, UserError
+from llmconform import layout as layouts
+from llmconform.case import Case
+from llmconform.compare import COMPARATORS, Comparator, Generation, make_comparator
+from llmconform.errors import LayoutError, UserError
 
 COMPARATOR_CHOICES = ("auto", *COMPARATORS)
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",

@@ -38,10 +38,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import userfiles
-from .errors import UserError
-from .load import Workload
-from .load_metrics import METRICS, higher_is_better, not_measurable
+from llmconform import userfiles
+from llmconform.errors import UserError
+from llmconform.load import Workload
+from llmconform.load_metrics import METRICS, higher_is_better, not_measurable
 
 KINDS = ("bound", "roofline", "baseline")
 GRAMMAR = ("METRIC >= N | METRIC <= N | decode >= X% of roofline | METRIC:-X% | METRIC:+X%, then optional clauses "
@@ -142,7 +142,7 @@ def detect_hardware(device: str, server_json: Path | None = None) -> Hardware:
     if server_json is not None and server_json.is_file():
         gpu = json.loads(server_json.read_text()).get("gpu")
     if gpu is None:
-        from .server import gpu_description
+        from llmconform.server import gpu_description
 
         gpu = gpu_description()
     if not gpu:

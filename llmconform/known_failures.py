@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .case import Case
+from llmconform.case import Case
 
 
 @dataclass(frozen=True)

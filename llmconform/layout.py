@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import LayoutError
+from llmconform.errors import LayoutError
 
 _TOKEN = re.compile(r"(tp|pp|dp|adp|ep)(\d*)")
 _NODES = re.compile(r"@(\d+)nodes?$")

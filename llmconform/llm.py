@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .case import Case
-from .progress import Progress
-from .server import Server
+from llmconform.case import Case
+from llmconform.progress import Progress
+from llmconform.server import Server
 
 
 @dataclass

@@ -40,14 +40,14 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import engines, models, userfiles
-from . import layout as layouts
-from .accuracy import parse_accuracy_section
-from .case import Case, EngineSettings, ModelSpec
-from .equivalence import case_dtype, determinism_overrides, parse_compare_section
-from .errors import LayoutError, MatrixError, UserError
-from .floors import parse_floors
-from .load import parse_workloads
+from llmconform import engines, models, userfiles
+from llmconform import layout as layouts
+from llmconform.accuracy import parse_accuracy_section
+from llmconform.case import Case, EngineSettings, ModelSpec
+from llmconform.equivalence import case_dtype, determinism_overrides, parse_compare_section
+from llmconform.errors import LayoutError, MatrixError, UserError
+from llmconform.floors import parse_floors
+from llmconform.load import parse_workloads
 
 LAUNCHERS = ("local", "docker", "slurm")
 DEVICES = ("cuda", "cpu")

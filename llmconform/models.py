@@ -171,7 +171,7 @@ def fingerprint(p: Preset) -> str:
     if p.tokenizer != "bytelevel":  # only then: the byte-level presets keep the fingerprints of their caches
         fields["tokenizer"] = p.tokenizer
     if p.trained:
-        from .oracle import DIGITS, TrainingRecipe
+        from llmconform.oracle import DIGITS, TrainingRecipe
         fields["trained"] = {"recipe": asdict(TrainingRecipe()), "digits": DIGITS}
     if p.variant_of:
         fields["variant_of"] = fingerprint(preset(p.variant_of))
@@ -246,7 +246,7 @@ def make(p: Preset, out: Path) -> None:
     if p.trained:
         from tokenizers import Tokenizer
 
-        from . import oracle
+        from llmconform import oracle
         tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
         tensors = oracle.train(config, lambda text: tokenizer.encode(text).ids, config["eos_token_id"],
                                oracle.TrainingRecipe(), log=lambda line: print(f"{p.name}: {line}", flush=True))

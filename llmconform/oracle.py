@@ -70,7 +70,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        from .errors import UserError
+        from llmconform.errors import UserError
         raise UserError("making an oracle model needs torch: pip install 'llmconform[train]' (or the CPU wheel: "
                         "pip install torch --index-url https://download.pytorch.org/whl/cpu)") from None
     return torch

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import floors, load, load_metrics, userfiles
-from .errors import UserError
+from llmconform import floors, load, load_metrics, userfiles
+from llmconform.errors import UserError
 
 DEFAULT_TOLERANCES = ("output_tok_s:-5%", "median_tpot_ms:+5%", "median_ttft_ms:+10%")
 CONFIDENCE = 0.95

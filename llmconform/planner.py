@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import engines
-from .case import Case
-from .engines.base import Placement, Plan, Ports
-from .errors import LayoutError, UserError
-from .layout import Layout
-from .resources import Hardware
+from llmconform import engines
+from llmconform.case import Case
+from llmconform.engines.base import Placement, Plan, Ports
+from llmconform.errors import LayoutError, UserError
+from llmconform.layout import Layout
+from llmconform.resources import Hardware
 
 DEFAULT_MASTER_PORT = 29501  # vLLM --master-port default
 DEFAULT_DP_RPC_PORT = 29550  # vLLM --data-parallel-rpc-port default

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from . import matrix as matrices
-from . import preflight, report, resources, run_identity
-from .api import deviations
-from .api.deviations import DeviationFileError
-from .case import Case
-from .errors import UserError
-from .llm import LLM
-from .planner import plan_case
-from .pool import ServerPool
-from .progress import Progress
-from .server import EngineStartError, ignore_signals
+from llmconform import matrix as matrices
+from llmconform import preflight, report, resources, run_identity
+from llmconform.api import deviations
+from llmconform.api.deviations import DeviationFileError
+from llmconform.case import Case
+from llmconform.errors import UserError
+from llmconform.llm import LLM
+from llmconform.planner import plan_case
+from llmconform.pool import ServerPool
+from llmconform.progress import Progress
+from llmconform.server import EngineStartError, ignore_signals
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",

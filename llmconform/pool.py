@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import engines, models
-from .case import Case
-from .engines.base import Placement, Ports
-from .launchers import docker, local, slurm
-from .progress import Progress
-from .resources import Hardware, Lease, lease_devices, lease_ports, node_address
-from .server import MARKER_ENV, EngineStartError, Server, signals_ignored
+from llmconform import engines, models
+from llmconform.case import Case
+from llmconform.engines.base import Placement, Ports
+from llmconform.launchers import docker, local, slurm
+from llmconform.progress import Progress
+from llmconform.resources import Hardware, Lease, lease_devices, lease_ports, node_address
+from llmconform.server import MARKER_ENV, EngineStartError, Server, signals_ignored
 
 STARTUP_INTERRUPT_GRACE_S = 3.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from .errors import UserError
+from llmconform.errors import UserError
 
 
 class PreflightError(UserError):

@@ -23,12 +23,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import equivalence, perf_compare, report, run_identity, userfiles
-from .api import PROPERTY as CONFORMANCE
-from .api import deviations as known
-from .compare import Verdict, compare, compare_distributions, make_comparator
-from .equivalence import LayoutOutputs
-from .errors import UserError
+from llmconform import equivalence, perf_compare, report, run_identity, userfiles
+from llmconform.api import PROPERTY as CONFORMANCE
+from llmconform.api import deviations as known
+from llmconform.compare import Verdict, compare, compare_distributions, make_comparator
+from llmconform.equivalence import LayoutOutputs
+from llmconform.errors import UserError
 
 DEFAULT_PERF_TOLERANCES = perf_compare.DEFAULT_TOLERANCES
 NOT_COMPARED_SHOWN = 10  # per area in the markdown (a case missing from one run is many tests)

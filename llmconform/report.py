@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from . import userfiles
-from .errors import UserError
+from llmconform import userfiles
+from llmconform.errors import UserError
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
 SECTIONS = ("llmconform.conformance", "llmconform.equivalence", "llmconform.perf")
@@ -69,7 +69,7 @@ def load_results(report_dir: Path) -> list[dict]:
 
 def build(report_dir: Path) -> list[str]:
     """Write every section's files; return the verdict per case, each section's lines and where the reports are."""
-    from . import verdict
+    from llmconform import verdict
 
     results = load_results(report_dir)
     lines: list[str] = []

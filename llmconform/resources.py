@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .case import Case
+from llmconform.case import Case
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Hardware:
 @functools.cache
 def _docker_problem(docker_host: str | None) -> str | None:
     """Whether the daemon answers, asked once per DOCKER_HOST (every docker case asks)."""
-    from .launchers.docker import daemon_problem
+    from llmconform.launchers.docker import daemon_problem
 
     return daemon_problem()
 

@@ -18,9 +18,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import __version__
-from .api import deviations as known
-from .errors import UserError
+from llmconform import __version__
+from llmconform.api import deviations as known
+from llmconform.errors import UserError
 
 RUN_FILE = "run.json"
 SERVERS_DIR = "servers"
@@ -44,7 +44,7 @@ print(json.dumps(out))
 
 
 def describe_here(argv: list[str], deviation_files: list[Path]) -> dict:
-    from .server import gpu_description
+    from llmconform.server import gpu_description
 
     return {"llmconform": __version__, "argv": list(argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": platform.node(), "python": platform.python_version(), "gpu": gpu_description(),

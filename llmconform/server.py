@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 
-from . import run_identity
-from .case import Case
-from .engines.base import Engine, Placement, Plan, Process
-from .progress import Progress
-from .redaction import redact_argv, redact_env
+from llmconform import run_identity
+from llmconform.case import Case
+from llmconform.engines.base import Engine, Placement, Plan, Process
+from llmconform.progress import Progress
+from llmconform.redaction import redact_argv, redact_env
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
 TAIL_LINES = 40

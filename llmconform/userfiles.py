@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from llmconform.errors import UserError
 
 
 def read_text(path: Path, what: str) -> str:

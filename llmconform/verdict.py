@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import conformance, equivalence, perf
+from llmconform import conformance, equivalence, perf
 
 REPORT_FILES = ("conformance.md", "equivalence.md", "perf.md", "perf-curves.png", "perf-latency.png", "junit.xml",
                 "results.jsonl")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import errors, openapi, schema, sse
-from .endpoints import COMPLETIONS, Endpoint
+from llmconform.api import errors, openapi, schema, sse
+from llmconform.api.endpoints import COMPLETIONS, Endpoint
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from . import schema
+from llmconform.api import schema
 
 
 def usage_problems(usage, completion_tokens_counted: int | None = None) -> list[str]:

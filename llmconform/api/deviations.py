@@ -17,8 +17,8 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .. import userfiles
-from ..errors import UserError
+from llmconform import userfiles
+from llmconform.errors import UserError
 
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
 # Extra deviation files (os.pathsep-separated), e.g. for an engine build of your own; read beside the packaged list.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import openapi, schema
+from llmconform.api import openapi, schema
 
 
 @dataclass(frozen=True)

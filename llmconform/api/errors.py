@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from . import openapi, schema
+from llmconform.api import openapi, schema
 
 
 def body_json(text: str):

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from . import PROPERTY
-from . import deviations as known
+from llmconform.api import PROPERTY
+from llmconform.api import deviations as known
 
 
 @cache  # one read per session, not per check

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
-from .base import Engine
-from .sglang import SGLang
-from .trtllm import TRTLLM
-from .vllm import VLLM
+from llmconform.engines.base import Engine
+from llmconform.engines.sglang import SGLang
+from llmconform.engines.trtllm import TRTLLM
+from llmconform.engines.vllm import VLLM
+from llmconform.errors import UserError
 
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (VLLM(), SGLang(), TRTLLM())}
 

@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..case import Case
-from ..errors import LayoutError, UserError
-from ..layout import Layout
-from ..redaction import redact_argv, redact_env
+from llmconform.case import Case
+from llmconform.errors import LayoutError, UserError
+from llmconform.layout import Layout
+from llmconform.redaction import redact_argv, redact_env
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from ..engines.base import Process
-from ..errors import UserError
-from ..redaction import is_secret_env, split_secret_env
+from llmconform.engines.base import Process
+from llmconform.errors import UserError
+from llmconform.redaction import is_secret_env, split_secret_env
 
 LABEL = "llmconform.marker"
 
@@ -73,7 +73,7 @@ class DockerLaunch:
     mounts: tuple[Mount, ...] = ()
 
     def __call__(self, process: Process, env: dict[str, str], log_path: str) -> subprocess.Popen:
-        from .local import popen
+        from llmconform.launchers.local import popen
 
         # The client carries the marker too, so that teardown waits for it and finds it if it lingers.
         secret = split_secret_env(process.env)[1]

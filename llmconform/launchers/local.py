@@ -8,8 +8,8 @@ import os
 import signal
 import subprocess
 
-from ..engines.base import Process
-from ..errors import UserError
+from llmconform.engines.base import Process
+from llmconform.errors import UserError
 
 _PR_SET_PDEATHSIG = 1
 
