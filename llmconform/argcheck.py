@@ -21,7 +21,8 @@ from pathlib import Path
 import click
 import yaml
 
-from llmconform import engines, matrix, planner, resources
+from llmconform import engines, planner, resources
+from llmconform.config import matrix
 from llmconform.engines.trtllm import EXTRA_OPTIONS_FILE
 
 FIXTURES = Path(__file__).parent / "engine_args"

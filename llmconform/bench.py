@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmconform import capacity, floors, load, load_metrics, report
-from llmconform import matrix as matrices
+from llmconform.config import matrix as matrices
 from llmconform.errors import MatrixError, UserError
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")

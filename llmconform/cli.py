@@ -9,8 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from llmconform import matrix as matrices
 from llmconform import models, regression, regression_page, report, resources
+from llmconform.config import matrix as matrices
 from llmconform.errors import UserError
 from llmconform.launchers.slurm import srun_argv
 from llmconform.planner import placement_on, plan_case

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from llmconform import userfiles
+from llmconform.config import userfiles
 from llmconform.errors import UserError
 from llmconform.load import Workload
 from llmconform.load_metrics import METRICS, higher_is_better, not_measurable

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from llmconform.case import Case
+from llmconform.config.case import Case
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from llmconform.case import Case
+from llmconform.config.case import Case
 from llmconform.progress import Progress
 from llmconform.server import Server
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmconform import floors, load, load_metrics, userfiles
+from llmconform import floors, load, load_metrics
+from llmconform.config import userfiles
 from llmconform.errors import UserError
 
 DEFAULT_TOLERANCES = ("output_tok_s:-5%", "median_tpot_ms:+5%", "median_ttft_ms:+10%")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmconform import engines
-from llmconform.case import Case
+from llmconform.config.case import Case
+from llmconform.config.layout import Layout
 from llmconform.engines.base import Placement, Plan, Ports
 from llmconform.errors import LayoutError, UserError
-from llmconform.layout import Layout
 from llmconform.resources import Hardware
 
 DEFAULT_MASTER_PORT = 29501  # vLLM --master-port default

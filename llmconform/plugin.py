@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import matrix as matrices
 from llmconform import preflight, report, resources, run_identity
 from llmconform.api import deviations
 from llmconform.api.deviations import DeviationFileError
-from llmconform.case import Case
+from llmconform.config import matrix as matrices
+from llmconform.config.case import Case
 from llmconform.errors import UserError
 from llmconform.llm import LLM
 from llmconform.planner import plan_case

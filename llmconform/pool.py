@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from llmconform import engines, models
-from llmconform.case import Case
+from llmconform.config.case import Case
 from llmconform.engines.base import Placement, Ports
 from llmconform.launchers import docker, local, slurm
 from llmconform.progress import Progress

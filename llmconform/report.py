@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from llmconform import userfiles
+from llmconform.config import userfiles
 from llmconform.errors import UserError
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).

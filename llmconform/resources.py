@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmconform.case import Case
+from llmconform.config.case import Case
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from llmconform import run_identity
-from llmconform.case import Case
+from llmconform.config.case import Case
 from llmconform.engines.base import Engine, Placement, Plan, Process
 from llmconform.progress import Progress
 from llmconform.redaction import redact_argv, redact_env

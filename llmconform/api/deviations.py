@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from llmconform import userfiles
+from llmconform.config import userfiles
 from llmconform.errors import UserError
 
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")

@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from llmconform.case import Case
+from llmconform.config.case import Case
+from llmconform.config.layout import Layout
 from llmconform.errors import LayoutError, UserError
-from llmconform.layout import Layout
 from llmconform.redaction import redact_argv, redact_env
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from llmconform.config.layout import Layout
 from llmconform.engines.base import Engine, Process, is_python, num_experts, signature, stage, version_tuple
 from llmconform.errors import LayoutError
-from llmconform.layout import Layout
 
 ATTN_DP_SIZE_SINCE = (0, 5, 22)  # first release whose CLI has --attn-dp-size
 

@@ -16,9 +16,9 @@ import posixpath
 
 import yaml
 
+from llmconform.config.layout import Layout
 from llmconform.engines.base import Engine, Process, is_python, signature, stage
 from llmconform.errors import LayoutError
-from llmconform.layout import Layout
 
 LLM_API_OPTIONS_KEY = "llm_api_options"  # matrix args key whose mapping becomes the extra YAML
 EXTRA_OPTIONS_FILE = "extra-llm-api-options.yaml"

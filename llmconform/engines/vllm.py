@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from llmconform.config.layout import Layout
 from llmconform.engines.base import Engine, Process, is_python, normalize_flag, signature, stage
 from llmconform.errors import LayoutError
-from llmconform.layout import Layout
 
 
 class VLLM(Engine):

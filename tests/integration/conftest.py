@@ -3,7 +3,7 @@ import shutil
 import pytest
 from paths import CPU_SMOKE, VLLM_CPU
 
-from llmconform import matrix
+from llmconform.config import matrix
 
 
 def pytest_collection_modifyitems(items):

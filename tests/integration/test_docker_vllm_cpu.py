@@ -16,7 +16,8 @@ import httpx
 import pytest
 from paths import ROOT
 
-from llmconform import matrix, resources
+from llmconform import resources
+from llmconform.config import matrix
 from llmconform.engines.base import Process
 from llmconform.launchers import docker
 from llmconform.pool import ServerPool

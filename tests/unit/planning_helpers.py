@@ -1,9 +1,9 @@
 """Cases and placements for planning tests."""
 
 from llmconform import engines, models
-from llmconform.case import Case, EngineSettings, ModelSpec
+from llmconform.config.case import Case, EngineSettings, ModelSpec
+from llmconform.config.layout import parse
 from llmconform.engines.base import Placement, Ports
-from llmconform.layout import parse
 
 
 def make_case(engine="vllm", layout="tp1", source="hf:org/model", version=None, device="cuda", args=None, env=None,

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from llmconform import accuracy, matrix
+from llmconform import accuracy
 from llmconform.compare import Exact, Generation, Step, compare
+from llmconform.config import matrix
 from llmconform.errors import MatrixError, UserError
 
 

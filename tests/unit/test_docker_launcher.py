@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from planning_helpers import PORTS, make_case, placement
 
-from llmconform import engines, matrix
+from llmconform import engines
+from llmconform.config import matrix
 from llmconform.engines.base import Process
 from llmconform.errors import MatrixError
 from llmconform.launchers import docker

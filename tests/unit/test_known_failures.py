@@ -59,8 +59,8 @@ def test_description_names_versions_device_symptom_and_issue():
 PLUGIN = ("-p", "no:llmconform", "-p", "llmconform.known_failures", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 CONFTEST = """
 import pytest
-from llmconform.case import Case, EngineSettings, ModelSpec
-from llmconform.layout import parse
+from llmconform.config.case import Case, EngineSettings, ModelSpec
+from llmconform.config.layout import parse
 
 
 def case(layout):

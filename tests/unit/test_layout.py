@@ -1,7 +1,7 @@
 import pytest
 
+from llmconform.config.layout import Layout, parse
 from llmconform.errors import LayoutError
-from llmconform.layout import Layout, parse
 
 
 @pytest.mark.parametrize("text, expected, gpus", [

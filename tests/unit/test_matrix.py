@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import matrix, models
+from llmconform import models
 from llmconform.cli import main
+from llmconform.config import matrix
 from llmconform.errors import MatrixError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]

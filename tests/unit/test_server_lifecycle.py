@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from llmconform.case import Case, EngineSettings, ModelSpec
+from llmconform.config.case import Case, EngineSettings, ModelSpec
+from llmconform.config.layout import Layout
 from llmconform.engines.base import Engine, Placement, Plan, Process, signature, stage
 from llmconform.launchers import local
-from llmconform.layout import Layout
 from llmconform.server import EngineStartError, Server, marked_pids
 
 

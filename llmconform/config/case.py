@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmconform.layout import Layout
+from llmconform.config.layout import Layout
 
 
 @dataclass(frozen=True)

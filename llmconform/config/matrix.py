@@ -40,10 +40,11 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llmconform import engines, models, userfiles
-from llmconform import layout as layouts
+from llmconform import engines, models
 from llmconform.accuracy import parse_accuracy_section
-from llmconform.case import Case, EngineSettings, ModelSpec
+from llmconform.config import layout as layouts
+from llmconform.config import userfiles
+from llmconform.config.case import Case, EngineSettings, ModelSpec
 from llmconform.equivalence import case_dtype, determinism_overrides, parse_compare_section
 from llmconform.errors import LayoutError, MatrixError, UserError
 from llmconform.floors import parse_floors
