@@ -9,12 +9,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from llmconform import models, regression, regression_page, report, resources
+from llmconform import models, regression, regression_page, report
 from llmconform.config import matrix as matrices
 from llmconform.errors import UserError
-from llmconform.launchers.slurm import srun_argv
-from llmconform.planner import placement_on, plan_case
 from llmconform.redaction import redact_argv, redact_env
+from llmconform.serving import resources
+from llmconform.serving.launchers.slurm import srun_argv
+from llmconform.serving.planner import placement_on, plan_case
 
 
 def _target(text: str | None, loaded) -> resources.Hardware | None:
@@ -169,7 +170,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check_args(args) -> int:
-    from llmconform import argcheck
+    from llmconform.serving import argcheck
 
     files = args.matrix or sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "matrices").glob("*.yaml"))
     findings = argcheck.check(files, args.vllm_python, args.sglang_args, args.trtllm_args)
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--matrix", action="append", help="matrix file (repeatable; default: every matrices/*.yaml)")
     chk.add_argument("--vllm-python", help="Python of a vLLM install whose `vllm serve` parser is used")
     chk.add_argument("--sglang-args", help="SGLang option fixture (scripts/engine-args/sglang_args.py makes one "
-                                           "from a wheel; default: the one in llmconform/engine_args)")
+                                           "from a wheel; default: the one in llmconform/engines/engine_args)")
     chk.add_argument("--trtllm-args", help="trtllm-serve option fixture (scripts/engine-args/trtllm_args.py)")
     chk.set_defaults(func=cmd_check_args)
     # `bench` has its own parser (llmconform.bench); listed here for --help only.

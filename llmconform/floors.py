@@ -142,7 +142,7 @@ def detect_hardware(device: str, server_json: Path | None = None) -> Hardware:
     if server_json is not None and server_json.is_file():
         gpu = json.loads(server_json.read_text()).get("gpu")
     if gpu is None:
-        from llmconform.server import gpu_description
+        from llmconform.serving.server import gpu_description
 
         gpu = gpu_description()
     if not gpu:

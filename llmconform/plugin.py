@@ -17,17 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import preflight, report, resources, run_identity
+from llmconform import report, run_identity
 from llmconform.api import deviations
 from llmconform.api.deviations import DeviationFileError
 from llmconform.config import matrix as matrices
 from llmconform.config.case import Case
 from llmconform.errors import UserError
-from llmconform.llm import LLM
-from llmconform.planner import plan_case
-from llmconform.pool import ServerPool
 from llmconform.progress import Progress
-from llmconform.server import EngineStartError, ignore_signals
+from llmconform.serving import preflight, resources
+from llmconform.serving.llm import LLM
+from llmconform.serving.planner import plan_case
+from llmconform.serving.pool import ServerPool
+from llmconform.serving.server import EngineStartError, ignore_signals
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",

@@ -44,7 +44,7 @@ print(json.dumps(out))
 
 
 def describe_here(argv: list[str], deviation_files: list[Path]) -> dict:
-    from llmconform.server import gpu_description
+    from llmconform.serving.server import gpu_description
 
     return {"llmconform": __version__, "argv": list(argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": platform.node(), "python": platform.python_version(), "gpu": gpu_description(),

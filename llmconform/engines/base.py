@@ -224,7 +224,7 @@ class Engine:
 
     def expected_parse(self, case: Case, plan: Plan, process: Process) -> dict:
         """What the engine's own argument parser must read from `process.argv` (its dest names -> values):
-        the layout, node rank, model path and the port it was planned on (checked by llmconform.argcheck)."""
+        the layout, node rank, model path and the port it was planned on (checked by llmconform.serving.argcheck)."""
         raise NotImplementedError
 
     def version_argv(self, command: tuple[str, ...]) -> list[str]:

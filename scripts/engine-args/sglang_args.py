@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Extract SGLang's `launch_server` argument definitions from a wheel's source by AST, as a JSON fixture.
 
-Usage: python3 scripts/engine-args/sglang_args.py sglang-X.Y.Z-*.whl > llmconform/engine_args/sglang-X.Y.Z.json
+Usage: python3 scripts/engine-args/sglang_args.py sglang-X.Y.Z-*.whl > llmconform/engines/engine_args/sglang-X.Y.Z.json
 (or a path to an unpacked `sglang/srt/server_args.py`). Only the standard library is needed.
 
 Why AST and not `prepare_server_args`: server_args.py imports torch, torchvision (decode_jpeg), triton and a pinned

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Extract the click options of `trtllm-serve` (`serve` in tensorrt_llm/commands/serve.py) by AST, as a JSON fixture.
 
-Usage: python3 scripts/engine-args/trtllm_args.py SERVE_PY REF > llmconform/engine_args/trtllm-REF.json
+Usage: python3 scripts/engine-args/trtllm_args.py SERVE_PY REF > llmconform/engines/engine_args/trtllm-REF.json
 SERVE_PY is tensorrt_llm/commands/serve.py of a checkout (or unpacked wheel) at REF (a release tag or commit).
 Only the standard library is needed: the package itself cannot be installed without its CUDA stack.
 """

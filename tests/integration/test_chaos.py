@@ -16,8 +16,8 @@ import time
 import pytest
 from paths import CPU_SMOKE, ROOT, pytest_command
 
-from llmconform.resources import _bindable
-from llmconform.server import marked_pids
+from llmconform.serving.resources import _bindable
+from llmconform.serving.server import marked_pids
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

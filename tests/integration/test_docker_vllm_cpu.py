@@ -16,13 +16,13 @@ import httpx
 import pytest
 from paths import ROOT
 
-from llmconform import resources
 from llmconform.config import matrix
 from llmconform.engines.base import Process
-from llmconform.launchers import docker
-from llmconform.pool import ServerPool
-from llmconform.resources import _bindable
-from llmconform.server import MARKER_ENV, EngineStartError, marked_pids
+from llmconform.serving import resources
+from llmconform.serving.launchers import docker
+from llmconform.serving.pool import ServerPool
+from llmconform.serving.resources import _bindable
+from llmconform.serving.server import MARKER_ENV, EngineStartError, marked_pids
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

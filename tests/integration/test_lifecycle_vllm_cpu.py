@@ -11,10 +11,10 @@ import httpx
 import pytest
 from paths import CPU_SMOKE, ROOT, pytest_command
 
-from llmconform import resources
-from llmconform.pool import ServerPool
-from llmconform.resources import _bindable
-from llmconform.server import EngineStartError, marked_pids
+from llmconform.serving import resources
+from llmconform.serving.pool import ServerPool
+from llmconform.serving.resources import _bindable
+from llmconform.serving.server import EngineStartError, marked_pids
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from paths import ROOT, pytest_command
 
-from llmconform.server import marked_pids
+from llmconform.serving.server import marked_pids
 
 pytestmark = [pytest.mark.engine, pytest.mark.multinode, pytest.mark.slow]
 

@@ -14,10 +14,11 @@ vLLM-CPU server (matrices/cpu-smoke.yaml, tp1) started once for the module.
 import pytest
 from paths import ROOT
 
-from llmconform import bench, load, resources
+from llmconform import bench, load
 from llmconform.config import matrix
 from llmconform.load import Target, Workload
-from llmconform.pool import ServerPool
+from llmconform.serving import resources
+from llmconform.serving.pool import ServerPool
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow, pytest.mark.perf]
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from paths import ROOT, VLLM_CPU
 
-from llmconform import argcheck
+from llmconform.serving import argcheck
 
 VLLM_PYTHON = VLLM_CPU.parent / "python"
 MATRICES = sorted(str(p) for p in (ROOT / "matrices").glob("*.yaml"))

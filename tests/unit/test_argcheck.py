@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import argcheck
+from llmconform.serving import argcheck
 
 ROOT = Path(__file__).resolve().parents[2]
 MATRICES = sorted(str(p) for p in (ROOT / "matrices").glob("*.yaml"))

@@ -11,10 +11,10 @@ from llmconform import engines
 from llmconform.config import matrix
 from llmconform.engines.base import Process
 from llmconform.errors import MatrixError
-from llmconform.launchers import docker
-from llmconform.pool import _docker_launch
-from llmconform.resources import Hardware, Node
-from llmconform.server import MARKER_ENV
+from llmconform.serving.launchers import docker
+from llmconform.serving.pool import _docker_launch
+from llmconform.serving.resources import Hardware, Node
+from llmconform.serving.server import MARKER_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "llmconform/vllm-cpu:0.32.0"

@@ -10,8 +10,8 @@ import pytest
 
 from llmconform import report
 from llmconform.errors import UserError
-from llmconform.preflight import PreflightError, check_attached
 from llmconform.redaction import REDACTED, redact_argv, redact_env
+from llmconform.serving.preflight import PreflightError, check_attached
 from tests.fakes.openai_server import MODEL, FakeHTTPServer, FakeOpenAI
 
 
@@ -39,7 +39,7 @@ def test_sglang_key_stays_on_argv_but_is_redacted_in_the_plan(plan_of):
 
 def test_docker_and_srun_command_lines_carry_secret_env_by_name_only():
     from llmconform.engines.base import Placement, Process
-    from llmconform.launchers import docker, slurm
+    from llmconform.serving.launchers import docker, slurm
 
     process = Process(node=0, role="api", argv=("vllm", "serve"), env={"VLLM_API_KEY": "s3cret", "A": "1"})
     run = docker.run_argv(process, "img", "m1", {})

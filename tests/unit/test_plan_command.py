@@ -3,10 +3,11 @@ from pathlib import Path
 
 from planning_helpers import PORTS, make_case, placement
 
-from llmconform import engines, resources
+from llmconform import engines
 from llmconform.cli import main
-from llmconform.launchers.slurm import srun_argv
-from llmconform.planner import plan_case
+from llmconform.serving import resources
+from llmconform.serving.launchers.slurm import srun_argv
+from llmconform.serving.planner import plan_case
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,8 @@
 import pytest
 from planning_helpers import make_case
 
-from llmconform import resources
-from llmconform.resources import Hardware, Node
+from llmconform.serving import resources
+from llmconform.serving.resources import Hardware, Node
 
 
 @pytest.mark.parametrize("text, names", [
@@ -67,7 +67,7 @@ def test_cpu_device_counts_cores():
 def test_a_waiting_lease_says_who_holds_the_devices_and_files_go_on_release(tmp_path, monkeypatch):
     import os
 
-    from llmconform.resources import lease_devices, lease_ports
+    from llmconform.serving.resources import lease_devices, lease_ports
 
     monkeypatch.setenv("LLMCONFORM_LOCK_DIR", str(tmp_path))
     first = lease_devices("host-cpu", (0, 1, 2), 2, timeout_s=5)

@@ -9,8 +9,8 @@ import pytest
 from llmconform.config.case import Case, EngineSettings, ModelSpec
 from llmconform.config.layout import Layout
 from llmconform.engines.base import Engine, Placement, Plan, Process, signature, stage
-from llmconform.launchers import local
-from llmconform.server import EngineStartError, Server, marked_pids
+from llmconform.serving.launchers import local
+from llmconform.serving.server import EngineStartError, Server, marked_pids
 
 
 class StandIn(Engine):

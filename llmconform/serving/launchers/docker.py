@@ -73,7 +73,7 @@ class DockerLaunch:
     mounts: tuple[Mount, ...] = ()
 
     def __call__(self, process: Process, env: dict[str, str], log_path: str) -> subprocess.Popen:
-        from llmconform.launchers.local import popen
+        from llmconform.serving.launchers.local import popen
 
         # The client carries the marker too, so that teardown waits for it and finds it if it lingers.
         secret = split_secret_env(process.env)[1]

@@ -37,7 +37,7 @@ def start(process: Process, placement: Placement, env: dict[str, str], log_path:
           image: str | None = None) -> subprocess.Popen:
     """Run the step in the background; the srun client runs here, its tasks on the nodes. Signalling the srun
     client (its own session) forwards the signal to the step's tasks."""
-    from llmconform.launchers.local import popen
+    from llmconform.serving.launchers.local import popen
 
     argv = srun_argv(Process(node=process.node, role=process.role, argv=process.argv,
                              env={**process.env, **env}, nodes=process.nodes,

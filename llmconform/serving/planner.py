@@ -10,7 +10,7 @@ from llmconform.config.case import Case
 from llmconform.config.layout import Layout
 from llmconform.engines.base import Placement, Plan, Ports
 from llmconform.errors import LayoutError, UserError
-from llmconform.resources import Hardware
+from llmconform.serving.resources import Hardware
 
 DEFAULT_MASTER_PORT = 29501  # vLLM --master-port default
 DEFAULT_DP_RPC_PORT = 29550  # vLLM --data-parallel-rpc-port default

@@ -21,11 +21,12 @@ from pathlib import Path
 import click
 import yaml
 
-from llmconform import engines, planner, resources
+from llmconform import engines
 from llmconform.config import matrix
 from llmconform.engines.trtllm import EXTRA_OPTIONS_FILE
+from llmconform.serving import planner, resources
 
-FIXTURES = Path(__file__).parent / "engine_args"
+FIXTURES = Path(engines.__file__).parent / "engine_args"
 VLLM_PARSE_SCRIPT = FIXTURES / "vllm_parse.py"
 TYPES = {"int": int, "float": float, "str": str, "any": str}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from llmconform import engines, models
 from llmconform.config.case import Case
 from llmconform.engines.base import Placement, Ports
-from llmconform.launchers import docker, local, slurm
 from llmconform.progress import Progress
-from llmconform.resources import Hardware, Lease, lease_devices, lease_ports, node_address
-from llmconform.server import MARKER_ENV, EngineStartError, Server, signals_ignored
+from llmconform.serving.launchers import docker, local, slurm
+from llmconform.serving.resources import Hardware, Lease, lease_devices, lease_ports, node_address
+from llmconform.serving.server import MARKER_ENV, EngineStartError, Server, signals_ignored
 
 STARTUP_INTERRUPT_GRACE_S = 3.0
 

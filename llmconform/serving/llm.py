@@ -9,7 +9,7 @@ from pathlib import Path
 
 from llmconform.config.case import Case
 from llmconform.progress import Progress
-from llmconform.server import Server
+from llmconform.serving.server import Server
 
 
 @dataclass

@@ -67,7 +67,7 @@ class Hardware:
 @functools.cache
 def _docker_problem(docker_host: str | None) -> str | None:
     """Whether the daemon answers, asked once per DOCKER_HOST (every docker case asks)."""
-    from llmconform.launchers.docker import daemon_problem
+    from llmconform.serving.launchers.docker import daemon_problem
 
     return daemon_problem()
 
