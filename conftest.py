@@ -4,4 +4,4 @@ import importlib.metadata
 try:
     importlib.metadata.distribution("llmconform")
 except importlib.metadata.PackageNotFoundError:
-    pytest_plugins = ["llmconform.plugin"]
+    pytest_plugins = ["llmconform.pytest.plugin"]

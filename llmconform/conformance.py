@@ -122,7 +122,7 @@ def render_markdown(table: Table) -> str:
         number = notes.setdefault(cell.reason, len(notes) + 1)
         return f"{label} [{number}]"
 
-    legend = ("pass: conforms. xfail: a declared known deviation (llmconform/api/deviations.yaml). "
+    legend = ("pass: conforms. xfail: a declared known deviation (llmconform/engines/deviations.yaml). "
               "XPASS: a declared deviation that did not happen (update the list). skip: not checkable here.")
     verdicts = [f"- **{_escape(k)}**: {table.verdict(k)}" for k in keys]
     lines = ["# OpenAI API conformance", "", *verdicts, "", legend, "",

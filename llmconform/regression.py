@@ -25,9 +25,9 @@ from pathlib import Path
 
 from llmconform import equivalence, perf_compare, report, run_identity
 from llmconform.api import PROPERTY as CONFORMANCE
-from llmconform.api import deviations as known
 from llmconform.compare import Verdict, compare, compare_distributions, make_comparator
 from llmconform.config import userfiles
+from llmconform.engines import deviations as known
 from llmconform.equivalence import LayoutOutputs
 from llmconform.errors import UserError
 

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from llmconform import __version__
-from llmconform.api import deviations as known
+from llmconform.engines import deviations as known
 from llmconform.errors import UserError
 
 RUN_FILE = "run.json"

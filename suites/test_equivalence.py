@@ -16,8 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from llmconform import equivalence, known_failures, probes
+from llmconform import equivalence, probes
 from llmconform.compare import Exact, Verdict, compare, compare_distributions
+from llmconform.engines import known_failures
 from llmconform.equivalence import LayoutOutputs, OutputStore, Policy
 
 PROBES = {  # the report's column of each test that is not parametrized by probe
@@ -91,7 +92,7 @@ def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
     if declared:
         pytest.fail(f"{llm.id} answered every probe although {'; '.join(d.describe() for d in declared)} is "
                     f"declared: the engine no longer fails this way; narrow or drop the declaration in "
-                    f"llmconform/known_failures.py", pytrace=False)
+                    f"llmconform/engines/known_failures.py", pytrace=False)
     empty = [f"{probe}/{g.prompt}" for probe, answers in collected.generations.items() for g in answers
              if not g.tokens and not g.text]
     assert not empty, f"answers with neither tokens nor text: {empty}"

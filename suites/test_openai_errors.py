@@ -6,10 +6,10 @@ server keeps serving."""
 
 import pytest
 
-from llmconform.api import errors
+from llmconform.api import error_answers
 from llmconform.api.calls import health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
 
@@ -17,9 +17,9 @@ by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e i
 def rejected(llm, path: str, body, status: int) -> list[str]:
     """The request gets `status` with an error envelope, and the server is healthy afterwards."""
     answer = post(llm, path, body)
-    problems = errors.status_problems(answer.status, status, answer.text)
+    problems = error_answers.status_problems(answer.status, status, answer.text)
     if answer.status == status:
-        problems += errors.envelope_problems(answer.text)
+        problems += error_answers.envelope_problems(answer.text)
     return problems + health_problems(llm)
 
 
@@ -95,5 +95,5 @@ def test_error_object_fields(llm, conformance, case):
     code (string|null)."""
     body, status = ERROR_CASES[case]
     answer = post(llm, COMPLETIONS.path, {"model": llm.model, **body})
-    problems = errors.status_problems(answer.status, status, answer.text)
-    conformance.require(problems or errors.error_object_problems(answer.text))
+    problems = error_answers.status_problems(answer.status, status, answer.text)
+    conformance.require(problems or error_answers.error_object_problems(answer.text))

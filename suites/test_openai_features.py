@@ -6,10 +6,10 @@
 import httpx
 import pytest
 
-from llmconform.api import checks, errors, schema
+from llmconform.api import checks, error_answers, schema
 from llmconform.api.calls import answer_problems, post, stream
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 ANSWER_SCHEMA = {
     "type": "object",
@@ -43,7 +43,7 @@ def test_response_format_json_schema(llm, conformance):
                                                 "json_schema": {"name": "answer", "strict": True,
                                                                 "schema": ANSWER_SCHEMA}}))
     skip_if_refused(answer, "response_format json_schema")
-    problems = errors.status_problems(answer.status, 200, answer.text)
+    problems = error_answers.status_problems(answer.status, 200, answer.text)
     body = answer.json if answer.status == 200 else None
     inconclusive = None
     if body is not None:
@@ -64,7 +64,7 @@ def test_tool_choice_required(llm, conformance):
     answer = post(llm, CHAT.path, CHAT.body(llm.model, "What is the weather in Paris?", max_tokens=100,
                                             temperature=0, tools=[WEATHER_TOOL], tool_choice="required"))
     skip_if_refused(answer, 'tools with tool_choice="required"')
-    problems = errors.status_problems(answer.status, 200, answer.text)
+    problems = error_answers.status_problems(answer.status, 200, answer.text)
     body = answer.json if answer.status == 200 else None
     if body is not None:
         problems += schema.validate(schema.CHAT_COMPLETION, body) + answer_problems(llm, CHAT, body)
@@ -137,7 +137,7 @@ def test_stream_tool_calls(llm, conformance, choice):
                         tools=[WEATHER_TOOL], tool_choice=TOOL_CHOICES[choice])
     answer = post(llm, CHAT.path, request)
     skip_if_refused(answer, f"tools with tool_choice {TOOL_CHOICES[choice]!r}")
-    problems = errors.status_problems(answer.status, 200, answer.text)
+    problems = error_answers.status_problems(answer.status, 200, answer.text)
     body = answer.json if answer.status == 200 else None
     if body is not None:
         problems += schema.validate(schema.CHAT_COMPLETION, body) + answer_problems(llm, CHAT, body)
@@ -191,12 +191,12 @@ def test_auth_required(llm, conformance, credentials):
     for endpoint in ENDPOINTS:
         response = unauthenticated(llm, endpoint, headers)
         problems += [f"POST {endpoint.path} ({credentials}): {p}"
-                     for p in errors.status_problems(response.status_code, 401, response.text)]
+                     for p in error_answers.status_problems(response.status_code, 401, response.text)]
     models = httpx.get(f"{llm.base_url}/v1/models", headers=headers, timeout=60)
     problems += [f"GET /v1/models ({credentials}): {p}"
-                 for p in errors.status_problems(models.status_code, 401, models.text)]
+                 for p in error_answers.status_problems(models.status_code, 401, models.text)]
     allowed = post(llm, COMPLETIONS.path, COMPLETIONS.body(llm.model, "Hi", max_tokens=1))
-    problems += [f"with the key: {p}" for p in errors.status_problems(allowed.status, 200, allowed.text)]
+    problems += [f"with the key: {p}" for p in error_answers.status_problems(allowed.status, 200, allowed.text)]
     conformance.require(problems)
 
 
@@ -204,5 +204,5 @@ def test_auth_error_object(llm, conformance):
     """Spec: ErrorResponse for the 401: {error: {message, type, param, code}} (OpenAI: invalid_api_key)."""
     require_api_key(llm)
     response = unauthenticated(llm, COMPLETIONS, {})
-    problems = errors.status_problems(response.status_code, 401, response.text)
-    conformance.require(problems or errors.error_object_problems(response.text))
+    problems = error_answers.status_problems(response.status_code, 401, response.text)
+    conformance.require(problems or error_answers.error_object_problems(response.text))

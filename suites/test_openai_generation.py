@@ -5,10 +5,10 @@
 
 import pytest
 
-from llmconform.api import checks, errors, openapi, schema
+from llmconform.api import checks, error_answers, openapi, schema
 from llmconform.api.calls import answer_problems, context_length, generate, health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
@@ -87,9 +87,9 @@ def test_context_length_boundary(llm, conformance, endpoint):
                  for p in at_limit]
     over = post(llm, endpoint.path, endpoint.body(llm.model, PROMPT, max_tokens=limit - prompt_tokens + 1))
     problems += [f"prompt {prompt_tokens} + max_tokens {limit - prompt_tokens + 1} > context {limit}: {p}"
-                 for p in errors.status_problems(over.status, 400, over.text)]
+                 for p in error_answers.status_problems(over.status, 400, over.text)]
     if over.status == 400:
-        problems += errors.envelope_problems(over.text)
+        problems += error_answers.envelope_problems(over.text)
     conformance.require(problems + health_problems(llm))
 
 
@@ -100,9 +100,9 @@ def test_prompt_longer_than_context_rejected(llm, conformance, endpoint):
     if limit is None:
         pytest.skip("context length unknown: /v1/models has no max_model_len and the case sets none")
     answer = post(llm, endpoint.path, endpoint.body(llm.model, "hello world " * limit, max_tokens=1))
-    problems = errors.status_problems(answer.status, 400, answer.text)
+    problems = error_answers.status_problems(answer.status, 400, answer.text)
     if answer.status == 400:
-        problems += errors.envelope_problems(answer.text)
+        problems += error_answers.envelope_problems(answer.text)
     conformance.require(problems + health_problems(llm))
 
 
@@ -200,9 +200,9 @@ def test_logprobs_over_limit_rejected(llm, conformance, endpoint):
     server stays up."""
     params = {"logprobs": True, "top_logprobs": 21} if endpoint.chat else {"logprobs": 6}
     answer = post(llm, endpoint.path, endpoint.body(llm.model, PROMPT, max_tokens=2, **params))
-    problems = [f"{params}: {p}" for p in errors.status_problems(answer.status, 400, answer.text)]
+    problems = [f"{params}: {p}" for p in error_answers.status_problems(answer.status, 400, answer.text)]
     if answer.status == 400:
-        problems += errors.envelope_problems(answer.text)
+        problems += error_answers.envelope_problems(answer.text)
     conformance.require(problems + health_problems(llm))
 
 
@@ -228,7 +228,7 @@ def test_chat_history_accepted(llm, conformance):
                {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Another one?"}]
     answer = post(llm, CHAT.path, {"model": llm.model, "messages": history, "max_tokens": 4})
     alone, problems = generate(llm, CHAT, "Another one?", max_tokens=4)
-    problems += errors.status_problems(answer.status, 200, answer.text)
+    problems += error_answers.status_problems(answer.status, 200, answer.text)
     body = answer.json if answer.status == 200 else None
     if body is not None:
         problems += schema.validate(schema.CHAT_COMPLETION, body) + answer_problems(llm, CHAT, body)

@@ -12,7 +12,7 @@ from llmconform import engines
 from llmconform.api import metrics
 from llmconform.api.calls import generate, get
 from llmconform.api.endpoints import COMPLETIONS
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 # Counters are updated by the engine's stats loop, which may trail the response by a moment.
 SETTLE_S = 10.0

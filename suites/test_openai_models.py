@@ -5,7 +5,7 @@
 
 from llmconform.api import openapi, schema
 from llmconform.api.calls import get
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 
 def test_models_list(llm, conformance):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from llmconform.api import checks, schema
 from llmconform.api.calls import generate, without_logprobs
 from llmconform.api.endpoints import ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 PROMPT = "Write a short story about a lighthouse keeper."
 stop_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz .,", min_size=1, max_size=3)

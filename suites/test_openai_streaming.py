@@ -8,7 +8,7 @@ import pytest
 from llmconform.api import calls, checks, sse
 from llmconform.api.calls import generate
 from llmconform.api.endpoints import CHAT, ENDPOINTS
-from llmconform.api.fixture import conformance  # noqa: F401
+from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 PROMPT = "Once upon a time, in a quiet town by the sea,"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])

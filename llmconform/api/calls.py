@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmconform.api import errors, openapi, schema, sse
+from llmconform.api import error_answers, openapi, schema, sse
 from llmconform.api.endpoints import COMPLETIONS, Endpoint
 
 
@@ -16,7 +16,7 @@ class Answer:
 
     @property
     def json(self):
-        return errors.body_json(self.text)
+        return error_answers.body_json(self.text)
 
 
 def post(llm, path: str, body, headers: dict | None = None) -> Answer:

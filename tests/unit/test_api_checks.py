@@ -1,6 +1,6 @@
 import pytest
 
-from llmconform.api import checks, errors
+from llmconform.api import checks, error_answers
 
 
 def test_usage_arithmetic():
@@ -174,16 +174,16 @@ def test_choice_indices():
 
 
 def test_error_answers():
-    assert errors.status_problems(400, 400, "") == []
-    assert errors.status_problems(500, 400, "boom") == ["server error HTTP 500, expected 400: 'boom'"]
-    assert errors.status_problems(422, 400, "{}") == ["HTTP 422, expected 400: '{}'"]
-    assert errors.envelope_problems('{"error": {"message": "bad"}}') == []
-    assert errors.envelope_problems('{"detail": "bad"}') == ["body.error: missing (required)"]
-    assert errors.envelope_problems("Internal Server Error") == [
+    assert error_answers.status_problems(400, 400, "") == []
+    assert error_answers.status_problems(500, 400, "boom") == ["server error HTTP 500, expected 400: 'boom'"]
+    assert error_answers.status_problems(422, 400, "{}") == ["HTTP 422, expected 400: '{}'"]
+    assert error_answers.envelope_problems('{"error": {"message": "bad"}}') == []
+    assert error_answers.envelope_problems('{"detail": "bad"}') == ["body.error: missing (required)"]
+    assert error_answers.envelope_problems("Internal Server Error") == [
         "error body is not JSON: 'Internal Server Error'"]
     full = '{"error": {"message": "m", "type": "t", "param": null, "code": "model_not_found"}}'
-    assert errors.error_object_problems(full) == []
-    assert errors.error_object_problems('{"error": "Unauthorized"}') == [
+    assert error_answers.error_object_problems(full) == []
+    assert error_answers.error_object_problems('{"error": "Unauthorized"}') == [
         "body.error: expected object, got string 'Unauthorized'",
         "openapi ErrorResponse: body.error: 'Unauthorized' is not of type 'object'"]
 

@@ -2,9 +2,9 @@ import re
 
 import pytest
 
-from llmconform.api import deviations
-from llmconform.api.deviations import Deviation, DeviationFileError
-from llmconform.api.fixture import Conformance, KnownDeviation, check_id, spec_of
+from llmconform.engines import deviations
+from llmconform.engines.deviations import Deviation, DeviationFileError
+from llmconform.pytest.conformance_fixture import Conformance, KnownDeviation, check_id, spec_of
 
 CODE_INT = Deviation(engine="vllm", versions=">=0.32,<0.33", check="test_error_object_fields*",
                      match=r"code: expected string, got integer", reason="integer code")

@@ -4,7 +4,7 @@ turns exactly that failure (and nothing else) into an expected failure."""
 import pytest
 from planning_helpers import make_case
 
-from llmconform.known_failures import declared, recognise, version_in_range
+from llmconform.engines.known_failures import declared, recognise, version_in_range
 
 pytest_plugins = ["pytester"]
 
@@ -56,7 +56,8 @@ def test_description_names_versions_device_symptom_and_issue():
 
 # The hook alone, without the llmconform plugin (which would parametrize `llm` itself when installed); the test
 # module already imported the hook's module, so pytest cannot (and need not) rewrite its asserts.
-PLUGIN = ("-p", "no:llmconform", "-p", "llmconform.known_failures", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+PLUGIN = ("-p", "no:llmconform", "-p", "llmconform.engines.known_failures",
+          "-W", "ignore::pytest.PytestAssertRewriteWarning")
 CONFTEST = """
 import pytest
 from llmconform.config.case import Case, EngineSettings, ModelSpec

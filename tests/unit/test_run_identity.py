@@ -3,7 +3,7 @@
 import sys
 
 from llmconform import run_identity
-from llmconform.api import deviations
+from llmconform.engines import deviations
 
 
 def test_engine_runtime_reads_torch_and_cuda_of_the_engines_interpreter_without_importing_torch(tmp_path, monkeypatch):

@@ -7,8 +7,8 @@ the declaration plus the diagnosis; any other failure stays a failure. A suite t
 equivalence suite's collection test) fails when a declared case works after all, so a declaration that no longer
 holds (the engine got fixed) is noticed instead of hiding a passing layout.
 
-Register this module as a pytest plugin (`-p llmconform.known_failures`, or from llmconform.plugin) for the report
-hook below.
+Register this module as a pytest plugin (`-p llmconform.engines.known_failures`, or from llmconform.pytest.plugin)
+for the report hook below.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The `conformance` fixture: names the running check, records it for the conformance table, applies the engine's
 known deviations as strict xfails, and judges the check's problems.
 
-Suites import it (`from llmconform.api.fixture import conformance`) and end each check with
+Suites import it (`from llmconform.pytest.conformance_fixture import conformance`) and end each check with
 `conformance.require(problems)`."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from llmconform.api import PROPERTY
-from llmconform.api import deviations as known
+from llmconform.engines import deviations as known
 
 
 @cache  # one read per session, not per check

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from llmconform import report, run_identity
-from llmconform.api import deviations
-from llmconform.api.deviations import DeviationFileError
 from llmconform.config import matrix as matrices
 from llmconform.config.case import Case
+from llmconform.engines import deviations
+from llmconform.engines.deviations import DeviationFileError
 from llmconform.errors import UserError
 from llmconform.progress import Progress
 from llmconform.serving import preflight, resources
@@ -94,8 +94,9 @@ class Session:
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    # Declared engine bugs turn into xfails with their diagnosis (a no-op if `-p llmconform.known_failures` did it).
-    config.pluginmanager.import_plugin("llmconform.known_failures")
+    # Declared engine bugs turn into xfails with their diagnosis (a no-op if `-p llmconform.engines.known_failures`
+    # did it).
+    config.pluginmanager.import_plugin("llmconform.engines.known_failures")
     session = Session()
     config._llmconform = session
     try:
@@ -347,7 +348,7 @@ def _llmconform_context(request):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A test that failed because its engine died or hung shows the engine's death (stage, diagnosis, log tail)
-    instead of the client's connection error; llmconform.known_failures then reads that evidence."""
+    instead of the client's connection error; llmconform.engines.known_failures then reads that evidence."""
     outcome = yield
     report = outcome.get_result()
     session: Session | None = getattr(item.config, "_llmconform", None)
