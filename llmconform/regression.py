@@ -23,12 +23,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from llmconform import equivalence, perf_compare, report, run_identity
+from llmconform import perf_compare, report, run_identity
 from llmconform.api import PROPERTY as CONFORMANCE
-from llmconform.compare import Verdict, compare, compare_distributions, make_comparator
 from llmconform.config import userfiles
 from llmconform.engines import deviations as known
-from llmconform.equivalence import LayoutOutputs
+from llmconform.equivalence import policy as equivalence
+from llmconform.equivalence.comparators import Verdict, compare, compare_distributions, make_comparator
+from llmconform.equivalence.policy import LayoutOutputs
 from llmconform.errors import UserError
 
 DEFAULT_PERF_TOLERANCES = perf_compare.DEFAULT_TOLERANCES

@@ -10,7 +10,7 @@ from llmconform.config import userfiles
 from llmconform.errors import UserError
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
-SECTIONS = ("llmconform.conformance", "llmconform.equivalence", "llmconform.perf")
+SECTIONS = ("llmconform.conformance", "llmconform.equivalence.policy", "llmconform.perf")
 
 
 RESULTS = "results.jsonl"

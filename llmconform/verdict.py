@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmconform import conformance, equivalence, perf
+from llmconform import conformance, perf
+from llmconform.equivalence import policy as equivalence
 
 REPORT_FILES = ("conformance.md", "equivalence.md", "perf.md", "perf-curves.png", "perf-latency.png", "junit.xml",
                 "results.jsonl")

@@ -14,7 +14,8 @@ import json
 
 import pytest
 
-from llmconform import accuracy, equivalence, load
+from llmconform import accuracy, load
+from llmconform.equivalence import policy as equivalence
 
 PROPERTY = "accuracy"
 _RESULTS = pytest.StashKey[dict]()

@@ -3,8 +3,8 @@
 Each layout's server answers a fixed probe set while it runs (greedy completions with top-k logprobs for text and
 token-id prompts, chat, streamed completions, seeded samples, first-token samples); the answers are kept in the report
 dir, and every later layout of the same engine and model is compared with the reference layout's answers by the
-comparator the matrix's `compare:` section picks (llmconform.equivalence). Within each server the suite also checks
-stream == non-stream, token-id prompt == text prompt, and two determinism probes (repeated request, batch
+comparator the matrix's `compare:` section picks (llmconform.equivalence.policy). Within each server the suite also
+checks stream == non-stream, token-id prompt == text prompt, and two determinism probes (repeated request, batch
 invariance). Cases run in matrix order, so the reference (listed first) is collected before the layouts compared
 with it.
 """
@@ -16,10 +16,11 @@ from dataclasses import replace
 
 import pytest
 
-from llmconform import equivalence, probes
-from llmconform.compare import Exact, Verdict, compare, compare_distributions
 from llmconform.engines import known_failures
-from llmconform.equivalence import LayoutOutputs, OutputStore, Policy
+from llmconform.equivalence import policy as equivalence
+from llmconform.equivalence import probes
+from llmconform.equivalence.comparators import Exact, Verdict, compare, compare_distributions
+from llmconform.equivalence.policy import LayoutOutputs, OutputStore, Policy
 
 PROBES = {  # the report's column of each test that is not parametrized by probe
     "test_layout_answers_the_probe_set": "probe set",

@@ -45,7 +45,7 @@ from llmconform.accuracy import parse_accuracy_section
 from llmconform.config import layout as layouts
 from llmconform.config import userfiles
 from llmconform.config.case import Case, EngineSettings, ModelSpec
-from llmconform.equivalence import case_dtype, determinism_overrides, parse_compare_section
+from llmconform.equivalence.policy import case_dtype, determinism_overrides, parse_compare_section
 from llmconform.errors import LayoutError, MatrixError, UserError
 from llmconform.floors import parse_floors
 from llmconform.load import parse_workloads

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from paths import ROOT, VLLM_CPU, pytest_command
 
-from llmconform import cli, equivalence
+from llmconform import cli
 from llmconform import report as reports
+from llmconform.equivalence import policy as equivalence
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

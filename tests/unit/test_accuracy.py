@@ -3,8 +3,8 @@ import json
 import pytest
 
 from llmconform import accuracy
-from llmconform.compare import Exact, Generation, Step, compare
 from llmconform.config import matrix
+from llmconform.equivalence.comparators import Exact, Generation, Step, compare
 from llmconform.errors import MatrixError, UserError
 
 

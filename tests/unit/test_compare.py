@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from llmconform.compare import (
+from llmconform.equivalence.comparators import (
     Exact,
     Generation,
     LogprobClose,

@@ -5,9 +5,9 @@ import json
 import pytest
 from planning_helpers import make_case
 
-from llmconform import equivalence
-from llmconform.compare import Generation, LogprobClose, Step
-from llmconform.equivalence import (
+from llmconform.equivalence import policy as equivalence
+from llmconform.equivalence.comparators import Generation, LogprobClose, Step
+from llmconform.equivalence.policy import (
     CompareSection,
     LayoutOutputs,
     OutputStore,

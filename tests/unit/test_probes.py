@@ -6,8 +6,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmconform import probes
-from llmconform.compare import Exact, compare
+from llmconform.equivalence import probes
+from llmconform.equivalence.comparators import Exact, compare
 
 DATA = Path(__file__).parent.parent / "data" / "vllm-responses"
 

@@ -6,8 +6,8 @@ import pytest
 
 from llmconform import regression
 from llmconform.cli import main
-from llmconform.compare import Generation, Step
-from llmconform.equivalence import OUTPUTS_DIR, LayoutOutputs
+from llmconform.equivalence.comparators import Generation, Step
+from llmconform.equivalence.policy import OUTPUTS_DIR, LayoutOutputs
 from llmconform.errors import UserError
 
 CASE = "vllm-m-tp2"

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from llmconform.compare import COMPARATORS, Comparator, Generation, make_comparator
 from llmconform.config import layout as layouts
 from llmconform.config.case import Case
+from llmconform.equivalence.comparators import COMPARATORS, Comparator, Generation, make_comparator
 from llmconform.errors import LayoutError, UserError
 
 COMPARATOR_CHOICES = ("auto", *COMPARATORS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llmconform.compare import Generation, Step
+from llmconform.equivalence.comparators import Generation, Step
 
 TEXT_PROMPTS: dict[str, str] = {
     "greeting": "Hello, my name is",
