@@ -33,9 +33,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llmconform import capacity, floors, load, load_metrics, report
+from llmconform import capacity, floors, load, load_metrics
 from llmconform.config import matrix as matrices
 from llmconform.errors import MatrixError, UserError
+from llmconform.reports import report_dir as report
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
 SHOWN = ("requests_per_s", "total_tok_s", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",

@@ -9,10 +9,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from llmconform import models, regression, regression_page, report
+from llmconform import models
 from llmconform.config import matrix as matrices
 from llmconform.errors import UserError
 from llmconform.redaction import redact_argv, redact_env
+from llmconform.reports import regression, regression_page
+from llmconform.reports import report_dir as report
 from llmconform.serving import resources
 from llmconform.serving.launchers.slurm import srun_argv
 from llmconform.serving.planner import placement_on, plan_case

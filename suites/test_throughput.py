@@ -3,7 +3,8 @@
 Per case: every point of every `workloads:` entry is run with llmconform.load (streamed completions, exact prompt and
 output lengths, warm-ups excluded); the raw per-request records go to <report dir>/perf/<case>/, the per-point
 metrics (vLLM `bench serve` definitions, llmconform.load_metrics) and the client's own overhead to the test's
-`perf` property, from which the perf report section (llmconform.perf) writes perf.md, perf-summary.json and plots.
+`perf` property, from which the perf report section (llmconform.reports.perf_section) writes perf.md,
+perf-summary.json and plots.
 
 - test_serving_metrics fails when the measurement itself is not what the workload declared: failed requests, prompts
   the server counted differently, or outputs of the wrong length where the engine was asked to ignore EOS.
@@ -24,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import floors, load, load_metrics, perf
+from llmconform import floors, load, load_metrics
 from llmconform.errors import MatrixError
+from llmconform.reports import perf_section as perf
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
 _MEASURED = pytest.StashKey[dict]()

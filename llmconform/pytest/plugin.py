@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import report, run_identity
 from llmconform.config import matrix as matrices
 from llmconform.config.case import Case
 from llmconform.engines import deviations
 from llmconform.engines.deviations import DeviationFileError
 from llmconform.errors import UserError
 from llmconform.progress import Progress
+from llmconform.reports import report_dir as report
+from llmconform.reports import run_identity
 from llmconform.serving import preflight, resources
 from llmconform.serving.llm import LLM
 from llmconform.serving.planner import plan_case

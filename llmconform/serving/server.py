@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 
-from llmconform import run_identity
 from llmconform.config.case import Case
 from llmconform.engines.base import Engine, Placement, Plan, Process
 from llmconform.progress import Progress
 from llmconform.redaction import redact_argv, redact_env
+from llmconform.reports import run_identity
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
 TAIL_LINES = 40

@@ -10,8 +10,8 @@ import yaml
 from paths import ROOT, VLLM_CPU, pytest_command
 
 from llmconform import cli
-from llmconform import report as reports
 from llmconform.equivalence import policy as equivalence
+from llmconform.reports import report_dir as reports
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

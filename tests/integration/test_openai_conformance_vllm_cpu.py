@@ -7,8 +7,9 @@ import subprocess
 import pytest
 from paths import CPU_SMOKE, ROOT, pytest_command
 
-from llmconform import conformance, report
 from llmconform.engines import deviations
+from llmconform.reports import conformance_section as conformance
+from llmconform.reports import report_dir as report
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 import json
 
-from llmconform import conformance
+from llmconform.reports import conformance_section as conformance
 
 SERVER = {"id": "vllm-m-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1", "model": "m"}
 

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmconform import report
 from llmconform.errors import UserError
 from llmconform.redaction import REDACTED, redact_argv, redact_env
+from llmconform.reports import report_dir as report
 from llmconform.serving.preflight import PreflightError, check_attached
 from tests.fakes.openai_server import MODEL, FakeHTTPServer, FakeOpenAI
 

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from llmconform import load, perf_compare, regression
+from llmconform import load, perf_compare
 from llmconform.errors import UserError
+from llmconform.reports import regression
 
 CASE = "vllm-m-tp1"
 

@@ -3,7 +3,8 @@
 import json
 import sys
 
-from llmconform import floors, perf
+from llmconform import floors
+from llmconform.reports import perf_section as perf
 
 SERVER = {"id": "vllm-qwen2-tiny-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1",
           "model": "qwen2-tiny"}

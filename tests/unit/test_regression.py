@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from llmconform import regression
 from llmconform.cli import main
 from llmconform.equivalence.comparators import Generation, Step
 from llmconform.equivalence.policy import OUTPUTS_DIR, LayoutOutputs
 from llmconform.errors import UserError
+from llmconform.reports import regression
 
 CASE = "vllm-m-tp2"
 

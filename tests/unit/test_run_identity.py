@@ -2,8 +2,8 @@
 
 import sys
 
-from llmconform import run_identity
 from llmconform.engines import deviations
+from llmconform.reports import run_identity
 
 
 def test_engine_runtime_reads_torch_and_cuda_of_the_engines_interpreter_without_importing_torch(tmp_path, monkeypatch):

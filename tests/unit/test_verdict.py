@@ -6,7 +6,9 @@ import json
 
 from rich.console import Console
 
-from llmconform import progress, report, verdict
+from llmconform import progress
+from llmconform.reports import report_dir
+from llmconform.reports import terminal_verdict as verdict
 
 
 def server(layout):
@@ -76,7 +78,7 @@ def test_one_aligned_line_per_case(tmp_path):
 def test_the_report_lists_the_verdict_first_and_the_report_files_last(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
     (tmp_path / "junit.xml").write_text("<testsuites/>")
-    lines = report.build(tmp_path)
+    lines = report_dir.build(tmp_path)
     assert lines[0] == "verdict per case:"
     assert lines[-1] == f"reports in {tmp_path}: conformance.md, equivalence.md, perf.md, junit.xml, results.jsonl"
 

@@ -7,7 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-from llmconform.regression import LISTED, Comparison, Finding
+from llmconform.reports.regression import LISTED, Comparison, Finding
 
 PAGE = "regression.html"
 PLOTS = ("perf-throughput.png", "perf-latency.png")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmconform import conformance, perf
 from llmconform.equivalence import policy as equivalence
+from llmconform.reports import conformance_section as conformance
+from llmconform.reports import perf_section as perf
 
 REPORT_FILES = ("conformance.md", "equivalence.md", "perf.md", "perf-curves.png", "perf-latency.png", "junit.xml",
                 "results.jsonl")

@@ -10,7 +10,8 @@ from llmconform.config import userfiles
 from llmconform.errors import UserError
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
-SECTIONS = ("llmconform.conformance", "llmconform.equivalence.policy", "llmconform.perf")
+SECTIONS = ("llmconform.reports.conformance_section", "llmconform.equivalence.policy",
+            "llmconform.reports.perf_section")
 
 
 RESULTS = "results.jsonl"
@@ -69,7 +70,7 @@ def load_results(report_dir: Path) -> list[dict]:
 
 def build(report_dir: Path) -> list[str]:
     """Write every section's files; return the verdict per case, each section's lines and where the reports are."""
-    from llmconform import verdict
+    from llmconform.reports import terminal_verdict as verdict
 
     results = load_results(report_dir)
     lines: list[str] = []

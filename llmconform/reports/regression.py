@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from llmconform import perf_compare, report, run_identity
+from llmconform import perf_compare
 from llmconform.api import PROPERTY as CONFORMANCE
 from llmconform.config import userfiles
 from llmconform.engines import deviations as known
@@ -31,6 +31,8 @@ from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence.comparators import Verdict, compare, compare_distributions, make_comparator
 from llmconform.equivalence.policy import LayoutOutputs
 from llmconform.errors import UserError
+from llmconform.reports import report_dir as report
+from llmconform.reports import run_identity
 
 DEFAULT_PERF_TOLERANCES = perf_compare.DEFAULT_TOLERANCES
 NOT_COMPARED_SHOWN = 10  # per area in the markdown (a case missing from one run is many tests)
