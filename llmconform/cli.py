@@ -13,8 +13,7 @@ from llmconform import models
 from llmconform.config import matrix as matrices
 from llmconform.errors import UserError
 from llmconform.redaction import redact_argv, redact_env
-from llmconform.reports import regression, regression_page
-from llmconform.reports import report_dir as report
+from llmconform.reports import regression, regression_page, report_dir
 from llmconform.serving import resources
 from llmconform.serving.launchers.slurm import srun_argv
 from llmconform.serving.planner import placement_on, plan_case
@@ -149,8 +148,8 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     directory = Path(args.report_dir)
-    report.check_report_dir(directory)
-    for line in report.build(directory):
+    report_dir.check_report_dir(directory)
+    for line in report_dir.build(directory):
         print(line)
     return 0
 
@@ -224,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "from a wheel; default: the one in llmconform/engines/engine_args)")
     chk.add_argument("--trtllm-args", help="trtllm-serve option fixture (scripts/engine-args/trtllm_args.py)")
     chk.set_defaults(func=cmd_check_args)
-    # `bench` has its own parser (llmconform.bench); listed here for --help only.
+    # `bench` has its own parser (llmconform.perf.bench); listed here for --help only.
     sub.add_parser("bench", help="load a running server with a matrix's workloads and floors (run), find its "
                                  "goodput capacity (capacity), or compare with `vllm bench serve` (compare-vllm)")
     return parser
@@ -234,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["bench"]:
-            from llmconform import bench
+            from llmconform.perf import bench
 
             return bench.main(argv[1:])
         parser = build_parser()

@@ -14,8 +14,9 @@ import json
 
 import pytest
 
-from llmconform import accuracy, load
+from llmconform import accuracy
 from llmconform.equivalence import policy as equivalence
+from llmconform.perf import loadgen
 
 PROPERTY = "accuracy"
 _RESULTS = pytest.StashKey[dict]()
@@ -55,8 +56,8 @@ def _answer(llm, task: accuracy.Task, concurrency: int) -> tuple[int, list[float
         route, body = task.request(problem, llm.model)
         extra = {"logprobs": 2} if route == "/v1/completions" else {"logprobs": True, "top_logprobs": 2}
         requests.append((route, {**body, **extra}))
-    target = load.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
-    answers = load.run_requests(target, requests, concurrency)
+    target = loadgen.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
+    answers = loadgen.run_requests(target, requests, concurrency)
     errors = [a for a in answers if isinstance(a, str)]
     if errors:
         pytest.fail(f"{len(errors)} of {len(answers)} requests failed, e.g. {errors[0]}", pytrace=False)

@@ -1,9 +1,9 @@
 """Throughput and latency under the workloads a matrix declares, checked against its floors (marker `perf`).
 
-Per case: every point of every `workloads:` entry is run with llmconform.load (streamed completions, exact prompt and
-output lengths, warm-ups excluded); the raw per-request records go to <report dir>/perf/<case>/, the per-point
-metrics (vLLM `bench serve` definitions, llmconform.load_metrics) and the client's own overhead to the test's
-`perf` property, from which the perf report section (llmconform.reports.perf_section) writes perf.md,
+Per case: every point of every `workloads:` entry is run with llmconform.perf.loadgen (streamed completions, exact
+prompt and output lengths, warm-ups excluded); the raw per-request records go to <report dir>/perf/<case>/, the
+per-point metrics (vLLM `bench serve` definitions, llmconform.perf.load_metrics) and the client's own overhead to the
+test's `perf` property, from which the perf report section (llmconform.reports.perf_section) writes perf.md,
 perf-summary.json and plots.
 
 - test_serving_metrics fails when the measurement itself is not what the workload declared: failed requests, prompts
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import floors, load, load_metrics
 from llmconform.errors import MatrixError
-from llmconform.reports import perf_section as perf
+from llmconform.perf import floors, load_metrics, loadgen
+from llmconform.reports import perf_section
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
 _MEASURED = pytest.StashKey[dict]()
@@ -51,11 +51,11 @@ class Measurement:
                 "problems": self.problems, "warnings": self.warnings}
 
 
-def _case_sections(case) -> tuple[tuple[load.Workload, ...], tuple[floors.Floor, ...]]:
+def _case_sections(case) -> tuple[tuple[loadgen.Workload, ...], tuple[floors.Floor, ...]]:
     def fail(path: str, problem: str, allowed: str | None):
         raise MatrixError(case.matrix or "<matrix>", path, problem, allowed)
 
-    workloads = load.parse_workloads(list(case.workloads), fail)
+    workloads = loadgen.parse_workloads(list(case.workloads), fail)
     return workloads, floors.parse_floors(list(case.floors), fail, workloads)
 
 
@@ -76,31 +76,32 @@ def _measure(llm, workers: int | None) -> Measurement:
         result.model = floors.model_bytes(case.model.config or {}, case.args.get("dtype"))
     except (floors.ModelSizeError, KeyError) as error:
         result.model_problem = str(error)
-    target = load.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
-    tokenizer = load.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
+    target = loadgen.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
+    tokenizer = loadgen.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     records_dir = Path(llm.report_dir) / "perf" / case.id
     client_cpus = None
     if case.engine.device == "cpu" and llm.server is not None and case.launcher == "local":
-        client_cpus = load.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
+        client_cpus = loadgen.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
     for workload in workloads:
         progress = llm.progress.load(f"{case.id} {workload.name}")
 
-        def measured(run: load.PointRun, workload=workload, progress=progress) -> None:
-            load.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
+        def measured(run: loadgen.PointRun, workload=workload, progress=progress) -> None:
+            loadgen.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()
             point["records"] = str(records_dir / f"{workload.name}-{run.point.label}.records.jsonl")
             point["prompts_counted_by"] = tokenizer.counted_by
             point["prompts"] = tokenizer.made
             _add_roofline(point, result, case.layout.tp)
-            progress.finished(run.point.label, perf.point_line(point, perf.point_flags(point, result.points)))
+            flags = perf_section.point_flags(point, result.points)
+            progress.finished(run.point.label, perf_section.point_line(point, flags))
             result.points.append(point)
             problems, notes = load_metrics.check_measurement(summary, run)
             result.problems += problems
             result.warnings += notes
 
-        with load.pinned(client_cpus):
-            load.run_workload(target, workload, tokenizer, on_point=measured, workers=workers,
+        with loadgen.pinned(client_cpus):
+            loadgen.run_workload(target, workload, tokenizer, on_point=measured, workers=workers,
                               on_progress=lambda p, done, chunks, seconds, progress=progress: progress.update(
                                   p.label, p.requests, done, chunks, seconds))
     return result

@@ -47,8 +47,8 @@ from llmconform.config import userfiles
 from llmconform.config.case import Case, EngineSettings, ModelSpec
 from llmconform.equivalence.policy import case_dtype, determinism_overrides, parse_compare_section
 from llmconform.errors import LayoutError, MatrixError, UserError
-from llmconform.floors import parse_floors
-from llmconform.load import parse_workloads
+from llmconform.perf.floors import parse_floors
+from llmconform.perf.loadgen import parse_workloads
 
 LAUNCHERS = ("local", "docker", "slurm")
 DEVICES = ("cuda", "cpu")

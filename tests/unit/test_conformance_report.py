@@ -1,6 +1,6 @@
 import json
 
-from llmconform.reports import conformance_section as conformance
+from llmconform.reports import conformance_section
 
 SERVER = {"id": "vllm-m-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1", "model": "m"}
 
@@ -27,7 +27,7 @@ RESULTS = [
 
 
 def test_cells_per_check_and_server():
-    table = conformance.build_table(RESULTS)
+    table = conformance_section.build_table(RESULTS)
     key = "vllm-m-tp1 @ 0.32.0"
     assert list(table.columns) == [key]
     outcomes = {name: (c.cells[key].outcome, c.cells[key].reason) for name, c in table.checks.items()}
@@ -46,13 +46,13 @@ def test_cells_per_check_and_server():
 
 def test_one_column_per_server_and_version():
     newer = {**SERVER, "engine_version": "0.33.0"}
-    table = conformance.build_table([record("test_a", "passed"), record("test_a", "failed", server=newer,
+    table = conformance_section.build_table([record("test_a", "passed"), record("test_a", "failed", server=newer,
                                                                        error="x")])
     assert list(table.columns) == ["vllm-m-tp1 @ 0.32.0", "vllm-m-tp1 @ 0.33.0"]
 
 
 def test_writes_markdown_and_json(tmp_path):
-    lines = conformance.write_report(tmp_path, RESULTS)
+    lines = conformance_section.write_report(tmp_path, RESULTS)
     assert lines[0] == ("conformance vllm-m-tp1 @ 0.32.0: DOES NOT CONFORM: 1/5 pass, 2 FAIL, 1 XPASS (fixed "
                         "deviation), 1 known deviation(s), 1 skipped")
     assert lines[1] == "  failing: test_fail, test_fixed, test_teardown"
@@ -68,17 +68,18 @@ def test_writes_markdown_and_json(tmp_path):
 
 
 def test_no_conformance_results_writes_nothing(tmp_path):
-    assert conformance.write_report(tmp_path, [RESULTS[-1]]) == []
+    assert conformance_section.write_report(tmp_path, [RESULTS[-1]]) == []
     assert not (tmp_path / "conformance.md").exists()
 
 
 def test_a_clean_server_conforms():
-    table = conformance.build_table([record("test_a", "passed"), record("test_b", "skipped", xfail_reason="known")])
+    table = conformance_section.build_table([record("test_a", "passed"),
+                                             record("test_b", "skipped", xfail_reason="known")])
     assert table.verdict("vllm-m-tp1 @ 0.32.0") == "conforms: 1/2 pass, 1 known deviation(s)"
 
 
 def test_spec_column_keeps_braces_whole():
-    assert conformance._short("ErrorResponse {error: {message, type}}: a 4xx carries it") == \
+    assert conformance_section._short("ErrorResponse {error: {message, type}}: a 4xx carries it") == \
         "ErrorResponse {error: {message, type}}"
-    assert conformance._short("Usage: total = a + b") == "Usage"
-    assert conformance._short("x" * 100).endswith("...") and len(conformance._short("x" * 100)) == 80
+    assert conformance_section._short("Usage: total = a + b") == "Usage"
+    assert conformance_section._short("x" * 100).endswith("...") and len(conformance_section._short("x" * 100)) == 80

@@ -6,9 +6,10 @@ import json
 import pytest
 from safetensors import safe_open
 
-from llmconform import floors, models
-from llmconform.floors import CaseContext, Hardware, evaluate, parse_floor, parse_floors
-from llmconform.load import Workload
+from llmconform import models
+from llmconform.perf import floors
+from llmconform.perf.floors import CaseContext, Hardware, evaluate, parse_floor, parse_floors
+from llmconform.perf.loadgen import Workload
 
 H100 = Hardware("cuda", "NVIDIA H100 80GB HBM3", 1)
 CPU = Hardware("cpu")

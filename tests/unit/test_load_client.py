@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from llmconform import load, models
-from llmconform.load import LoadPoint, Prompt, Target, Workload
+from llmconform import models
+from llmconform.perf import loadgen
+from llmconform.perf.loadgen import LoadPoint, Prompt, Target, Workload
 
 
 class ScriptedServer:
@@ -112,7 +113,7 @@ def closed(concurrency: int, requests: int, warmup: int = 0) -> LoadPoint:
 def test_records_follow_the_stream():
     workload = Workload("w", 3, 5, concurrency=(2,))
     with ScriptedServer() as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, closed(2, 4, warmup=2),
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(2, 4, warmup=2),
                              [words(3) for _ in range(4)], [words(3, "warm") for _ in range(2)])
     assert len(server.bodies) == 6 and len(run.records) == 4  # warm-ups sent, not recorded
     for record in run.records:
@@ -127,8 +128,8 @@ def test_records_follow_the_stream():
 def test_body_asks_for_exact_lengths_where_the_engine_takes_ignore_eos():
     workload = Workload("w", 3, 2, concurrency=(1,), temperature=0.0)
     with ScriptedServer() as server:
-        load.run_point(Target(server.url, "m", "sglang"), workload, closed(1, 1), [words(3)], [])
-        load.run_point(Target(server.url, "m", "someengine"), workload, closed(1, 1), [words(3)], [])
+        loadgen.run_point(Target(server.url, "m", "sglang"), workload, closed(1, 1), [words(3)], [])
+        loadgen.run_point(Target(server.url, "m", "someengine"), workload, closed(1, 1), [words(3)], [])
     vllm_like, other = server.bodies
     assert vllm_like["ignore_eos"] is True and "ignore_eos" not in other
     assert vllm_like["stream"] is True and vllm_like["stream_options"] == {"include_usage": True}
@@ -139,7 +140,7 @@ def test_failures_are_recorded_not_raised():
     workload = Workload("w", 3, 2, concurrency=(3,))
     prompts = [Prompt("FAIL now", 2), Prompt("EMPTY one", 2), Prompt("BROKEN one", 2), words(3)]
     with ScriptedServer() as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, closed(3, 4), prompts, [])
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(3, 4), prompts, [])
     failed, empty, broken, good = run.records
     assert failed.status == 500 and failed.error.startswith("HTTP 500: ") and "boom" in failed.error
     assert empty.error == "the stream carried no choice chunk (no first token)"
@@ -150,7 +151,7 @@ def test_failures_are_recorded_not_raised():
 def test_closed_loop_keeps_exactly_the_concurrency_in_flight():
     workload = Workload("w", 3, 2, concurrency=(8,))
     with ScriptedServer(hold_until=8) as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, closed(8, 40), [words(3)] * 40, [])
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(8, 40), [words(3)] * 40, [])
     assert server.peak == 8
     assert all(r.ok for r in run.records)
 
@@ -159,7 +160,7 @@ def test_thousands_of_concurrent_streams_from_one_process():
     workload = Workload("w", 1, 2, rates=(math.inf,), requests=2000)
     point = LoadPoint(requests=2000, warmup=0, rate=math.inf)
     with ScriptedServer(hold_until=2000) as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, point, [words(1)] * 2000, [])
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, point, [words(1)] * 2000, [])
     assert server.peak == 2000
     assert sum(r.ok for r in run.records) == 2000
 
@@ -168,7 +169,7 @@ def test_open_loop_records_when_each_request_was_due():
     workload = Workload("w", 3, 1, rates=(200.0,), requests=20)
     point = LoadPoint(requests=20, warmup=0, rate=200.0, max_concurrency=4)
     with ScriptedServer() as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, point, [words(3)] * 20, [])
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, point, [words(3)] * 20, [])
     due = [r.scheduled_s for r in run.records]
     assert due == sorted(due) and due[-1] == pytest.approx(20 / 200.0)
     assert all(r.sent_s >= r.scheduled_s for r in run.records)  # sent when due, or later when the cap queued it
@@ -177,12 +178,12 @@ def test_open_loop_records_when_each_request_was_due():
 
 def test_arrival_times_like_vllm_bench():
     rng = np.random.default_rng(0)
-    assert load.arrival_times(5, math.inf, 1.0, rng) == [0.0] * 5
-    poisson = load.arrival_times(2000, 10.0, 1.0, np.random.default_rng(1))
+    assert loadgen.arrival_times(5, math.inf, 1.0, rng) == [0.0] * 5
+    poisson = loadgen.arrival_times(2000, 10.0, 1.0, np.random.default_rng(1))
     assert poisson[-1] == pytest.approx(200.0)  # rescaled: the last one is due at N / rate
     gaps = np.diff(poisson)
     assert np.std(gaps) / np.mean(gaps) == pytest.approx(1.0, abs=0.1)  # exponential gaps
-    smooth = np.diff(load.arrival_times(2000, 10.0, 4.0, np.random.default_rng(1)))
+    smooth = np.diff(loadgen.arrival_times(2000, 10.0, 4.0, np.random.default_rng(1)))
     assert np.std(smooth) / np.mean(smooth) == pytest.approx(0.5, abs=0.05)  # gamma(4): CV 1/sqrt(4)
 
 
@@ -196,9 +197,9 @@ def test_point_labels_and_defaults():
 def test_records_round_trip_through_json_lines(tmp_path):
     workload = Workload("w", 3, 2, concurrency=(1,))
     with ScriptedServer() as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, closed(1, 2), [words(3)] * 2, [])
-    load.write_records(tmp_path / "r.jsonl", run)
-    again = load.read_records(tmp_path / "r.jsonl")
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(1, 2), [words(3)] * 2, [])
+    loadgen.write_records(tmp_path / "r.jsonl", run)
+    again = loadgen.read_records(tmp_path / "r.jsonl")
     assert again.records == run.records and again.point == run.point and again.client == run.client
 
 
@@ -206,7 +207,7 @@ def test_records_round_trip_through_json_lines(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    return load.PromptTokenizer.from_dir(models.ensure("qwen2-tiny", root=tmp_path_factory.mktemp("models")))
+    return loadgen.PromptTokenizer.from_dir(models.ensure("qwen2-tiny", root=tmp_path_factory.mktemp("models")))
 
 
 def test_random_prompts_have_the_exact_length(tokenizer):
@@ -238,7 +239,7 @@ def test_prompts_count_as_the_server_counts(tokenizer):
 def test_without_usage_the_generated_text_is_counted(tokenizer):
     workload = Workload("w", 3, 4, concurrency=(1,))
     with ScriptedServer() as server:
-        run = load.run_point(Target(server.url, "m", "vllm"), workload, closed(1, 1), [Prompt("NOUSAGE a b", 3)], [],
+        run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(1, 1), [Prompt("NOUSAGE a b", 3)], [],
                              tokenizer)
     (record,) = run.records
     assert record.ok and record.completion_tokens is None
@@ -262,15 +263,15 @@ def test_too_short_for_the_special_tokens():
         def get_vocab_size(self, with_added_tokens):
             return 4
 
-    with pytest.raises(load.PromptError, match="no room after the 1 special token"):
-        load.PromptTokenizer(WithBos()).random_prompts(1, 1, np.random.default_rng(0))
+    with pytest.raises(loadgen.PromptError, match="no room after the 1 special token"):
+        loadgen.PromptTokenizer(WithBos()).random_prompts(1, 1, np.random.default_rng(0))
 
 
 def test_progress_counts_the_timed_requests_and_chunks_only():
     workload = Workload("w", 3, 4, concurrency=(2,))
     seen = []
     with ScriptedServer() as server:
-        load.run_point(Target(server.url, "m", "vllm"), workload, closed(2, 6, warmup=3), [words(3)] * 6,
+        loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(2, 6, warmup=3), [words(3)] * 6,
                        [words(3, "warm")] * 3, on_progress=lambda *counts: seen.append(counts))
     assert seen[-1][:2] == (6, 24) and seen[-1][2] > 0  # warm-ups are not counted
     assert seen == sorted(seen)

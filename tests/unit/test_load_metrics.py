@@ -1,12 +1,11 @@
 """The metric math on constructed timings: every number is worked out by hand from vLLM's definitions
-(llmconform/load_metrics.py docstring)."""
+(llmconform/perf/load_metrics.py docstring)."""
 
 import math
 
 import pytest
 
-from llmconform.load import ClientStats, LoadPoint, PointRun, RequestRecord, Slo
-from llmconform.load_metrics import (
+from llmconform.perf.load_metrics import (
     METRICS,
     VLLM_RESULT_KEYS,
     client_overhead,
@@ -16,6 +15,7 @@ from llmconform.load_metrics import (
     not_measurable,
     summarize,
 )
+from llmconform.perf.loadgen import ClientStats, LoadPoint, PointRun, RequestRecord, Slo
 
 
 def record(index, sent, chunks, completion=None, prompt=None, expected_in=4, expected_out=None, error=None,

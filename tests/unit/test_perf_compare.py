@@ -5,14 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from llmconform import load, perf_compare
 from llmconform.errors import UserError
+from llmconform.perf import compare_runs, loadgen
 from llmconform.reports import regression
 
 CASE = "vllm-m-tp1"
 
 
-def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: int, tokens: int = 16) -> load.PointRun:
+def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: int,
+              tokens: int = 16) -> loadgen.PointRun:
     """Requests one after another (concurrency 1), each `tokens` chunks long; `noise` spreads each request's speed."""
     rng = np.random.default_rng(seed)
     records, now = [], 0.0
@@ -20,16 +21,16 @@ def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: i
         first = ttft_s * rng.lognormal(0, noise)
         gaps = tpot_s * rng.lognormal(0, noise) * rng.lognormal(0, 0.02, tokens - 1)
         chunks = list(now + first + np.concatenate([[0.0], np.cumsum(gaps)]))
-        records.append(load.RequestRecord(index=index, expected_input_tokens=8, expected_output_tokens=tokens,
+        records.append(loadgen.RequestRecord(index=index, expected_input_tokens=8, expected_output_tokens=tokens,
                                           sent_s=now, chunk_s=chunks, done_s=chunks[-1], prompt_tokens=8,
                                           completion_tokens=tokens, finish_reason="length", status=200))
         now = chunks[-1]
-    return load.PointRun(workload="w", point=load.LoadPoint(requests=requests, warmup=0, concurrency=1),
-                         records=records, duration_s=now, client=load.ClientStats(0.0, 0, 0.0, 0.0),
+    return loadgen.PointRun(workload="w", point=loadgen.LoadPoint(requests=requests, warmup=0, concurrency=1),
+                         records=records, duration_s=now, client=loadgen.ClientStats(0.0, 0, 0.0, 0.0),
                          sent_ignore_eos=True)
 
 
-def write_perf(directory, runs: list[load.PointRun], hardware: str = "cpu", keep_records: bool = True):
+def write_perf(directory, runs: list[loadgen.PointRun], hardware: str = "cpu", keep_records: bool = True):
     directory.mkdir()
     (directory / "results.jsonl").write_text(json.dumps({
         "nodeid": "suites/test_throughput.py::test_serving_metrics[x]", "when": "call", "outcome": "passed",
@@ -38,7 +39,7 @@ def write_perf(directory, runs: list[load.PointRun], hardware: str = "cpu", keep
     for i, run in enumerate(runs):
         path = directory / "perf" / CASE / f"w-c1-{i}.records.jsonl"
         if keep_records:
-            load.write_records(path, run)
+            loadgen.write_records(path, run)
         tokens = sum(r.completion_tokens for r in run.records)
         tpot = np.median([(r.chunk_s[-1] - r.chunk_s[0]) / (len(r.chunk_s) - 1) for r in run.records]) * 1e3
         rows.append({"case": CASE, "workload": "w", "point": "c1", "concurrency": 1, "rate": None,
@@ -49,9 +50,9 @@ def write_perf(directory, runs: list[load.PointRun], hardware: str = "cpu", keep
     return directory
 
 
-def verdicts(baseline, candidate, tolerances=perf_compare.DEFAULT_TOLERANCES):
-    return {v.subject.split()[-1]: v for v in perf_compare.compare(baseline, candidate,
-                                                                   perf_compare.parse_tolerances(tolerances))}
+def verdicts(baseline, candidate, tolerances=compare_runs.DEFAULT_TOLERANCES):
+    return {v.subject.split()[-1]: v for v in compare_runs.compare(baseline, candidate,
+                                                                   compare_runs.parse_tolerances(tolerances))}
 
 
 def test_a_slowdown_beyond_the_runs_variation_is_a_regression_with_its_interval(tmp_path):
@@ -105,9 +106,9 @@ def test_the_gate_reports_perf_verdicts_and_rejects_metrics_it_cannot_judge(tmp_
     assert {f.subject.split()[-1] for f in comparison.regressions} == {"output_tok_s", "median_tpot_ms"}
     assert comparison.regressions[0].evidence["low"] is not None
     with pytest.raises(UserError, match="goodput_requests_per_s cannot be judged from per-request records"):
-        perf_compare.parse_tolerances(("goodput_requests_per_s:-5%",))
+        compare_runs.parse_tolerances(("goodput_requests_per_s:-5%",))
     with pytest.raises(UserError, match="median_tpot_ms is lower is better"):
-        perf_compare.parse_tolerances(("median_tpot_ms:-5%",))
+        compare_runs.parse_tolerances(("median_tpot_ms:-5%",))
 
 
 def test_a_metric_that_measured_zero_is_not_compared(tmp_path):

@@ -3,8 +3,8 @@
 import json
 import sys
 
-from llmconform import floors
-from llmconform.reports import perf_section as perf
+from llmconform.perf import floors
+from llmconform.reports import perf_section
 
 SERVER = {"id": "vllm-qwen2-tiny-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1",
           "model": "qwen2-tiny"}
@@ -42,7 +42,7 @@ def results():
 
 
 def test_report_files_and_lines(tmp_path):
-    lines = perf.write_report(tmp_path, results())
+    lines = perf_section.write_report(tmp_path, results())
     assert lines[0] == "perf: 1 case(s), 4 measured point(s)"
     flags = lines[1:lines.index("floors: 1 pass, 1 fail, 0 skip")]
     assert flags == ["  FLAG vllm-qwen2-tiny-tp1 w r4: INVALID: the busiest client worker was busy 97% of the run "
@@ -64,22 +64,22 @@ def test_report_files_and_lines(tmp_path):
 
 
 def test_summary_is_a_baseline(tmp_path):
-    perf.write_report(tmp_path, results())
-    summary = json.loads((tmp_path / perf.SUMMARY_FILE).read_text())
+    perf_section.write_report(tmp_path, results())
+    summary = json.loads((tmp_path / perf_section.SUMMARY_FILE).read_text())
     assert {r["point"] for r in summary["runs"]} == {"c1", "c64", "r4", "rinf"}
-    baseline = floors.load_baseline(tmp_path / perf.SUMMARY_FILE)
+    baseline = floors.load_baseline(tmp_path / perf_section.SUMMARY_FILE)
     assert baseline.find("vllm-qwen2-tiny-tp1", "w", "c64")["metrics"]["output_tok_s"] == 4900.0
     assert baseline.find("vllm-qwen2-tiny-tp1", "w", "c64")["hardware"] == "H100-SXM"
 
 
 def test_no_perf_results_no_section(tmp_path):
-    assert perf.write_report(tmp_path, [{"nodeid": "x", "properties": {"llm": SERVER}}]) == []
+    assert perf_section.write_report(tmp_path, [{"nodeid": "x", "properties": {"llm": SERVER}}]) == []
     assert not (tmp_path / "perf.md").exists()
 
 
 def test_plots_are_optional(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    lines = perf.write_report(tmp_path, results())
+    lines = perf_section.write_report(tmp_path, results())
     assert lines[-1] == "perf plots skipped: matplotlib is not installed (pip install llmconform[plots])"
     assert (tmp_path / "perf.md").exists() and not (tmp_path / "perf-latency.png").exists()
 
@@ -90,22 +90,22 @@ def with_metrics(row, **changes):
 
 def test_flags_say_what_the_numbers_do_not():
     c1, c8, c32 = point("c1", 1, None, 100.0), point("c8", 8, None, 2802.0), point("c32", 32, None, 567.0)
-    assert perf.point_flags(c1) == [] and perf.point_flags(c8, [c1]) == []
-    saturated = perf.point_flags(with_metrics(c32, p99_ttft_ms=10000.0), [c1, c8])
+    assert perf_section.point_flags(c1) == [] and perf_section.point_flags(c8, [c1]) == []
+    saturated = perf_section.point_flags(with_metrics(c32, p99_ttft_ms=10000.0), [c1, c8])
     assert saturated == ["saturated: 567 out tok/s, below 2802 at c8 (TTFT p99 10000 ms)"]
-    bunched = perf.point_flags({**with_metrics(c1, median_tpot_ms=0.0),
+    bunched = perf_section.point_flags({**with_metrics(c1, median_tpot_ms=0.0),
                                 "delivery": {"not_measurable": {"tpot": "bunched delivery"}}})
     assert bunched == ["TPOT not measurable: bunched delivery"]  # the load generator's verdict, shown as it is
-    assert perf.point_flags(with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=3.5)) == []
-    assert "achieved 1.41 req/s of 4 offered (35%)" in perf.point_flags(
+    assert perf_section.point_flags(with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=3.5)) == []
+    assert "achieved 1.41 req/s of 4 offered (35%)" in perf_section.point_flags(
         with_metrics(point("r4", None, 4.0, 1.0), requests_per_s=1.41))[0]
-    noisy = perf.point_flags(with_metrics(c1, median_tpot_ms=2.0, p99_tpot_ms=9.0))
+    noisy = perf_section.point_flags(with_metrics(c1, median_tpot_ms=2.0, p99_tpot_ms=9.0))
     assert noisy == ["noisy: single-stream TPOT p99 9.00 ms is 4.5x its median (other load on the machine?)"]
-    assert perf.point_flags(with_metrics(c1, completed=0)) == ["no request completed"]
+    assert perf_section.point_flags(with_metrics(c1, completed=0)) == ["no request completed"]
 
 
 def test_point_line_has_the_key_numbers_and_flags():
-    line = perf.point_line(point("c8", 8, None, 2802.0), ["saturated: x"])
+    line = perf_section.point_line(point("c8", 8, None, 2802.0), ["saturated: x"])
     assert line == ("16/16 ok, 2,802 out tok/s, 2.00 req/s, TTFT p50/p99 10/10 ms, TPOT p50 10.00 ms; "
                     "FLAG saturated: x")
 
@@ -113,6 +113,6 @@ def test_point_line_has_the_key_numbers_and_flags():
 def test_no_latency_sweep_plot_for_single_points(tmp_path):
     single = [{"nodeid": "a", "properties": {"llm": SERVER, "perf": {
         "hardware": "cpu", "problems": [], "warnings": [], "points": [point("r4", None, 4.0, 500.0)]}}}]
-    lines = perf.write_report(tmp_path, single)
+    lines = perf_section.write_report(tmp_path, single)
     assert lines[-1] == f"perf plots: {tmp_path / 'perf-curves.png'}"
     assert not (tmp_path / "perf-latency.png").exists()

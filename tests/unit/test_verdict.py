@@ -7,8 +7,7 @@ import json
 from rich.console import Console
 
 from llmconform import progress
-from llmconform.reports import report_dir
-from llmconform.reports import terminal_verdict as verdict
+from llmconform.reports import report_dir, terminal_verdict
 
 
 def server(layout):
@@ -61,7 +60,7 @@ RESULTS = [
 def test_one_aligned_line_per_case(tmp_path):
     server_record(tmp_path, "tp1", ready_s=67.4)
     server_record(tmp_path, "pp2", stage="load-weights", error="failed")
-    lines = verdict.per_case(tmp_path, RESULTS)
+    lines = terminal_verdict.per_case(tmp_path, RESULTS)
     assert lines[0] == "verdict per case:"
     rows = {line.split()[0]: line for line in lines[1:]}
     cells = {case: [c.strip() for c in line.split("  ") if c.strip()][1:] for case, line in rows.items()}

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from llmconform.load import Slo, Workload, parse_workloads
+from llmconform.perf.loadgen import Slo, Workload, parse_workloads
 
 
 class Failed(Exception):

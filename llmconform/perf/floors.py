@@ -11,8 +11,8 @@ floors:
   - p99_ttft_ms:+10% at concurrency 64 for vllm-qwen2.5-7b-*  # ... for the cases whose id matches a glob
 ```
 
-Metrics are those of llmconform.load_metrics (`output_tok_s`, `p99_ttft_ms`, `median_tpot_ms`, ...). Clauses, each at
-most once and in any order: `in WORKLOAD`, `at concurrency N` / `at rate R`, `on PROFILE` (hardware), `for GLOB`
+Metrics are those of llmconform.perf.load_metrics (`output_tok_s`, `p99_ttft_ms`, `median_tpot_ms`, ...). Clauses,
+each at most once and in any order: `in WORKLOAD`, `at concurrency N` / `at rate R`, `on PROFILE` (hardware), `for GLOB`
 (case ids). Without `in` / `at`, a floor holds at every measured point.
 
 Hardware profiles: `cpu`, or a GPU as the bandwidth table names it (`H100`, `H100-SXM`, `A100-80GB`, `H200`, ...;
@@ -40,8 +40,8 @@ from pathlib import Path
 
 from llmconform.config import userfiles
 from llmconform.errors import UserError
-from llmconform.load import Workload
-from llmconform.load_metrics import METRICS, higher_is_better, not_measurable
+from llmconform.perf.load_metrics import METRICS, higher_is_better, not_measurable
+from llmconform.perf.loadgen import Workload
 
 KINDS = ("bound", "roofline", "baseline")
 GRAMMAR = ("METRIC >= N | METRIC <= N | decode >= X% of roofline | METRIC:-X% | METRIC:+X%, then optional clauses "

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from llmconform.load import ClientStats, PointRun, RequestRecord, Slo
+from llmconform.perf.loadgen import ClientStats, PointRun, RequestRecord, Slo
 
 LATENCIES = ("ttft", "tpot", "itl", "e2el")
 STATISTICS = ("mean", "median", "std", "p90", "p99")

@@ -1,8 +1,8 @@
 """Standalone benchmarking against any running OpenAI-compatible server (no matrix, no pytest):
 
-    python -m llmconform.bench run --base-url URL --model ID --tokenizer DIR --input-tokens 512 --output-tokens 128 \
-        --concurrency 1 64
-    python -m llmconform.bench compare-vllm --base-url URL --model ID --tokenizer DIR --input-tokens 512 \
+    python -m llmconform.perf.bench run --base-url URL --model ID --tokenizer DIR --input-tokens 512 \
+        --output-tokens 128 --concurrency 1 64
+    python -m llmconform.perf.bench compare-vllm --base-url URL --model ID --tokenizer DIR --input-tokens 512 \
         --output-tokens 128 --concurrency 1 64 --vllm-bench "vllm bench serve" --rounds 2 --out DIR
 
 `compare-vllm` is the fidelity check. For each point it runs our load generator and `vllm bench serve --backend openai
@@ -33,10 +33,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llmconform import capacity, floors, load, load_metrics
 from llmconform.config import matrix as matrices
 from llmconform.errors import MatrixError, UserError
-from llmconform.reports import report_dir as report
+from llmconform.perf import capacity, floors, load_metrics, loadgen
+from llmconform.reports import report_dir
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
 SHOWN = ("requests_per_s", "total_tok_s", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",
@@ -106,7 +106,7 @@ def _t95(degrees: int) -> float:
     return _T95.get(degrees, 1.7)
 
 
-def vllm_bench_argv(command: list[str], target: load.Target, workload: load.Workload, point: load.LoadPoint,
+def vllm_bench_argv(command: list[str], target: loadgen.Target, workload: loadgen.Workload, point: loadgen.LoadPoint,
                     tokenizer_dir: str, result_dir: Path, filename: str, seed: int) -> list[str]:
     """`vllm bench serve` for the same traffic as our point: random dataset of exact lengths, ignore_eos, the same
     number of requests and warm-ups, and either `--max-concurrency C` (rate inf) or `--request-rate R`. The result
@@ -144,7 +144,7 @@ def vllm_metrics(result: dict) -> dict:
         "total_input_tokens": result.get("total_input_tokens")}
 
 
-def records_from_vllm_result(result: dict) -> list[load.RequestRecord]:
+def records_from_vllm_result(result: dict) -> list[loadgen.RequestRecord]:
     """vLLM's per-request timings (`--save-detailed`) as our raw records: first chunk at start + TTFT, each further
     chunk one ITL later."""
     records = []
@@ -153,7 +153,7 @@ def records_from_vllm_result(result: dict) -> list[load.RequestRecord]:
         chunks = [start + ttft] if not error else []
         for gap in itls if not error else []:
             chunks.append(chunks[-1] + gap)
-        records.append(load.RequestRecord(
+        records.append(loadgen.RequestRecord(
             index=i, expected_input_tokens=result["input_lens"][i], expected_output_tokens=result["output_lens"][i],
             sent_s=start, chunk_s=chunks, prompt_tokens=result["input_lens"][i],
             completion_tokens=result["output_lens"][i] if not error else None, error=error or None))
@@ -192,23 +192,23 @@ def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s
     return json.loads(result_file.read_text())
 
 
-def run_ours(target: load.Target, workload: load.Workload, point: load.LoadPoint, tokenizer: load.PromptTokenizer,
-             records_file: Path, stream: int, workers: int | None = None
-             ) -> tuple[load_metrics.PointSummary, load.PointRun]:
-    prompts = load.make_prompts(tokenizer, workload, point.requests, stream=stream)
-    warmup = load.make_prompts(tokenizer, workload, point.warmup, stream=stream + 1) if point.warmup else []
-    run = load.run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers)
-    load.write_records(records_file, run)
+def run_ours(target: loadgen.Target, workload: loadgen.Workload, point: loadgen.LoadPoint,
+             tokenizer: loadgen.PromptTokenizer, records_file: Path, stream: int, workers: int | None = None
+             ) -> tuple[load_metrics.PointSummary, loadgen.PointRun]:
+    prompts = loadgen.make_prompts(tokenizer, workload, point.requests, stream=stream)
+    warmup = loadgen.make_prompts(tokenizer, workload, point.warmup, stream=stream + 1) if point.warmup else []
+    run = loadgen.run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers)
+    loadgen.write_records(records_file, run)
     return load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo), run
 
 
-def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokenizer_dir: str,
+def compare_with_vllm_bench(target: loadgen.Target, workload: loadgen.Workload, tokenizer_dir: str,
                             vllm_command: list[str], out_dir: Path, rounds: int = 2, timeout_s: float = 3600.0,
                             client_cpus: frozenset[int] | None = None, log=print) -> list[PointComparison]:
     """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first; both on
-    `client_cpus` when given (for an engine on CPU: the cores it was not given, load.pinned)."""
+    `client_cpus` when given (for an engine on CPU: the cores it was not given, loadgen.pinned)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
+    tokenizer = loadgen.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     log(f"prompt lengths counted by {tokenizer.counted_by}")
     comparisons = []
     for p, point in enumerate(workload.points()):
@@ -220,7 +220,7 @@ def compare_with_vllm_bench(target: load.Target, workload: load.Workload, tokeni
             for tool in ("ours", "vllm") if row["first"] == "ours" else ("vllm", "ours"):
                 started = time.monotonic()
                 if tool == "ours":
-                    with load.pinned(client_cpus):
+                    with loadgen.pinned(client_cpus):
                         summary, _ = run_ours(target, workload, point, tokenizer,
                                            out_dir / f"ours-{stem}.records.jsonl", stream=stream)
                     row.update(ours=summary.metrics.flat(), ours_client=summary.client.as_dict())
@@ -320,7 +320,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--warmup", type=int, help="unmeasured requests before each point (default: one wave)")
         p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of arrivals (1: Poisson)")
         p.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
-        p.add_argument("--prompts", choices=load.PROMPT_KINDS, default="random")
+        p.add_argument("--prompts", choices=loadgen.PROMPT_KINDS, default="random")
         p.add_argument("--temperature", type=float)
         p.add_argument("--no-ignore-eos", action="store_true", help="do not ask for exact output lengths")
         p.add_argument("--slo", nargs="+", default=[], metavar="NAME:MS",
@@ -368,7 +368,7 @@ def _fail(source: str):
     return fail
 
 
-def _workload(args) -> load.Workload:
+def _workload(args) -> loadgen.Workload:
     """The workload the command-line options describe (a `workloads:` entry, validated the same way)."""
     missing = [flag for flag, value in (("--input-tokens", args.input_tokens), ("--output-tokens",
                                                                                args.output_tokens)) if value is None]
@@ -388,7 +388,7 @@ def _workload(args) -> load.Workload:
         for pair in args.slo:
             key, _, value = pair.partition(":")
             item["slo"][f"{key}_ms"] = _number(value, f"--slo {pair}")
-    (workload,) = load.parse_workloads([item], _fail("command line"))
+    (workload,) = loadgen.parse_workloads([item], _fail("command line"))
     return workload
 
 
@@ -399,7 +399,7 @@ def _number(text: str, where: str) -> float:
         raise UserError(f"{where}: {text!r} is not a number") from None
 
 
-def _matrix_sections(args) -> tuple[tuple[load.Workload, ...], tuple[floors.Floor, ...]]:
+def _matrix_sections(args) -> tuple[tuple[loadgen.Workload, ...], tuple[floors.Floor, ...]]:
     """The workloads to run and the floors to check: the matrix's (only the --workload ones), or the command
     line's; --floor adds to them."""
     if args.matrix:
@@ -420,9 +420,9 @@ def _matrix_sections(args) -> tuple[tuple[load.Workload, ...], tuple[floors.Floo
     return workloads, tuple(f for f in declared if any(f.workload in (None, w.name) for w in workloads)) + extra
 
 
-def _tokenizer(args, target: load.Target) -> load.PromptTokenizer:
+def _tokenizer(args, target: loadgen.Target) -> loadgen.PromptTokenizer:
     try:
-        return load.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
+        return loadgen.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
     except (FileNotFoundError, ValueError, OSError) as error:
         raise UserError(f"--tokenizer {args.tokenizer}: {error}") from None
 
@@ -439,7 +439,7 @@ def _print_point(summary: load_metrics.PointSummary) -> None:
         print(f"  {name.upper()} not measurable: {why}")
 
 
-def cmd_run(args, target: load.Target) -> int:
+def cmd_run(args, target: loadgen.Target) -> int:
     """Our load generator on every point, the floors checked, and a report dir like a suite run's: results.jsonl
     (a serving-metrics and a floors result for the case), perf-summary.json and perf.md."""
     workloads, declared = _matrix_sections(args)
@@ -451,7 +451,7 @@ def cmd_run(args, target: load.Target) -> int:
     for workload in workloads:
         for i, point in enumerate(workload.points()):
             records = out_dir / "perf" / case_id / f"{workload.name}-{point.label}.records.jsonl"
-            with load.pinned(args.client_cpus):
+            with loadgen.pinned(args.client_cpus):
                 summary, run = run_ours(target, workload, point, tokenizer, records, stream=2 * i + 1,
                                         workers=args.workers)
             _print_point(summary)
@@ -477,8 +477,8 @@ def cmd_run(args, target: load.Target) -> int:
          **({"error": "\n".join(f"{v.floor} [{v.workload} {v.point}]: {v.detail}" for v in failed_floors)}
             if failed_floors else {})}]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / report.RESULTS).write_text("".join(json.dumps(_jsonable(r)) + "\n" for r in results))
-    for line in report.build(out_dir):
+    (out_dir / report_dir.RESULTS).write_text("".join(json.dumps(_jsonable(r)) + "\n" for r in results))
+    for line in report_dir.build(out_dir):
         print(line)
     for problem in problems:
         print(f"problem: {problem}")
@@ -486,7 +486,7 @@ def cmd_run(args, target: load.Target) -> int:
     return 1 if problems or failed_floors else 0
 
 
-def cmd_capacity(args, target: load.Target) -> int:
+def cmd_capacity(args, target: loadgen.Target) -> int:
     workloads, _ = _matrix_sections(args)
     if len(workloads) != 1:
         raise UserError(f"a capacity search takes one workload; choose with --workload "
@@ -502,10 +502,10 @@ def cmd_capacity(args, target: load.Target) -> int:
     streams = iter(range(1, 2 * args.max_points + 1, 2))
 
     def measure(rate: float) -> load_metrics.PointSummary:
-        point = load.LoadPoint(requests=requests, warmup=workload.warmup or 0, rate=rate,
+        point = loadgen.LoadPoint(requests=requests, warmup=workload.warmup or 0, rate=rate,
                                max_concurrency=workload.max_concurrency)
         records = out_dir / f"{workload.name}-{point.label}.records.jsonl"
-        with load.pinned(args.client_cpus):
+        with loadgen.pinned(args.client_cpus):
             summary, _ = run_ours(target, workload, point, tokenizer, records, stream=next(streams),
                                   workers=args.workers)
         return summary
@@ -539,13 +539,13 @@ def _jsonable(value):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    target = load.Target(args.llm_url.rstrip("/"), args.model, args.engine, args.api_key)
+    target = loadgen.Target(args.llm_url.rstrip("/"), args.model, args.engine, args.api_key)
     try:
         if args.command == "run":
             return cmd_run(args, target)
         if args.command == "capacity":
             return cmd_capacity(args, target)
-    except load.PromptError as error:
+    except loadgen.PromptError as error:
         raise UserError(f"--input-tokens: {error}") from None
     workload = _workload(args)
     out_dir = Path(args.out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}")

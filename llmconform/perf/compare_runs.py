@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llmconform import floors, load, load_metrics
 from llmconform.config import userfiles
 from llmconform.errors import UserError
+from llmconform.perf import floors, load_metrics, loadgen
 
 DEFAULT_TOLERANCES = ("output_tok_s:-5%", "median_tpot_ms:+5%", "median_ttft_ms:+10%")
 CONFIDENCE = 0.95
@@ -90,7 +90,7 @@ def _statistic(name: str, values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.percentile(values, float(name[1:]), axis=axis)
 
 
-def latency_samples(records: list[load.RequestRecord], quantity: str) -> np.ndarray:
+def latency_samples(records: list[loadgen.RequestRecord], quantity: str) -> np.ndarray:
     """Seconds per successful request (ITL: every gap between consecutive chunks), as load_metrics defines them."""
     out: list[float] = []
     for record in records:
@@ -110,7 +110,7 @@ def latency_samples(records: list[load.RequestRecord], quantity: str) -> np.ndar
     return np.asarray(out, dtype=float)
 
 
-def window_tokens(run: load.PointRun) -> tuple[np.ndarray, float]:
+def window_tokens(run: loadgen.PointRun) -> tuple[np.ndarray, float]:
     """Output tokens that arrived in each of WINDOWS equal slices of the point's duration, and the slice length:
     their mean over the slice length is the point's output tokens/s."""
     ok = [r for r in run.records if r.ok]
@@ -128,7 +128,7 @@ def window_tokens(run: load.PointRun) -> tuple[np.ndarray, float]:
     return counts, width
 
 
-def _distribution(metric: str, runs: list[load.PointRun], rng: np.random.Generator) -> tuple[float, np.ndarray]:
+def _distribution(metric: str, runs: list[loadgen.PointRun], rng: np.random.Generator) -> tuple[float, np.ndarray]:
     """(the metric measured on all data, its bootstrap distribution) over the pooled runs of one point."""
     if metric == "output_tok_s":
         pooled = [window_tokens(run) for run in runs]
@@ -143,7 +143,7 @@ def _distribution(metric: str, runs: list[load.PointRun], rng: np.random.Generat
     return float(_statistic(statistic, values)), _statistic(statistic, values[picks], axis=1)
 
 
-def judge(tolerance: Tolerance, baseline_runs: list[load.PointRun], candidate_runs: list[load.PointRun],
+def judge(tolerance: Tolerance, baseline_runs: list[loadgen.PointRun], candidate_runs: list[loadgen.PointRun],
           subject: str, seed: int = 0) -> PointVerdict:
     """The verdict of one metric at one point from both runs' request records."""
     rng = np.random.default_rng(seed)
@@ -205,14 +205,14 @@ def _points(report_dir: Path) -> dict[tuple[str, str, str], list[dict]]:
     return points
 
 
-def _records(report_dir: Path, row: dict) -> load.PointRun | None:
+def _records(report_dir: Path, row: dict) -> loadgen.PointRun | None:
     """The point's request records: where the summary says, else at the same place inside this report dir (a
     report dir that was moved)."""
     saved = Path(row.get("records") or "")
     for path in (saved, report_dir / "perf" / row["case"] / saved.name):
         if saved.name and path.is_file():
             try:
-                return load.read_records(path)
+                return loadgen.read_records(path)
             except (ValueError, KeyError, TypeError, IndexError) as error:
                 raise UserError(f"{path}: not a records file of a measured point ({error})") from None
     return None
