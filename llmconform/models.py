@@ -12,8 +12,8 @@ ask at the same time (file lock):
 - `shape:NAME`: the config.json of a real model (no weights) and a tokenizer padded to its vocab size, served
   with `--load-format dummy` for throughput and startup work at full size.
 - oracles (`factory:qwen2-oracle`, `factory:qwen3moe-oracle`): the same architectures trained on the CPU on a task
-  with exactly known answers (llmconform/oracle.py), and their deliberately damaged copies (`variant_of`), for the
-  accuracy gate (llmconform/accuracy.py).
+  with exactly known answers (llmconform/accuracy/oracle.py), and their deliberately damaged copies (`variant_of`),
+  for the accuracy gate (llmconform/accuracy/gate.py).
 Only numpy, safetensors and tokenizers are needed, no transformers and no network; oracles also need torch (the
 `train` extra).
 """
@@ -171,7 +171,7 @@ def fingerprint(p: Preset) -> str:
     if p.tokenizer != "bytelevel":  # only then: the byte-level presets keep the fingerprints of their caches
         fields["tokenizer"] = p.tokenizer
     if p.trained:
-        from llmconform.oracle import DIGITS, TrainingRecipe
+        from llmconform.accuracy.oracle import DIGITS, TrainingRecipe
         fields["trained"] = {"recipe": asdict(TrainingRecipe()), "digits": DIGITS}
     if p.variant_of:
         fields["variant_of"] = fingerprint(preset(p.variant_of))
@@ -246,7 +246,7 @@ def make(p: Preset, out: Path) -> None:
     if p.trained:
         from tokenizers import Tokenizer
 
-        from llmconform import oracle
+        from llmconform.accuracy import oracle
         tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
         tensors = oracle.train(config, lambda text: tokenizer.encode(text).ids, config["eos_token_id"],
                                oracle.TrainingRecipe(), log=lambda line: print(f"{p.name}: {line}", flush=True))

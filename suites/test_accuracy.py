@@ -1,6 +1,6 @@
 """Accuracy on a task with known answers: is this layout right, not only like the reference?
 
-For every case of a matrix with an `accuracy:` section (llmconform/accuracy.py), the server answers the task's
+For every case of a matrix with an `accuracy:` section (llmconform/accuracy/gate.py), the server answers the task's
 problems (greedy, concurrently through the load client); the gate fails a layout whose accuracy is below the
 matrix's floor, or significantly below the reference layout's (one-sided two-proportion test at `alpha`). The number
 of problems is computed from the smallest drop the matrix wants detected (`min_detectable_drop`, `alpha`, `power`),
@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from llmconform import accuracy
+from llmconform.accuracy import gate as accuracy
 from llmconform.equivalence import policy as equivalence
 from llmconform.perf import loadgen
 
@@ -26,7 +26,7 @@ _RESULTS = pytest.StashKey[dict]()
 def gate_policy(llm) -> accuracy.GatePolicy:
     policy = accuracy.gate_policy(llm.case.accuracy, llm.case.model.id) if llm.case else None
     if policy is None:
-        pytest.skip("the matrix has no accuracy: section (llmconform/accuracy.py)")
+        pytest.skip("the matrix has no accuracy: section (llmconform/accuracy/gate.py)")
     return policy
 
 

@@ -58,7 +58,7 @@ class Case:
     env: dict = field(default_factory=dict)
     floors: tuple = ()
     compare: dict = field(default_factory=dict)
-    accuracy: dict = field(default_factory=dict)  # the matrix's `accuracy:` section (llmconform/accuracy.py)
+    accuracy: dict = field(default_factory=dict)  # the matrix's `accuracy:` section (llmconform/accuracy/gate.py)
     workloads: tuple = ()
     matrix: str = ""
 

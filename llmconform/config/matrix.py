@@ -27,7 +27,7 @@ exclude:                           # drop cases of the product (any subset of en
 cases:                             # explicit cases besides the product
   - {engine: vllm, model: qwen2-tiny, layout: tp2, args: {...}, env: {...}, note: "..."}
   - {engine: vllm, model: qwen2-tiny, layout: pp2, source: path:/ckpt/other}   # other weights as one layout
-accuracy: {task: builtin:addition, floor: 0.99}   # the accuracy gate (llmconform/accuracy.py)
+accuracy: {task: builtin:addition, floor: 0.99}   # the accuracy gate (llmconform/accuracy/gate.py)
 ```
 """
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmconform import engines, models
-from llmconform.accuracy import parse_accuracy_section
+from llmconform.accuracy.gate import parse_accuracy_section
 from llmconform.config import layout as layouts
 from llmconform.config import userfiles
 from llmconform.config.case import Case, EngineSettings, ModelSpec

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The oracle models (llmconform/oracle.py) on vLLM 0.26 in bf16, after staging (scripts/device/README.md): accuracy
+# The oracle models (llmconform/accuracy/oracle.py) on vLLM 0.26 in bf16, after staging (scripts/device/README.md): accuracy
 # on held-out problems and the top-1/top-2 logprob margins (suites/test_accuracy.py), and token-exact equivalence of
 # every layout of matrices/gpu-accuracy.yaml named in DENSE and MOE against tp1. The oracles are the ones made on the
 # CPU machine when carried in .oracle-cache (cp -r ~/.cache/llmconform/models .oracle-cache/), else trained here.

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llmconform import accuracy
+from llmconform.accuracy import gate
 from llmconform.config import matrix
 from llmconform.equivalence.comparators import Exact, Generation, Step, compare
 from llmconform.errors import MatrixError, UserError
@@ -14,14 +14,14 @@ def write_task(path, header, *rows):
 
 
 def test_scorers_read_what_each_promises(tmp_path):
-    exact = accuracy.load(write_task(tmp_path / "e.jsonl", {"scorer": "exact"}, {"prompt": "1+1=", "answer": "2"}))
+    exact = gate.load(write_task(tmp_path / "e.jsonl", {"scorer": "exact"}, {"prompt": "1+1=", "answer": "2"}))
     assert exact.score(" 2\n", "2") and not exact.score("2.0", "2")
-    numeric = accuracy.load(write_task(tmp_path / "n.jsonl", {"scorer": "numeric"}, {"prompt": "q", "answer": 1234}))
+    numeric = gate.load(write_task(tmp_path / "n.jsonl", {"scorer": "numeric"}, {"prompt": "q", "answer": 1234}))
     assert numeric.score("so 1,000 + 234 = $1,234.", "1234") and not numeric.score("1234 then 5", "1234")
-    regex = accuracy.load(write_task(tmp_path / "r.jsonl", {"scorer": "regex", "pattern": "#### (\\S+)"},
+    regex = gate.load(write_task(tmp_path / "r.jsonl", {"scorer": "regex", "pattern": "#### (\\S+)"},
                                      {"prompt": "q", "answer": "42"}))
     assert regex.score("work\n#### 42", "42") and not regex.score("42", "42")
-    choice = accuracy.load(write_task(tmp_path / "c.jsonl", {"scorer": "choice", "choices": "ABCD"},
+    choice = gate.load(write_task(tmp_path / "c.jsonl", {"scorer": "choice", "choices": "ABCD"},
                                       {"prompt": "q", "answer": "B"}))
     assert choice.score("The answer is (B).", "B") and not choice.score("A, not B", "B")
 
@@ -29,11 +29,11 @@ def test_scorers_read_what_each_promises(tmp_path):
 def test_protocol_is_pinned_by_the_header(tmp_path):
     header = {"api": "completions", "few_shot": [{"prompt": "1+1=", "answer": "2"}], "shot_separator": "\n",
               "max_tokens": 4, "stop": "\n"}
-    task = accuracy.load(write_task(tmp_path / "t.jsonl", header, {"prompt": "2+2=", "answer": "4"}))
+    task = gate.load(write_task(tmp_path / "t.jsonl", header, {"prompt": "2+2=", "answer": "4"}))
     route, body = task.request(task.problems[0], "m")
     assert route == "/v1/completions" and body["prompt"] == "1+1=2\n2+2=" and body["stop"] == ["\n"]
     assert body["temperature"] == 0.0 and body["max_tokens"] == 4
-    chat = accuracy.load(write_task(tmp_path / "c.jsonl", {**header, "api": "chat", "system": "be brief"},
+    chat = gate.load(write_task(tmp_path / "c.jsonl", {**header, "api": "chat", "system": "be brief"},
                                     {"messages": [{"role": "user", "content": "2+2?"}], "answer": "4"}))
     route, body = chat.request(chat.problems[0], "m")
     assert route == "/v1/chat/completions"
@@ -49,18 +49,18 @@ def test_protocol_is_pinned_by_the_header(tmp_path):
 ])
 def test_bad_task_files_name_line_and_field(tmp_path, header, row, message):
     with pytest.raises(UserError, match=message) as error:
-        accuracy.load(write_task(tmp_path / "bad.jsonl", header, row))
+        gate.load(write_task(tmp_path / "bad.jsonl", header, row))
     assert "bad.jsonl:" in str(error.value)
 
 
 def test_a_task_too_small_for_the_sample_size_is_refused(tmp_path):
     path = write_task(tmp_path / "t.jsonl", {}, {"prompt": "q", "answer": "a"})
     with pytest.raises(UserError, match="2 problems are needed"):
-        accuracy.load(path, 2)
+        gate.load(path, 2)
 
 
 def test_builtin_addition_is_held_out_and_right():
-    task = accuracy.load("builtin:addition", 50)
+    task = gate.load("builtin:addition", 50)
     assert len(task.problems) == 50 == len({p.prompt for p in task.problems})
     for problem in task.problems:
         a, b = problem.prompt.rstrip("=").split("+")
@@ -69,19 +69,19 @@ def test_builtin_addition_is_held_out_and_right():
 
 def test_sample_size_matches_the_textbook_formula():
     # by hand: p1 0.5, p2 0.4, one-sided alpha 0.05, power 0.8: (1.645*0.7036 + 0.8416*0.7)^2 / 0.01 = 305
-    assert accuracy.sample_size(0.5, 0.1, 0.05, 0.8) == 305
-    assert accuracy.sample_size(0.99, 0.05, 0.05, 0.8) < accuracy.sample_size(0.99, 0.03, 0.05, 0.8)
-    drop = accuracy.detectable_drop(0.99, accuracy.sample_size(0.99, 0.05, 0.05, 0.8), 0.05, 0.8)
+    assert gate.sample_size(0.5, 0.1, 0.05, 0.8) == 305
+    assert gate.sample_size(0.99, 0.05, 0.05, 0.8) < gate.sample_size(0.99, 0.03, 0.05, 0.8)
+    drop = gate.detectable_drop(0.99, gate.sample_size(0.99, 0.05, 0.05, 0.8), 0.05, 0.8)
     assert 0.045 < drop <= 0.05
 
 
 def test_gate_fails_a_significant_drop_with_its_p_value_and_not_noise():
-    policy = accuracy.GatePolicy(floor=0.9)
-    worse = accuracy.judge(60, 100, policy, (99, 100))
+    policy = gate.GatePolicy(floor=0.9)
+    worse = gate.judge(60, 100, policy, (99, 100))
     assert not worse.ok and worse.p_value < 1e-6 and "p = " in worse.explain() and "below the floor" in worse.explain()
-    same = accuracy.judge(99, 100, policy, (100, 100))
+    same = gate.judge(99, 100, policy, (100, 100))
     assert same.ok and same.p_value > 0.05 and "smaller drops can go unnoticed" in same.explain()
-    assert accuracy.two_proportion_p_value(100, 100, 100, 100) == 1.0
+    assert gate.two_proportion_p_value(100, 100, 100, 100) == 1.0
 
 
 def test_matrix_accuracy_section_and_case_source(tmp_path):
@@ -94,7 +94,7 @@ def test_matrix_accuracy_section_and_case_source(tmp_path):
     parsed = matrix.parse(data, str(tmp_path / "m.yaml"))
     reference, damaged = parsed.cases
     assert damaged.model.id == reference.model.id and damaged.model.source == "factory:qwen2-oracle-damaged"
-    policy = accuracy.gate_policy(damaged.accuracy, "qwen2-oracle")
+    policy = gate.gate_policy(damaged.accuracy, "qwen2-oracle")
     assert policy.floor == 0.99 and policy.min_detectable_drop == 0.1
     assert policy.task == str(tmp_path / "tasks/gsm8k.jsonl")
     with pytest.raises(MatrixError, match=r"accuracy\.alpha"):

@@ -207,7 +207,7 @@ def _first(task: Task, count: int) -> Task:
 
 def builtin_addition(count: int) -> Task:
     """The oracle models' task on held-out problems (a seed training never uses)."""
-    from llmconform.oracle import problems
+    from llmconform.accuracy.oracle import problems
 
     held_out = problems(count, BUILTIN_HELD_OUT_SEED)
     return Task(name="addition", problems=tuple(Problem(p.answer, p.prompt) for p in held_out),
