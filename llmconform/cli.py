@@ -139,11 +139,11 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def cmd_run(args) -> int:
-    """The suites against a matrix: `pytest SUITES --matrix MATRIX [pytest options]`."""
+    """The suites against a matrix: `pytest --pyargs llmconform.suites --matrix MATRIX [pytest options]`."""
     import pytest
 
-    suites = args.suites or str(Path(__file__).resolve().parent.parent / "suites")
-    return int(pytest.main([suites, "--matrix", args.matrix, *args.pytest_args]))
+    suites = [args.suites] if args.suites else ["--pyargs", "llmconform.suites"]
+    return int(pytest.main([*suites, "--matrix", args.matrix, *args.pytest_args]))
 
 
 def cmd_report(args) -> int:
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(func=cmd_models)
     run = sub.add_parser("run", help="run the suites against a matrix (pytest underneath)")
     run.add_argument("matrix")
-    run.add_argument("--suites", help="where the suites are (default: the suites/ beside the package)")
+    run.add_argument("--suites", help="where the suites are (default: the package's own, llmconform.suites)")
     # any further arguments go to pytest (e.g. -k tp1 -n 2)
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rebuild a run's tables and plots from its results.jsonl")

@@ -64,16 +64,16 @@ stage unit tests/unit -q -n 2
 slurm_up
 docker_up
 stage integration tests/integration -q -rs
-# Conformance on the dense reference server (the others repeat it: `pytest suites --matrix ...` runs them all);
+# Conformance on the dense reference server (the others repeat it: `pytest llmconform/suites --matrix ...` runs them all);
 # equivalence and throughput on every layout.
-stage suites suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -k "not test_openai or qwen2-tiny-tp1" \
+stage suites llmconform/suites --matrix matrices/cpu-smoke.yaml --matrix matrices/cpu-moe.yaml -k "not test_openai or qwen2-tiny-tp1" \
   -q -rs --report-dir "$REPORTS/suites"
 # Conformance on a second kind of model (byte-fallback tokenizer, multi-byte characters, whitespace runs, a tool
 # parser): the checks must be right on models other than the reference.
-stage bytefallback suites/test_openai_*.py --matrix matrices/cpu-bytefallback.yaml -q -rs \
+stage bytefallback llmconform/suites/test_openai_*.py --matrix matrices/cpu-bytefallback.yaml -q -rs \
   --report-dir "$REPORTS/bytefallback"
 # The oracle model: right (>= 99% on held-out problems) and token-exact to tp1 in every layout.
-stage accuracy suites/test_accuracy.py suites/test_equivalence.py --matrix matrices/cpu-accuracy.yaml \
+stage accuracy llmconform/suites/test_accuracy.py llmconform/suites/test_equivalence.py --matrix matrices/cpu-accuracy.yaml \
   -k "accuracy or probe_set or greedy_outputs" -q -rs --report-dir "$REPORTS/accuracy"
 
 echo

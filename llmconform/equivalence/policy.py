@@ -321,7 +321,7 @@ class OutputStore:
 
 
 # --- report ----------------------------------------------------------------------------------------------------
-PROPERTY = "equivalence"  # the user property each equivalence test records (see suites/test_equivalence.py)
+PROPERTY = "equivalence"  # the user property each equivalence test records (see llmconform/suites/test_equivalence.py)
 REPORT_MD, REPORT_JSON = "equivalence.md", "equivalence.json"
 DIFFERENT = ("close", "diverged", "variant", "nondeterministic")  # verdict outcomes whose details the report shows
 

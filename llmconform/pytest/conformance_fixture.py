@@ -1,7 +1,7 @@
 """The `conformance` fixture: names the running check, records it for the conformance table, applies the engine's
 known deviations as strict xfails, and judges the check's problems.
 
-Suites import it (`from llmconform.pytest.conformance_fixture import conformance`) and end each check with
+The plugin registers this module (suites ask for the fixture by name, without importing it); each check ends with
 `conformance.require(problems)`."""
 
 from __future__ import annotations

@@ -98,6 +98,9 @@ def pytest_configure(config):
     # Declared engine bugs turn into xfails with their diagnosis (a no-op if `-p llmconform.engines.known_failures`
     # did it).
     config.pluginmanager.import_plugin("llmconform.engines.known_failures")
+    # The OpenAI suites' `conformance` fixture, registered here so that suites (shipped or the user's) use it without
+    # importing it.
+    config.pluginmanager.import_plugin("llmconform.pytest.conformance_fixture")
     session = Session()
     config._llmconform = session
     try:

@@ -9,7 +9,7 @@ source scripts/device/env.sh
 R=/tmp/gate; mkdir -p $R
 LIMIT=${LIMIT:-240}
 for run in baseline rerun; do
-  timeout -k 30 $LIMIT python3 -m pytest suites --matrix matrices/gpu-equivalence.yaml --case vllm-qwen2-tiny-tp1 \
+  timeout -k 30 $LIMIT python3 -m pytest llmconform/suites --matrix matrices/gpu-equivalence.yaml --case vllm-qwen2-tiny-tp1 \
     -p no:cacheprovider -q -rfEx --report-dir $R/$run > $R/$run.log 2>&1
   echo "== $run: exit $?"; tail -n 3 $R/$run.log
 done

@@ -17,7 +17,7 @@ if [ "${FIDELITY:-1}" = 1 ]; then
   kill $S; wait $S
 fi
 if [ -n "$CASES" ]; then
-  timeout -k 30 $LIMIT python3 -m pytest suites/test_throughput.py --matrix matrices/gpu-perf.yaml \
+  timeout -k 30 $LIMIT python3 -m pytest llmconform/suites/test_throughput.py --matrix matrices/gpu-perf.yaml \
     $(for c in $CASES; do printf -- '--case %s ' "$c"; done) -p no:cacheprovider -q -rfEs --report-dir $R/suite \
     > $R/suite.log 2>&1
   tail -n 8 $R/suite.log

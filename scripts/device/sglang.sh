@@ -21,16 +21,16 @@ run_pytest() { local name=$1; shift
     --report-dir $R/$name > $R/$name.log 2>&1; echo "== $name: exit $?"; tail -n 6 $R/$name.log; }
 case ${STEP:-suites} in
 suites)
-  run_pytest tp1 suites $(cases qwen2-tiny-tp1 qwen2-tiny-deterministic-tp1 qwen2-tiny-fp32-tp1 qwen3moe-tiny-tp1) \
+  run_pytest tp1 llmconform/suites $(cases qwen2-tiny-tp1 qwen2-tiny-deterministic-tp1 qwen2-tiny-fp32-tp1 qwen3moe-tiny-tp1) \
     -k "not test_throughput" &
   if [ "$GPUS" -ge 3 ] && [ -n "$MULTI" ]; then
-    run_pytest multi suites/test_equivalence.py $(cases $MULTI) &
+    run_pytest multi llmconform/suites/test_equivalence.py $(cases $MULTI) &
   else
     echo "not run: $MULTI ($GPUS GPU(s): the tp1 session holds one, the multi-GPU layouts need 2 more)"
   fi
   wait ;;
 throughput)
-  run_pytest throughput suites/test_throughput.py $(cases qwen2.5-7b-tp1) ;;
+  run_pytest throughput llmconform/suites/test_throughput.py $(cases qwen2.5-7b-tp1) ;;
 fidelity)
   M=$(python3 -m llmconform.cli models make qwen2.5-7b)
   ARGV=$(python3 -m llmconform.cli plan matrices/gpu-sglang.yaml --json | python3 -c "

@@ -8,9 +8,9 @@ source scripts/device/env.sh
 R=/tmp/reports; mkdir -p $R
 DENSE=${DENSE-"tp1 tp2 pp2"} MOE=${MOE-"tp1 tp2ep2 dp2ep2"} LIMIT=${LIMIT:-420}
 cases() { for layout in $2; do printf -- '--case vllm-%s-%s ' "$1" "$layout"; done; }
-[ -z "$DENSE" ] || timeout -k 30 $LIMIT python3 -m pytest suites --matrix matrices/gpu-equivalence.yaml \
+[ -z "$DENSE" ] || timeout -k 30 $LIMIT python3 -m pytest llmconform/suites --matrix matrices/gpu-equivalence.yaml \
   $(cases qwen2-tiny "$DENSE") -p no:cacheprovider -q -rfEx --report-dir $R/dense > $R/dense.log 2>&1 &
-[ -z "$MOE" ] || timeout -k 30 $LIMIT python3 -m pytest suites/test_equivalence.py --matrix matrices/gpu-equivalence.yaml \
+[ -z "$MOE" ] || timeout -k 30 $LIMIT python3 -m pytest llmconform/suites/test_equivalence.py --matrix matrices/gpu-equivalence.yaml \
   $(cases qwen3moe-tiny "$MOE") -p no:cacheprovider -q -rfEx --report-dir $R/moe > $R/moe.log 2>&1 &
 wait
 for log in $R/*.log; do echo "== $log"; tail -n 5 $log; done

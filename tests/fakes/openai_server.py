@@ -3,7 +3,7 @@ conformance suites catch real bugs. It is the thing under test, so a fake is rig
 
 Its "model" is a deterministic function of the prompt (and seed): text is made of 2-character tokens, the context is
 CONTEXT tokens long, and it never ends a generation on its own (only max_tokens, a stop sequence or the context).
-Without a bug switch it conforms to every check of suites/test_openai_*.py.
+Without a bug switch it conforms to every check of llmconform/suites/test_openai_*.py.
 
 Run by hand: python -m tests.fakes.openai_server --port 8000 [--api-key K] [--bug NAME]
 """

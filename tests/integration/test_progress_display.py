@@ -9,7 +9,7 @@ import sys
 
 import pexpect
 import pytest
-from paths import ROOT, pytest_command
+from paths import ROOT, SUITES, pytest_command
 
 CASE = "vllm-fake-model-tp1"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -33,7 +33,7 @@ floors:
 
 
 def args(matrix, report_dir, *extra):
-    return pytest_command(str(ROOT / "suites" / "test_throughput.py"), "--matrix", str(matrix), "--report-dir",
+    return pytest_command(str(SUITES / "test_throughput.py"), "--matrix", str(matrix), "--report-dir",
                           str(report_dir), "-o", "addopts=--strict-markers", *extra)
 
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import yaml
-from paths import ROOT, VLLM_CPU, pytest_command
+from paths import ROOT, SUITES, VLLM_CPU, pytest_command
 
 from llmconform import cli
 
@@ -40,7 +40,7 @@ def run(directory, name: str, max_logprobs: int, declared_versions: str):
         "workloads": [{"name": "short", "input_tokens": 16, "output_tokens": 8, "concurrency": [1],
                        "requests": 12}]}))
     report = directory / name
-    suites = [str(ROOT / "suites" / f) for f in ("test_openai_generation.py", "test_equivalence.py",
+    suites = [str(SUITES / f) for f in ("test_openai_generation.py", "test_equivalence.py",
                                                   "test_throughput.py")]
     finished = subprocess.run(pytest_command(*suites, "--matrix", str(matrix), "--report-dir", str(report),
                                              "-k", SELECT, "-q", "-rfE"),

@@ -6,6 +6,7 @@ from pathlib import Path
 from llmconform.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+SUITES = ROOT / "llmconform" / "suites"
 
 
 def test_report_rebuilds_tables_from_results(tmp_path, capsys):
@@ -28,7 +29,7 @@ def test_run_skips_cases_that_do_not_fit_with_the_reason(tmp_path, capsys):
     matrix = tmp_path / "gpu.yaml"
     matrix.write_text("engines: {vllm: {command: [python3, -m, vllm.entrypoints.cli.main, serve]}}\n"
                       "models: {q: {source: shape:qwen2.5-7b}}\nlayouts: [tp4]\n")
-    code = main(["run", str(matrix), "--suites", str(ROOT / "suites" / "test_openai_models.py"), "-p",
+    code = main(["run", str(matrix), "--suites", str(SUITES / "test_openai_models.py"), "-p",
                  "no:cacheprovider", "-rs", "--report-dir", str(tmp_path / "report"),
                  "-o", "addopts=--strict-markers"])
     out = capsys.readouterr().out
@@ -42,7 +43,7 @@ def test_run_selects_cases_by_glob_and_rejects_a_glob_without_cases(tmp_path, ca
     matrix = tmp_path / "gpu.yaml"
     matrix.write_text("engines: {vllm: {command: [python3, -m, vllm.entrypoints.cli.main, serve]}}\n"
                       "models: {q: {source: shape:qwen2.5-14b}}\nlayouts: [tp4, tp2pp2, tp8]\n")
-    common = ["--suites", str(ROOT / "suites" / "test_openai_models.py"), "-p", "no:cacheprovider", "-rs",
+    common = ["--suites", str(SUITES / "test_openai_models.py"), "-p", "no:cacheprovider", "-rs",
               "--report-dir", str(tmp_path / "report"), "-o", "addopts=--strict-markers"]
     assert main(["run", str(matrix), "--case", "*-tp4", "--case", "*-tp8", *common]) == 0
     out = capsys.readouterr().out

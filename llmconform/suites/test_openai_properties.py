@@ -2,7 +2,6 @@
 answer keeps its promises (shape, max_tokens, stop sequences, n)."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +10,6 @@ from hypothesis import strategies as st
 from llmconform.api import checks, schema
 from llmconform.api.calls import generate, without_logprobs
 from llmconform.api.endpoints import ENDPOINTS
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 PROMPT = "Write a short story about a lighthouse keeper."
 stop_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz .,", min_size=1, max_size=3)

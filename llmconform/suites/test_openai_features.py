@@ -1,7 +1,6 @@
 """OpenAI API conformance: structured output, tool calls and authentication."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 import httpx
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from llmconform.api import checks, error_answers, schema
 from llmconform.api.calls import answer_problems, post, stream
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 ANSWER_SCHEMA = {
     "type": "object",

@@ -1,14 +1,12 @@
 """OpenAI API conformance: non-streaming /v1/completions and /v1/chat/completions."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 import pytest
 
 from llmconform.api import checks, error_answers, openapi, schema
 from llmconform.api.calls import answer_problems, context_length, generate, health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])

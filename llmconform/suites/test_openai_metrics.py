@@ -2,7 +2,6 @@
 they count what the suite sent."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 import time
 
@@ -12,7 +11,6 @@ from llmconform import engines
 from llmconform.api import metrics
 from llmconform.api.calls import generate, get
 from llmconform.api.endpoints import COMPLETIONS
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 # Counters are updated by the engine's stats loop, which may trail the response by a moment.
 SETTLE_S = 10.0

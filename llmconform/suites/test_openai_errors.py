@@ -2,14 +2,12 @@
 server keeps serving."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 import pytest
 
 from llmconform.api import error_answers
 from llmconform.api.calls import health_problems, post
 from llmconform.api.endpoints import CHAT, COMPLETIONS, ENDPOINTS
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
 

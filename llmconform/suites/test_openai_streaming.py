@@ -1,14 +1,12 @@
 """OpenAI API conformance: streaming, read as raw server-sent events (no client library in between)."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 import pytest
 
 from llmconform.api import calls, checks, sse
 from llmconform.api.calls import generate
 from llmconform.api.endpoints import CHAT, ENDPOINTS
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 PROMPT = "Once upon a time, in a quiet town by the sea,"
 by_endpoint = pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])

@@ -1,11 +1,9 @@
 """OpenAI API conformance: the models endpoints."""
 
 # The `conformance` fixture is imported by name; pytest passes it to the checks' parameters of that name.
-# ruff: noqa: F811
 
 from llmconform.api import openapi, schema
 from llmconform.api.calls import get
-from llmconform.pytest.conformance_fixture import conformance  # noqa: F401
 
 
 def test_models_list(llm, conformance):
