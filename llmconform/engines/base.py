@@ -122,7 +122,7 @@ def signature(pattern: str, diagnosis: str) -> Signature:
     return Signature(re.compile(pattern), diagnosis)
 
 
-# Failures every torch.distributed engine can hit (research/launch.md section 4).
+# Failures every torch.distributed engine can hit (docs/engines.md#multi-node-failures-and-their-log-signatures).
 COMMON_SIGNATURES = (
     signature(r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError",
               "GPU out of memory: lower the memory fraction, max model length or batch size, or use more GPUs"),

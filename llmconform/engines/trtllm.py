@@ -1,8 +1,8 @@
 """TensorRT-LLM: `trtllm-serve MODEL ...` (PyTorch backend).
 
-Flags checked against `tensorrt_llm/commands/serve.py` @ 00209af149e7 (NVIDIA/TensorRT-LLM), `mapping.py` @
-05ebebb2c1d3 and `llmapi/trtllm-llmapi-launch` @ 020c89e64e49 (research/launch.md 2.3). The wheel cannot be
-installed here, so these plans are checked by reading that source only.
+Flags checked against `tensorrt_llm/commands/serve.py` @ 00209af149e7 (NVIDIA/TensorRT-LLM), `mapping.py` @ 05ebebb2c1d3
+and `llmapi/trtllm-llmapi-launch` @ 020c89e64e49 (docs/engines.md#where-each-engines-flags-come-from). The wheel cannot
+be installed here, so these plans are checked by reading that source only.
 click options: `--tp_size`, `--pp_size`, `--ep_size`, `--gpus_per_node`; what the CLI lacks (attention DP, MoE TP)
 goes into the YAML of `--extra_llm_api_options` (aliased `--config` in newer releases). EP subdivides TP
 (moe_tp x ep = tp). There is no DP-replica flag. Multi-node: one MPI world of tp x pp ranks,

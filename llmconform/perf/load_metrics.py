@@ -1,5 +1,5 @@
 """Serving metrics from raw request records, with exactly the definitions of `vllm bench serve`
-(vllm/benchmarks/serve.py `calculate_metrics`, vLLM 0.32; research/conformance-perf.md 2.1-2.2):
+(vllm/benchmarks/serve.py `calculate_metrics`, vLLM 0.32; docs/engines.md#load-metrics-vllms-definitions):
 
 - a request succeeded when it answered 200 and streamed at least one chunk carrying a choice; the rest are `failed`;
 - TTFT = arrival of the first choice chunk - send time;

@@ -5,7 +5,7 @@ raw per-request timings.
 What it records per request (`RequestRecord`): when it was due and sent, the arrival time of every streamed chunk that
 carries a choice, the end of the stream, the server's token counts and any error. Every metric is derived afterwards
 from those records (llmconform.perf.load_metrics) with the definitions of `vllm bench serve`
-(research/conformance-perf.md 2.1-2.2), so that our numbers and vLLM's can be compared one to one.
+(docs/engines.md#load-metrics-vllms-definitions), so that our numbers and vLLM's can be compared one to one.
 
 The traffic shapes follow `vllm bench serve` too: a closed-loop point keeps `concurrency` requests in flight (vLLM's
 `--max-concurrency C --request-rate inf`); an open-loop point draws gamma inter-arrival gaps (shape = burstiness,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the parts that put real SGLang on the lent GPU machine (python 3.12, torch 2.11 + CUDA 13, no network).
 # Run from the project root on your own machine; makes .stage/sg0 .. .stage/sgN (each < 60 MB, git-ignored).
-# SGLANG/KERNEL/FLASHINFER pick another release that matches the machine's torch (research/sglang-device.md).
+# SGLANG/KERNEL/FLASHINFER pick another release that matches the machine's torch (docs/engines.md#sglang-releases-and-torch).
 # Dependencies: resolve_deps.py walks the wheels' requirements for python 3.12, minus what the machine's image has
 # (gpu-image-packages.txt, from /work/.library/device/KINDS.md) unless SGLang pins a version (==): those travel.
 # Then, one `run` per part (carry .stage/sgK), back to back on one machine: `bash scripts/device/sglang-on-device.sh

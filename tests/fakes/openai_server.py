@@ -1,5 +1,5 @@
-"""A small OpenAI-compatible server with switches that each break one family of the API, to prove that the
-conformance suites catch real bugs. It is the thing under test, so a fake is right here (DESIGN.md conventions).
+"""A small OpenAI-compatible server with switches that each break one family of the API, to prove that the conformance
+suites catch real bugs. It is the thing under test, so a fake is right here (docs/architecture.md#conventions).
 
 Its "model" is a deterministic function of the prompt (and seed): text is made of 2-character tokens, the context is
 CONTEXT tokens long, and it never ends a generation on its own (only max_tokens, a stop sequence or the context).

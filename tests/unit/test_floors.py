@@ -167,7 +167,8 @@ def test_roofline_of_the_h100_anchor():
     bound = floors.roofline_ms_per_token(size, 3.35e12)
     assert size.decode_bytes / 1e9 == pytest.approx(14.14, abs=0.01)
     assert bound == pytest.approx(4.22, abs=0.01)
-    assert bound / 6.26 == pytest.approx(0.674, abs=0.002)  # research/device-vllm.md: median TPOT 6.26 ms at c1
+    # docs/engines.md#real-vllm-on-gpus: median TPOT 6.26 ms at c1
+    assert bound / 6.26 == pytest.approx(0.674, abs=0.002)
     assert floors.roofline_ms_per_token(size, 3.35e12, tp=2) == pytest.approx(bound / 2)
 
 

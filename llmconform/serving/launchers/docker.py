@@ -7,8 +7,9 @@ container running, so teardown also removes the server's containers by their lab
 one of our own server markers are ever removed, never others on the same daemon.
 
 Host network and host IPC: the engine's ports are the ones the plan chose, and its ranks share memory as they would
-outside a container (research/docker.md 4). The model directory is mounted read-only at the same path, and the
-server's run dir (plan files, logs) read-write, so the plan's argv works unchanged inside the container.
+outside a container (docs/engines.md#where-engines-run-slurm-and-docker). The model directory is mounted read-only at
+the same path, and the server's run dir (plan files, logs) read-write, so the plan's argv works unchanged inside the
+container.
 """
 
 from __future__ import annotations

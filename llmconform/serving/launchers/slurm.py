@@ -1,9 +1,9 @@
 """SLURM launcher: one `srun --overlap` step per node inside the user's allocation (or one MPI step across nodes
 for TensorRT-LLM), optionally in a container through pyxis (`--container-image`).
 
-`--overlap` lets the engine steps share the allocation with the test client and with each other; without it a
-second step waits for the first to end (research/slurm.md). Environment goes through `env K=V ...` so that it
-reaches the engine unchanged inside a container too.
+`--overlap` lets the engine steps share the allocation with the test client and with each other; without it a second
+step waits for the first to end (docs/engines.md#where-engines-run-slurm-and-docker). Environment goes through `env K=V
+...` so that it reaches the engine unchanged inside a container too.
 """
 
 from __future__ import annotations
@@ -46,6 +46,6 @@ def start(process: Process, placement: Placement, env: dict[str, str], log_path:
 
 
 def port_base(job_id: str | None, worker: int = 0) -> int:
-    """Ports derived from the job id, so that concurrent jobs on shared nodes do not collide (research/launch.md
-    pitfall 9); each xdist worker gets its own block."""
+    """Ports derived from the job id, so that concurrent jobs on shared nodes do not collide
+    (docs/engines.md#multi-node-failures-and-their-log-signatures); each xdist worker gets its own block."""
     return 20000 + (int(job_id or 0) % 1000) * 20 + worker * 10
