@@ -56,7 +56,9 @@ SOURCE_KINDS = ("factory", "shape", "path", "hf")
 
 
 @dataclass(frozen=True)
-class Target:
+class TargetHardware:
+    """The machine a matrix is planned for (`target:`), when it is not the one `llmconform plan` runs on."""
+
     nodes: int
     gpus_per_node: int
 
@@ -66,7 +68,7 @@ class Matrix:
     name: str
     file: str
     cases: list[Case]
-    target: Target | None = None
+    target: TargetHardware | None = None
     notes: dict[str, str] = field(default_factory=dict)  # case id -> note (e.g. the seed command it reproduces)
 
 
@@ -228,7 +230,7 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     return Matrix(name=name, file=file, cases=cases, target=target, notes=notes)
 
 
-def _target(r: _Reader, value) -> Target | None:
+def _target(r: _Reader, value) -> TargetHardware | None:
     if value is None:
         return None
     r.mapping(value, "target", allowed=("nodes", "gpus_per_node"), required=("nodes", "gpus_per_node"))
@@ -236,7 +238,7 @@ def _target(r: _Reader, value) -> Target | None:
     for key, item in (("nodes", nodes), ("gpus_per_node", gpus)):
         if isinstance(item, bool) or not isinstance(item, int) or item < 1:
             r.fail(f"target.{key}", f"expected a positive integer, got {_show(item)}")
-    return Target(nodes, gpus)
+    return TargetHardware(nodes, gpus)
 
 
 def _engines(r: _Reader, value, base_dir: Path):

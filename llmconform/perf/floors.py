@@ -15,7 +15,7 @@ Metrics are those of llmconform.perf.load_metrics (`output_tok_s`, `p99_ttft_ms`
 each at most once and in any order: `in WORKLOAD`, `at concurrency N` / `at rate R`, `on PROFILE` (hardware), `for GLOB`
 (case ids). Without `in` / `at`, a floor holds at every measured point.
 
-Hardware profiles: `cpu`, or a GPU as the bandwidth table names it (`H100`, `H100-SXM`, `A100-80GB`, `H200`, ...;
+CaseHardware profiles: `cpu`, or a GPU as the bandwidth table names it (`H100`, `H100-SXM`, `A100-80GB`, `H200`, ...;
 every dash-separated word of the profile must be a word of the detected GPU's key). A floor whose profile does not
 match is skipped with that reason, and the numbers are still reported.
 
@@ -98,7 +98,7 @@ def gpu_spec(name: str) -> GpuSpec | None:
 
 
 @dataclass(frozen=True)
-class Hardware:
+class CaseHardware:
     """What a case ran on: `cpu`, or a GPU model (from server.json or nvidia-smi) and its memory bandwidth."""
 
     device: str  # "cuda" or "cpu"
@@ -133,11 +133,11 @@ class Hardware:
         return f"{self.key} ({self.gpu_name})" if self.gpu_name else self.key
 
 
-def detect_hardware(device: str, server_json: Path | None = None) -> Hardware:
+def detect_hardware(device: str, server_json: Path | None = None) -> CaseHardware:
     """The hardware of a case: CPU for `device: cpu`; else the GPU that server.json recorded at start (nvidia-smi on
     the node that started it), else nvidia-smi here."""
     if device == "cpu":
-        return Hardware("cpu")
+        return CaseHardware("cpu")
     gpu = None
     if server_json is not None and server_json.is_file():
         gpu = json.loads(server_json.read_text()).get("gpu")
@@ -146,8 +146,8 @@ def detect_hardware(device: str, server_json: Path | None = None) -> Hardware:
 
         gpu = gpu_description()
     if not gpu:
-        return Hardware(device)
-    return Hardware(device, gpu_name=gpu.get("name"), gpu_count=int(gpu.get("count") or 1))
+        return CaseHardware(device)
+    return CaseHardware(device, gpu_name=gpu.get("name"), gpu_count=int(gpu.get("count") or 1))
 
 
 # --- model bytes -----------------------------------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def _unmeasurable(floor: Floor, workloads: tuple[Workload, ...]) -> tuple[str, s
 # --- evaluation ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Verdict:
+class FloorVerdict:
     floor: str
     status: str  # "pass", "fail" or "skip"
     detail: str
@@ -431,7 +431,7 @@ class CaseContext:
     """What evaluating a case's floors needs besides its measured points."""
 
     case_id: str
-    hardware: Hardware
+    hardware: CaseHardware
     tp: int = 1
     model: ModelBytes | None = None
     model_problem: str | None = None  # why `model` is None
@@ -441,21 +441,21 @@ class CaseContext:
 UNMEASURABLE_ZERO = "the streamed chunks arrived together, so no time passed between tokens"
 
 
-def evaluate(floors: tuple[Floor, ...], points: list[dict], context: CaseContext) -> list[Verdict]:
+def evaluate(floors: tuple[Floor, ...], points: list[dict], context: CaseContext) -> list[FloorVerdict]:
     """Verdicts of every floor that applies to the case, one per measured point it covers (or one skip saying why it
     could not be checked). `points` are load_metrics.PointSummary.as_dict() entries."""
-    verdicts: list[Verdict] = []
+    verdicts: list[FloorVerdict] = []
     for floor in floors:
         if not floor.applies_to(context.case_id):
             continue
         if floor.hardware is not None and not context.hardware.matches(floor.hardware):
-            verdicts.append(Verdict(floor.text, "skip",
+            verdicts.append(FloorVerdict(floor.text, "skip",
                                     f"applies on {floor.hardware}; this case ran on "
                                     f"{context.hardware.describe()} (numbers reported, not checked)"))
             continue
         chosen = [p for p in points if _covers(floor, p)]
         if not chosen:
-            verdicts.append(Verdict(floor.text, "skip", f"no measured point matches ({_scope(floor)})"))
+            verdicts.append(FloorVerdict(floor.text, "skip", f"no measured point matches ({_scope(floor)})"))
             continue
         for point in chosen:
             verdicts.append(_check(floor, point, context))
@@ -482,13 +482,13 @@ def _scope(floor: Floor) -> str:
     return ", ".join(parts)
 
 
-def _check(floor: Floor, point: dict, context: CaseContext) -> Verdict:
+def _check(floor: Floor, point: dict, context: CaseContext) -> FloorVerdict:
     """A floor that can be checked here fails on a point that does not measure the server (client-bound), or on a
     value that could not be measured (bunched delivery): either would otherwise pass on numbers that say nothing
     about the server."""
     unmeasurable = not_measurable(floor.metric, point)
     if unmeasurable and not point["metrics"].get(floor.metric):  # a TPOT of 0: the chunks all came at once
-        return Verdict(floor.text, "fail", f"{floor.metric} is not measurable: {unmeasurable}",
+        return FloorVerdict(floor.text, "fail", f"{floor.metric} is not measurable: {unmeasurable}",
                        workload=point["workload"], point=point["point"], measured=point["metrics"].get(floor.metric))
     verdict = _check_value(floor, point, context)
     if verdict.status == "skip":
@@ -500,53 +500,53 @@ def _check(floor: Floor, point: dict, context: CaseContext) -> Verdict:
     return verdict
 
 
-def _check_value(floor: Floor, point: dict, context: CaseContext) -> Verdict:
+def _check_value(floor: Floor, point: dict, context: CaseContext) -> FloorVerdict:
     where = {"workload": point["workload"], "point": point["point"]}
     measured = point["metrics"].get(floor.metric)
     if measured is None:
-        return Verdict(floor.text, "skip", f"{floor.metric} was not measured (no SLOs for goodput?)", **where)
+        return FloorVerdict(floor.text, "skip", f"{floor.metric} was not measured (no SLOs for goodput?)", **where)
     if floor.kind == "bound":
         ok = measured >= floor.value if floor.op == ">=" else measured <= floor.value
-        return Verdict(floor.text, "pass" if ok else "fail", f"{floor.metric} = {measured:.4g} (floor {floor.op} "
+        return FloorVerdict(floor.text, "pass" if ok else "fail", f"{floor.metric} = {measured:.4g} (floor {floor.op} "
                        f"{floor.value:g})", measured=measured, threshold=floor.value, **where)
     if floor.kind == "roofline":
         return _check_roofline(floor, measured, context, where)
     return _check_baseline(floor, measured, context, where)
 
 
-def _check_roofline(floor: Floor, tpot_ms: float, context: CaseContext, where: dict) -> Verdict:
+def _check_roofline(floor: Floor, tpot_ms: float, context: CaseContext, where: dict) -> FloorVerdict:
     bandwidth = context.hardware.bandwidth
     if bandwidth is None:
-        return Verdict(floor.text, "skip", f"no memory bandwidth known for {context.hardware.describe()}", **where)
+        return FloorVerdict(floor.text, "skip", f"no memory bandwidth known for {context.hardware.describe()}", **where)
     if context.model is None:
-        return Verdict(floor.text, "skip", f"model bytes unknown: {context.model_problem}", **where)
+        return FloorVerdict(floor.text, "skip", f"model bytes unknown: {context.model_problem}", **where)
     if tpot_ms <= 0:
-        return Verdict(floor.text, "skip", "no TPOT measured (outputs of one token?)", **where)
+        return FloorVerdict(floor.text, "skip", "no TPOT measured (outputs of one token?)", **where)
     bound = roofline_ms_per_token(context.model, bandwidth, context.tp)
     fraction = bound / tpot_ms
     detail = (f"median TPOT {tpot_ms:.3f} ms vs bound {bound:.3f} ms/token ({context.model.decode_bytes / 1e9:.2f} "
               f"GB read per token / {bandwidth / 1e12:.2f} TB/s x TP{context.tp}) = {fraction:.0%} of roofline "
               f"(floor {floor.value:.0%})")
-    return Verdict(floor.text, "pass" if fraction >= floor.value else "fail", detail, measured=fraction,
+    return FloorVerdict(floor.text, "pass" if fraction >= floor.value else "fail", detail, measured=fraction,
                    threshold=floor.value, **where)
 
 
-def _check_baseline(floor: Floor, measured: float, context: CaseContext, where: dict) -> Verdict:
+def _check_baseline(floor: Floor, measured: float, context: CaseContext, where: dict) -> FloorVerdict:
     if context.baseline is None:
-        return Verdict(floor.text, "skip", "no baseline given (--perf-baseline or LLMCONFORM_PERF_BASELINE)",
+        return FloorVerdict(floor.text, "skip", "no baseline given (--perf-baseline or LLMCONFORM_PERF_BASELINE)",
                        **where)
     saved = context.baseline.find(context.case_id, where["workload"], where["point"])
     if saved is None:
-        return Verdict(floor.text, "skip", f"{context.baseline.path} has no {context.case_id} "
+        return FloorVerdict(floor.text, "skip", f"{context.baseline.path} has no {context.case_id} "
                                            f"{where['workload']} {where['point']}", **where)
     if saved.get("hardware") != context.hardware.key:
-        return Verdict(floor.text, "skip", f"baseline measured on {saved.get('hardware')}, this run on "
+        return FloorVerdict(floor.text, "skip", f"baseline measured on {saved.get('hardware')}, this run on "
                                            f"{context.hardware.key}", **where)
     reference = saved["metrics"].get(floor.metric)
     if reference is None:
-        return Verdict(floor.text, "skip", f"the baseline has no {floor.metric}", **where)
+        return FloorVerdict(floor.text, "skip", f"the baseline has no {floor.metric}", **where)
     if reference == 0:  # a relative change from 0 is undefined; a 0 latency was not measurable in the baseline
-        return Verdict(floor.text, "skip", f"the baseline's {floor.metric} is 0 (not measurable there: "
+        return FloorVerdict(floor.text, "skip", f"the baseline's {floor.metric} is 0 (not measurable there: "
                                            f"{UNMEASURABLE_ZERO})", **where)
     change = measured / reference - 1
     if higher_is_better(floor.metric):
@@ -555,4 +555,4 @@ def _check_baseline(floor: Floor, measured: float, context: CaseContext, where: 
         ok, limit = change <= floor.value, reference * (1 + floor.value)
     detail = (f"{floor.metric} = {measured:.4g} vs baseline {reference:.4g} ({change:+.1%}; allowed "
               f"{'-' if higher_is_better(floor.metric) else '+'}{floor.value:.0%})")
-    return Verdict(floor.text, "pass" if ok else "fail", detail, measured=measured, threshold=limit, **where)
+    return FloorVerdict(floor.text, "pass" if ok else "fail", detail, measured=measured, threshold=limit, **where)

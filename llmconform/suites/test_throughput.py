@@ -37,7 +37,7 @@ _MEASURED = pytest.StashKey[dict]()
 class Measurement:
     """One case's measured points and what went wrong with the measurement itself."""
 
-    hardware: floors.Hardware
+    hardware: floors.CaseHardware
     points: list[dict] = field(default_factory=list)  # load_metrics.PointSummary.as_dict()
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -128,7 +128,7 @@ def _measurement(request, llm) -> Measurement:
         try:
             cache[llm.id] = _measure(llm, request.config.getoption("load_workers", default=None))
         except Exception as error:
-            cache[llm.id] = Measurement(floors.Hardware(llm.case.engine.device), error=error)
+            cache[llm.id] = Measurement(floors.CaseHardware(llm.case.engine.device), error=error)
     measurement = cache[llm.id]
     if measurement.error is not None:
         raise measurement.error

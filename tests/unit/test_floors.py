@@ -8,11 +8,11 @@ from safetensors import safe_open
 
 from llmconform import models
 from llmconform.perf import floors
-from llmconform.perf.floors import CaseContext, Hardware, evaluate, parse_floor, parse_floors
+from llmconform.perf.floors import CaseContext, CaseHardware, evaluate, parse_floor, parse_floors
 from llmconform.perf.loadgen import Workload
 
-H100 = Hardware("cuda", "NVIDIA H100 80GB HBM3", 1)
-CPU = Hardware("cpu")
+H100 = CaseHardware("cuda", "NVIDIA H100 80GB HBM3", 1)
+CPU = CaseHardware("cpu")
 
 
 class Failed(Exception):
@@ -102,18 +102,18 @@ def test_parse_floors_checks_workloads_and_points():
     ("NVIDIA B200", "B200", 8e12),
 ])
 def test_gpu_names_as_nvidia_smi_reports_them(name, key, bandwidth):
-    hardware = Hardware("cuda", name)
+    hardware = CaseHardware("cuda", name)
     assert hardware.key == key
     assert hardware.bandwidth == bandwidth
 
 
 def test_profiles_match_by_words():
     assert H100.matches("H100") and H100.matches("h100-sxm") and not H100.matches("H100-PCIe")
-    assert not Hardware("cuda", "NVIDIA GH200 480GB").matches("H200")
-    assert Hardware("cuda", "NVIDIA A100-SXM4-80GB").matches("A100-80GB")
-    assert not Hardware("cuda", "NVIDIA A10G").matches("A10")
+    assert not CaseHardware("cuda", "NVIDIA GH200 480GB").matches("H200")
+    assert CaseHardware("cuda", "NVIDIA A100-SXM4-80GB").matches("A100-80GB")
+    assert not CaseHardware("cuda", "NVIDIA A10G").matches("A10")
     assert CPU.matches("cpu") and not CPU.matches("H100")
-    unknown = Hardware("cuda", "NVIDIA GeForce RTX 4090")
+    unknown = CaseHardware("cuda", "NVIDIA GeForce RTX 4090")
     assert unknown.key == "GeForce-RTX-4090" and unknown.matches("RTX-4090") and unknown.bandwidth is None
 
 
@@ -284,7 +284,7 @@ def test_baseline_floors_skip_without_a_comparable_baseline():
     other_point = only(evaluate(floor, [point(concurrency=8, output_tok_s=1.0)], context(baseline=baseline(
         output_tok_s=2.0))))
     assert other_point.status == "skip" and "has no vllm-qwen2.5-7b-tp1 w c8" in other_point.detail
-    other_gpu = only(evaluate(floor, [point(output_tok_s=1.0)], context(Hardware("cuda", "NVIDIA A100-SXM4-80GB"),
+    other_gpu = only(evaluate(floor, [point(output_tok_s=1.0)], context(CaseHardware("cuda", "NVIDIA A100-SXM4-80GB"),
                                                                         baseline=baseline(output_tok_s=2.0))))
     assert other_gpu.detail == "baseline measured on H100-SXM, this run on A100-SXM-80GB"
 
