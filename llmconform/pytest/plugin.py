@@ -298,6 +298,20 @@ def llm(request):
         session.pool.stop(case.id)
 
 
+SHIPPED_SUITES = Path(__file__).resolve().parent.parent / "suites"
+
+
+def result_id(item) -> str:
+    """A test's id in results.jsonl. For the shipped suites `suites/<file>::<test>`, wherever they were collected from
+    (a source tree, an installed package; pytest's node id depends on the rootdir), so that `llmconform compare`,
+    which matches tests by this id, can compare any two runs; for other tests pytest's node id."""
+    try:
+        relative = item.path.resolve().relative_to(SHIPPED_SUITES)
+    except ValueError:
+        return item.nodeid
+    return f"suites/{relative.as_posix()}::{item.nodeid.split('::', 1)[1]}"
+
+
 class ResultsWriter:
     """One JSON line per test outcome into the report dir (controller side), for the reports built from it."""
 
@@ -307,7 +321,7 @@ class ResultsWriter:
     def pytest_runtest_logreport(self, report):
         if report.when != "call" and not (report.failed or report.skipped):
             return
-        record = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+        record = {"nodeid": getattr(report, "result_id", report.nodeid), "when": report.when, "outcome": report.outcome,
                   "duration_s": round(report.duration, 3), "properties": dict(report.user_properties)}
         if hasattr(report, "wasxfail"):
             record["xfail_reason"] = report.wasxfail
@@ -351,10 +365,12 @@ def _llmconform_context(request):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A test that failed because its engine died or hung shows the engine's death (stage, diagnosis, log tail)
-    instead of the client's connection error; llmconform.engines.known_failures then reads that evidence."""
+    """Each report carries the test's result id. A test that failed because its engine died or hung shows the
+    engine's death (stage, diagnosis, log tail) instead of the client's connection error;
+    llmconform.engines.known_failures then reads that evidence."""
     outcome = yield
     report = outcome.get_result()
+    report.result_id = result_id(item)  # travels with the report from an xdist worker to the controller
     session: Session | None = getattr(item.config, "_llmconform", None)
     case = _case_of(item)
     if call.when != "call" or not report.failed or case is None or session is None or session.pool is None \
