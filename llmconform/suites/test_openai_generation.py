@@ -127,6 +127,32 @@ def test_stop_sequence(llm, conformance, endpoint, form):
 
 
 @by_endpoint
+def test_stop_sequence_at_max_tokens(llm, conformance, endpoint):
+    """Spec: stop: "The returned text will not contain the stop sequence", also when the token that completes it is
+    the last one max_tokens allows: the text ends before it and finish_reason is "stop" (a server that checks the
+    length limit before the stop sequences answers "length" with the stop sequence in the text)."""
+    reference, problems = generate(llm, endpoint, PROMPT, max_tokens=16, temperature=0, **endpoint.logprobs_params(0))
+    if reference is None:
+        conformance.require(problems)
+    tokens = endpoint.logprob_tokens(first_choice(reference))
+    # The last token whose whole text does not occur earlier in the output becomes the stop sequence, and max_tokens
+    # ends the generation on it; greedy decoding repeats the same tokens (test_temperature_zero_deterministic).
+    last = next((i for i in range(len(tokens) - 1, 0, -1) if isinstance(tokens[i], str) and tokens[i].strip()
+                 and "\ufffd" not in tokens[i] and tokens[i] not in "".join(tokens[:i])), None)
+    if last is None:
+        pytest.skip(f"no token of the greedy output {tokens} can serve as a stop sequence that occurs only there")
+    stop, max_tokens = tokens[last], last + 1
+    body, more = generate(llm, endpoint, PROMPT, max_tokens=max_tokens, temperature=0, stop=[stop])
+    problems += more
+    if body is not None:
+        choice = first_choice(body)
+        problems += [f"max_tokens {max_tokens}, stop {stop!r}: {p}" for p in
+                     checks.stop_problems(endpoint.text(choice), [stop], "".join(tokens[:max_tokens]),
+                                          choice.get("finish_reason"))]
+    conformance.require(problems)
+
+
+@by_endpoint
 def test_n_choices(llm, conformance, endpoint):
     """Spec: n: "How many completions to generate for each prompt": n choices, index 0..n-1."""
     body, problems = generate(llm, endpoint, PROMPT, max_tokens=8, n=3, temperature=1.0, seed=5)

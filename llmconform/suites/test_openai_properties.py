@@ -54,6 +54,11 @@ def test_valid_sampling_parameters(llm, conformance, endpoint, params):
             text, tokens = endpoint.text(choice), len(endpoint.logprob_tokens(choice))
             if tokens > params["max_tokens"]:
                 problems.append(f"choice {choice['index']}: {tokens} tokens for max_tokens={params['max_tokens']}")
+            # A stop sequence that only the token max_tokens ended on completes is
+            # test_stop_sequence_at_max_tokens's case: it checks that deterministically (greedy), while here the
+            # sampled output, and so whether the case arises, repeats only where the engine honours `seed`.
+            before_last = "".join(endpoint.logprob_tokens(choice)[:-1])
+            at_limit = choice.get("finish_reason") == "length"
             problems += [f"choice {choice['index']}: stop sequence {s!r} in the output {text!r}" for s in stops
-                         if s in text]
+                         if s in text and not (at_limit and s not in before_last)]
     conformance.require([f"{params}: {p}" for p in problems])

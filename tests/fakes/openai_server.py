@@ -59,6 +59,8 @@ BUGS = {
     "tool-finish-stop": "vLLM PR#25054: tool_choice 'required' answers finish_reason 'stop' when not streamed",
     "seed-completions": "SGLang#15481: the seed is ignored on /v1/completions (chat honours it)",
     "n-finish-duplicate": "SGLang PR#8417: with n > 1 each choice's finish_reason chunk is sent twice",
+    "stop-at-limit": "SGLang 0.5.16: the length limit is checked before the stop sequences, so a stop sequence the "
+                     "last allowed token completes stays in the text with finish_reason 'length'",
     "metrics-count": "the generation token counter of /metrics counts one token less per request",
 }
 # Conforming behaviours a check must not call failures (it may call them inconclusive).
@@ -131,6 +133,8 @@ class FakeOpenAI:
             logprobs.append(logprob)
             text = "".join(tokens)
             hits = [text.find(s) for s in stops if s in text]
+            if self.bug == "stop-at-limit" and len(tokens) == limit:
+                break
             if hits:
                 if self.bug != "stop-leak":  # cut the last token so that the tokens still spell the text
                     cut = min(hits) - len("".join(tokens[:-1]))

@@ -37,6 +37,9 @@ CATCHES = {
         "test_stop_sequence[completions-string]": r"the output contains stop sequence",
         "test_stop_sequence[chat-list]": r"the output contains stop sequence",
         "test_valid_sampling_parameters[completions]": r"stop sequence .* in the output"}),
+    "stop-at-limit": (("generation",), {
+        "test_stop_sequence_at_max_tokens[completions]": r"the output contains stop sequence",
+        "test_stop_sequence_at_max_tokens[chat]": r"finish_reason 'length' after a stop sequence"}),
     "context": (("generation",), {
         "test_context_length_boundary[completions]": r"\+ max_tokens \d+ > context 256: HTTP 200, expected 400",
         "test_context_length_boundary[chat]": r"> context 256: HTTP 200, expected 400"}),
