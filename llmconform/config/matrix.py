@@ -49,8 +49,8 @@ from llmconform.equivalence.policy import case_dtype, determinism_overrides, par
 from llmconform.errors import LayoutError, MatrixError, UserError
 from llmconform.perf.floors import parse_floors
 from llmconform.perf.loadgen import parse_workloads
+from llmconform.serving import launchers
 
-LAUNCHERS = ("local", "docker", "slurm")
 DEVICES = ("cuda", "cpu")
 SOURCE_KINDS = ("factory", "shape", "path", "hf")
 
@@ -160,7 +160,7 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
                                        "exclude", "cases", "floors", "compare", "workloads", "accuracy"),
                     required=("engines", "models"))
     name = r.string(top.get("name", default_name), "name")
-    launcher = r.string(top.get("launcher", "local"), "launcher", LAUNCHERS)
+    launcher = r.string(top.get("launcher", "local"), "launcher", tuple(launchers.LAUNCHERS))
     target = _target(r, top.get("target"))
     base_dir = Path(file).parent.resolve() if file != "<matrix>" else Path.cwd()
     engine_settings, engine_extras = _engines(r, top["engines"], base_dir)

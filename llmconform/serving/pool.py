@@ -3,16 +3,15 @@ start so that its other tests fail at once with the same error, and stop everyth
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from llmconform import engines, models
 from llmconform.config.case import Case
 from llmconform.engines.base import Placement, Ports
 from llmconform.progress import Progress
-from llmconform.serving.launchers import docker, local, slurm
-from llmconform.serving.resources import Hardware, Lease, lease_devices, lease_ports, node_address
-from llmconform.serving.server import MARKER_ENV, EngineStartError, Server, signals_ignored
+from llmconform.serving import launchers
+from llmconform.serving.resources import Hardware, Lease, lease_devices, lease_ports
+from llmconform.serving.server import EngineStartError, Server, signals_ignored
 
 STARTUP_INTERRUPT_GRACE_S = 3.0
 
@@ -37,13 +36,14 @@ class ServerPool:
             raise self.failed[case.id]
         if case.model.kind in ("factory", "shape"):
             models.ensure(case.model.ref)
-        placement, ports, leases, launch = self._place(case)
+        placed = launchers.get(case.launcher).place(case, self.hardware, self.worker, self._lease_here)
+        placement, ports, leases = placed.placement, placed.ports, placed.leases
         run_dir = self.report_dir / "servers" / case.id
         engine = engines.get(case.engine.name)
         try:
             plan = engine.plan(case, placement, ports, str(run_dir))
-            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir, launch=launch,
-                            progress=self.progress)
+            server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir,
+                            launch=placed.start, progress=self.progress)
             try:
                 server.start()
                 server.wait_ready(case.engine.startup_timeout_s)
@@ -90,37 +90,16 @@ class ServerPool:
         if errors:
             raise errors[0]
 
-    def _place(self, case: Case):
-        layout = case.layout
-        if case.launcher == "slurm":
-            nodes = self.hardware.nodes[: layout.nodes]
-            pools = [n.cpus if case.engine.device == "cpu" else n.gpus for n in nodes]
-            addresses = tuple(node_address(n.name) for n in nodes)
-            placement = Placement(hosts=tuple(n.name for n in nodes),
-                                  devices=tuple(p[: layout.gpus_per_node] for p in pools), bind_host="0.0.0.0",
-                                  addresses=addresses if all(addresses) else ())
-            ports = Ports.from_base(slurm.port_base(os.environ.get("SLURM_JOB_ID"), self.worker))
-
-            def launch(process, env, log_path):
-                return slurm.start(process, placement, env, log_path, case.engine.image)
-
-            return placement, ports, [], launch
+    def _lease_here(self, case: Case) -> tuple[Placement, Ports, list[Lease]]:
+        """Devices and ports on this machine for `case` (for the launchers that run here: local, docker)."""
         node = self.hardware.nodes[0]
         kind = "cpu" if case.engine.device == "cpu" else "gpu"
         devices = lease_devices(f"{node.name}-{kind}", node.cpus if kind == "cpu" else node.gpus,
-                                layout.gpus_per_node, self.lease_timeout_s,
+                                case.layout.gpus_per_node, self.lease_timeout_s,
                                 notify=self.notify and (lambda text: self.notify(f"{case.id}: {text}")))
         base, port_lease = lease_ports()
         placement = Placement(hosts=(node.name,), devices=(devices.ids,), bind_host="127.0.0.1")
-        launch = _docker_launch(case, devices.ids) if case.launcher == "docker" else local.start
-        return placement, Ports.from_base(base), [devices, port_lease], launch
-
-
-def _docker_launch(case: Case, devices: tuple[int, ...]) -> docker.DockerLaunch:
-    # A hub id (`hf:`) is not a directory: the engine in the image fetches or finds it itself.
-    mounts = () if case.model.kind == "hf" else (docker.Mount(case.model.path),)
-    gpus = () if case.engine.device == "cpu" else docker.host_gpus(devices, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    return docker.DockerLaunch(image=case.engine.image, marker_env=MARKER_ENV, gpus=gpus, mounts=mounts)
+        return placement, Ports.from_base(base), [devices, port_lease]
 
 
 def _release(leases: list[Lease]) -> None:

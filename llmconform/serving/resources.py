@@ -8,7 +8,6 @@ parsing and fit rules are pure and unit-tested.
 from __future__ import annotations
 
 import fcntl
-import functools
 import os
 import random
 import re
@@ -38,15 +37,18 @@ class Hardware:
     source: str  # "local", "slurm" or "target"
 
     def why_not(self, case: Case) -> str | None:
-        """None if `case` can run here, else the reason it cannot (a docker case also needs the daemon to answer)."""
+        """None if `case` can run here, else the reason it cannot (its launcher's problem, e.g. a docker daemon that
+        does not answer, included)."""
+        from llmconform.serving import launchers  # imported here: launchers.slurm imports this module
+
         layout = case.layout
-        if layout.nodes > 1 and case.launcher in ("local", "docker"):
+        launcher = launchers.get(case.launcher)
+        if layout.nodes > 1 and not launcher.spans_nodes:
             return (f"layout {layout} spans {layout.nodes} nodes; the {case.launcher} launcher runs on one machine "
                     f"(use launcher: slurm inside an allocation)")
-        if case.launcher == "docker":
-            problem = _docker_problem(os.environ.get("DOCKER_HOST"))
-            if problem:
-                return problem
+        problem = launcher.problem()
+        if problem:
+            return problem
         if layout.nodes > len(self.nodes):
             hint = f" (run inside `salloc -N {layout.nodes}`)" if self.source != "slurm" else ""
             return f"needs {layout.nodes} nodes, {len(self.nodes)} available{hint}"
@@ -62,14 +64,6 @@ class Hardware:
             node = short[0]
             return f"needs {layout.gpus_per_node} GPUs per node, {node.name} has {len(node.gpus)}"
         return None
-
-
-@functools.cache
-def _docker_problem(docker_host: str | None) -> str | None:
-    """Whether the daemon answers, asked once per DOCKER_HOST (every docker case asks)."""
-    from llmconform.serving.launchers.docker import daemon_problem
-
-    return daemon_problem()
 
 
 def expand_nodelist(nodelist: str) -> list[str]:

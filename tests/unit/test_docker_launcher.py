@@ -12,7 +12,6 @@ from llmconform.config import matrix
 from llmconform.engines.base import Process
 from llmconform.errors import MatrixError
 from llmconform.serving.launchers import docker
-from llmconform.serving.pool import _docker_launch
 from llmconform.serving.resources import Hardware, Node
 from llmconform.serving.server import MARKER_ENV
 
@@ -59,7 +58,7 @@ def test_launch_of_a_planned_cuda_case_mounts_model_and_run_dir(tmp_path):
     case = dataclasses.replace(case, engine=dataclasses.replace(case.engine, image="vllm/vllm-openai:v0.26.0"))
     place = dataclasses.replace(placement(per_node=2), devices=((6, 7),))
     plan = engines.get("vllm").plan(case, place, PORTS, str(tmp_path))
-    launch = _docker_launch(case, (6, 7))
+    launch = docker.launch_of(case, (6, 7))
     argv = launch.argv_for(plan.processes[0], {MARKER_ENV: "srv1"}, str(tmp_path / "node0-api.log"))
     assert _values(argv, "--gpus") == ['"device=6,7"']
     assert "CUDA_VISIBLE_DEVICES=0,1" in _values(argv, "-e")
@@ -71,10 +70,10 @@ def test_launch_of_a_planned_cuda_case_mounts_model_and_run_dir(tmp_path):
 def test_cpu_case_of_the_docker_matrix_gets_no_gpus_and_a_hub_model_no_mount():
     case = matrix.load(ROOT / "matrices" / "cpu-docker.yaml").cases[0]
     assert case.launcher == "docker" and case.engine.image == IMAGE and case.engine.device == "cpu"
-    launch = _docker_launch(case, (0,))
+    launch = docker.launch_of(case, (0,))
     assert launch.gpus == () and launch.mounts == (docker.Mount(case.model.path),)
     hub = dataclasses.replace(case, model=dataclasses.replace(case.model, source="hf:org/m", path="org/m"))
-    assert _docker_launch(hub, (0,)).mounts == ()
+    assert docker.launch_of(hub, (0,)).mounts == ()
 
 
 def test_a_multi_node_process_is_refused(tmp_path):

@@ -1,1 +1,74 @@
-"""Where engine processes run: local, docker, slurm. (A server started elsewhere is attached to with --llm-url.)"""
+"""Where engine processes run, behind one protocol: `local`, `docker` and `slurm` here, others registered by a
+user's conftest through the `pytest_llmconform_launchers` hook. (A server started elsewhere is attached to with
+--llm-url.)"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from llmconform.errors import UserError
+
+if TYPE_CHECKING:
+    from llmconform.config.case import Case
+    from llmconform.engines.base import Placement, Ports, Process
+    from llmconform.serving.resources import Hardware, Lease
+
+# start(process, env, log_path) -> the process (or the client that stands for it, such as `docker run` or `srun`)
+Start = Callable[["Process", dict, str], subprocess.Popen]
+
+
+@dataclass
+class Placed:
+    """A case's server placed: where it runs, its ports, the leases to release after it, and how to start it."""
+
+    placement: Placement
+    ports: Ports
+    leases: list[Lease]
+    start: Start
+
+
+class LeaseHere(Protocol):
+    def __call__(self, case: Case) -> tuple[Placement, Ports, list[Lease]]:
+        """Devices and ports on this machine, leased for `case` (released with the server)."""
+
+
+class Launcher(Protocol):
+    name: str
+    spans_nodes: bool  # whether one server may span several nodes (else it runs on one machine)
+
+    def problem(self) -> str | None:
+        """Why this launcher cannot start anything here (e.g. the docker daemon does not answer), else None."""
+
+    def place(self, case: Case, hardware: Hardware, worker: int, lease_here: LeaseHere) -> Placed:
+        """Where `case`'s processes run and how they start (xdist `worker` numbers the session's workers)."""
+
+
+LAUNCHERS: dict[str, Launcher] = {}
+
+
+def register(launcher: Launcher) -> None:
+    """Add a launcher under its name; a second launcher of another type under a name already taken is refused."""
+    known = LAUNCHERS.get(launcher.name)
+    if known is not None and type(known) is not type(launcher):
+        raise UserError(f"launcher {launcher.name!r} is already registered ({type(known).__qualname__})")
+    LAUNCHERS[launcher.name] = launcher
+
+
+def get(name: str) -> Launcher:
+    try:
+        return LAUNCHERS[name]
+    except KeyError:
+        raise UserError(f"unknown launcher {name!r} (known: {', '.join(sorted(LAUNCHERS))})") from None
+
+
+def _register_builtin() -> None:
+    from llmconform.serving.launchers import docker, local, slurm
+
+    for launcher in (local.LocalLauncher(), docker.DockerLauncher(), slurm.SlurmLauncher()):
+        register(launcher)
+
+
+_register_builtin()

@@ -14,6 +14,7 @@ container.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from llmconform.engines.base import Process
 from llmconform.errors import UserError
 from llmconform.redaction import is_secret_env, split_secret_env
+from llmconform.serving.launchers import Placed
 
 LABEL = "llmconform.marker"
 
@@ -149,3 +151,33 @@ def _client(timeout: int = 60):
     except ImportError:
         raise UserError("the docker launcher needs the docker Python SDK: pip install 'llmconform[docker]'") from None
     return docker.from_env(timeout=timeout)
+
+
+class DockerLauncher:
+    """Each process in a container of the engine's image, on this machine, on the devices and ports leased for it."""
+
+    name = "docker"
+    spans_nodes = False
+
+    def problem(self) -> str | None:
+        return _daemon_problem_at(os.environ.get("DOCKER_HOST"))
+
+    def place(self, case, hardware, worker, lease_here) -> Placed:
+        placement, ports, leases = lease_here(case)
+        return Placed(placement, ports, leases, launch_of(case, placement.devices[0]))
+
+
+@functools.cache
+def _daemon_problem_at(docker_host: str | None) -> str | None:
+    """Whether the daemon answers, asked once per DOCKER_HOST (every docker case asks)."""
+    return daemon_problem()
+
+
+def launch_of(case, devices: tuple[int, ...]) -> DockerLaunch:
+    """The launch of `case` on these of this machine's devices (CUDA ordinals as the pool leased them)."""
+    from llmconform.serving.server import MARKER_ENV  # imported here: a matrix's parse imports the launchers, no server
+
+    # A hub id (`hf:`) is not a directory: the engine in the image fetches or finds it itself.
+    mounts = () if case.model.kind == "hf" else (Mount(case.model.path),)
+    gpus = () if case.engine.device == "cpu" else host_gpus(devices, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return DockerLaunch(image=case.engine.image, marker_env=MARKER_ENV, gpus=gpus, mounts=mounts)

@@ -10,6 +10,7 @@ import subprocess
 
 from llmconform.engines.base import Process
 from llmconform.errors import UserError
+from llmconform.serving.launchers import Placed
 
 _PR_SET_PDEATHSIG = 1
 
@@ -38,3 +39,17 @@ def start(process: Process, env: dict[str, str], log_path: str) -> subprocess.Po
     if process.nodes > 1:
         raise UserError("a launch across nodes needs the slurm launcher")
     return popen(list(process.argv), {**process.env, **env}, log_path)
+
+
+class LocalLauncher:
+    """Processes on this machine, on the devices and ports leased for the case."""
+
+    name = "local"
+    spans_nodes = False
+
+    def problem(self) -> str | None:
+        return None
+
+    def place(self, case, hardware, worker, lease_here) -> Placed:
+        placement, ports, leases = lease_here(case)
+        return Placed(placement, ports, leases, start)

@@ -8,10 +8,13 @@ step waits for the first to end (docs/engines.md#where-engines-run-slurm-and-doc
 
 from __future__ import annotations
 
+import os
 import subprocess
 
-from llmconform.engines.base import Placement, Process
+from llmconform.engines.base import Placement, Ports, Process
 from llmconform.redaction import split_secret_env
+from llmconform.serving import resources
+from llmconform.serving.launchers import Placed
 
 
 def srun_argv(process: Process, placement: Placement, image: str | None = None,
@@ -49,3 +52,28 @@ def port_base(job_id: str | None, worker: int = 0) -> int:
     """Ports derived from the job id, so that concurrent jobs on shared nodes do not collide
     (docs/engines.md#multi-node-failures-and-their-log-signatures); each xdist worker gets its own block."""
     return 20000 + (int(job_id or 0) % 1000) * 20 + worker * 10
+
+
+class SlurmLauncher:
+    """One step per node of the user's allocation (`srun --overlap`); the allocation, not a lease, owns the GPUs."""
+
+    name = "slurm"
+    spans_nodes = True
+
+    def problem(self) -> str | None:
+        return None
+
+    def place(self, case, hardware, worker, lease_here) -> Placed:
+        layout = case.layout
+        nodes = hardware.nodes[: layout.nodes]
+        pools = [n.cpus if case.engine.device == "cpu" else n.gpus for n in nodes]
+        addresses = tuple(resources.node_address(n.name) for n in nodes)
+        placement = Placement(hosts=tuple(n.name for n in nodes),
+                              devices=tuple(p[: layout.gpus_per_node] for p in pools), bind_host="0.0.0.0",
+                              addresses=addresses if all(addresses) else ())
+        ports = Ports.from_base(port_base(os.environ.get("SLURM_JOB_ID"), worker))
+
+        def launch(process, env, log_path):
+            return start(process, placement, env, log_path, case.engine.image)
+
+        return Placed(placement, ports, [], launch)
