@@ -141,11 +141,13 @@ def _case_and_server(item):
     case = callspec.params.get("llm") if callspec else None
     if not isinstance(case, Case):
         return None, None, None
-    pool = getattr(getattr(item.config, "_llmconform", None), "pool", None)
+    from llmconform.pytest.plugin import session_of  # imported here: this hook also runs without the plugin
+
+    session = session_of(item.config)
+    pool = session.pool if session else None
     if pool is None:
         return case, None, None
-    running = pool.running.get(case.id)
-    return case, running[0] if running else None, pool.failed.get(case.id)
+    return case, pool.server(case.id), pool.start_error(case.id)
 
 
 def _diagnosis_line(evidence: str) -> str:

@@ -91,6 +91,14 @@ class Session:
     dead: dict = field(default_factory=dict)  # case id -> the one line saying how its engine failed
 
 
+SESSION = pytest.StashKey["Session"]()
+
+
+def session_of(config) -> Session | None:
+    """The plugin's state of this pytest run; None where the plugin did not configure it (`-p no:llmconform`)."""
+    return config.stash.get(SESSION, None)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
 def pytest_configure(config):
     for name, text in MARKERS.items():
@@ -102,7 +110,7 @@ def pytest_configure(config):
     # importing it.
     config.pluginmanager.import_plugin("llmconform.pytest.conformance_fixture")
     session = Session()
-    config._llmconform = session
+    config.stash[SESSION] = session
     try:
         _load_cases(config, session)
         if session.cases or session.attach:  # a broken deviation list must stop the run before anything starts
@@ -166,7 +174,7 @@ def _interrupt_on_sigterm(session: Session):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):  # xdist controller -> workers: one report dir for the whole run
-    report_dir = node.config._llmconform.report_dir
+    report_dir = session_of(node.config).report_dir
     if report_dir:
         node.workerinput[REPORT_DIR_KEY] = str(report_dir)
 
@@ -238,7 +246,7 @@ def _check_executable(case) -> None:
 def pytest_generate_tests(metafunc):
     if "llm" not in metafunc.fixturenames:
         return
-    session: Session = metafunc.config._llmconform
+    session: Session = session_of(metafunc.config)
     if session.attach:
         metafunc.parametrize("llm", [session.attach], ids=[session.attach.id], indirect=True, scope="session")
     elif session.cases:
@@ -281,7 +289,7 @@ def llm(request):
     if isinstance(param, LLM):
         yield param
         return
-    session: Session = request.config._llmconform
+    session: Session = session_of(request.config)
     case = param
     if case.id in session.unfit:
         pytest.skip(f"{case.id}: {session.unfit[case.id]}")
@@ -343,7 +351,7 @@ def _llmconform_context(request):
     if "llm" not in request.fixturenames:
         yield
         return
-    session: Session = request.config._llmconform
+    session: Session = session_of(request.config)
     case = _case_of(request.node)
     if case is not None and case.id in session.dead:
         pytest.skip(f"not run: {session.dead[case.id]}")
@@ -371,12 +379,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     report.result_id = result_id(item)  # travels with the report from an xdist worker to the controller
-    session: Session | None = getattr(item.config, "_llmconform", None)
+    session: Session | None = session_of(item.config)
     case = _case_of(item)
     if call.when != "call" or not report.failed or case is None or session is None or session.pool is None \
-            or case.id in session.dead or case.id not in session.pool.running:
+            or case.id in session.dead or session.pool.server(case.id) is None:
         return
-    death = session.pool.running[case.id][0].death()
+    death = session.pool.server(case.id).death()
     if death:
         _record_engine_failure(session, report.user_properties, case, death)
         error_line = str(report.longrepr).strip().splitlines()[-1:] or [""]
@@ -400,7 +408,7 @@ def _record_engine_failure(session: Session, properties: list, case: Case, text:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    state: Session = getattr(config, "_llmconform", None)
+    state: Session = session_of(config)
     if not state or not state.report_dir or hasattr(config, "workerinput"):
         return
     lines = report.build(state.report_dir)
@@ -418,7 +426,7 @@ def pytest_keyboard_interrupt(excinfo):
 
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown
 def pytest_sessionfinish(session, exitstatus):
-    state: Session = getattr(session.config, "_llmconform", None)
+    state: Session = session_of(session.config)
     if state and state.pool:
         state.pool.stop_all()  # servers whose fixtures did not get to finalize
     if state and state.report_dir and exitstatus == pytest.ExitCode.INTERRUPTED \
@@ -431,7 +439,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_report_header(config):
-    state: Session = getattr(config, "_llmconform", None)
+    state: Session = session_of(config)
     if not state:
         return None
     if state.attach:

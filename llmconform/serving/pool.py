@@ -26,14 +26,14 @@ class ServerPool:
         self.hardware = hardware
         self.worker = worker
         self.lease_timeout_s = lease_timeout_s
-        self.running: dict[str, tuple[Server, list[Lease]]] = {}
-        self.failed: dict[str, EngineStartError] = {}
+        self._running: dict[str, tuple[Server, list[Lease]]] = {}
+        self._failed: dict[str, EngineStartError] = {}
 
     def start(self, case: Case) -> Server:
-        if case.id in self.running:
-            return self.running[case.id][0]
-        if case.id in self.failed:
-            raise self.failed[case.id]
+        if case.id in self._running:
+            return self._running[case.id][0]
+        if case.id in self._failed:
+            raise self._failed[case.id]
         if case.model.kind in ("factory", "shape"):
             models.ensure(case.model.ref)
         placed = launchers.get(case.launcher).place(case, self.hardware, self.worker, self._lease_here)
@@ -56,21 +56,30 @@ class ServerPool:
                 server.stop()
                 raise
         except EngineStartError as error:
-            self.failed[case.id] = error
+            self._failed[case.id] = error
             _release(leases)
             raise
         except BaseException:
             _release(leases)
             raise
-        self.running[case.id] = (server, leases)
+        self._running[case.id] = (server, leases)
         if self.hang_timeout_s:
             server.watch(self.hang_timeout_s)
         return server
 
+    def server(self, case_id: str) -> Server | None:
+        """The running server of a case, if the pool holds one."""
+        entry = self._running.get(case_id)
+        return entry[0] if entry else None
+
+    def start_error(self, case_id: str) -> EngineStartError | None:
+        """Why a case's server failed to start, if it did."""
+        return self._failed.get(case_id)
+
     def stop(self, case_id: str) -> None:
         """Stop a case's server (a no-op if it is not running: an interrupt may have stopped it already). A second
         Ctrl-C or SIGTERM during the stop is ignored, so that teardown always completes and leaves no process."""
-        entry = self.running.pop(case_id, None)
+        entry = self._running.pop(case_id, None)
         if entry is None:
             return
         server, leases = entry
@@ -82,7 +91,7 @@ class ServerPool:
 
     def stop_all(self) -> None:
         errors = []
-        for case_id in list(self.running):
+        for case_id in list(self._running):
             try:
                 self.stop(case_id)
             except Exception as error:  # keep stopping the others

@@ -17,6 +17,7 @@ import pytest
 from llmconform.accuracy import gate as accuracy
 from llmconform.equivalence import policy as equivalence
 from llmconform.perf import loadgen
+from llmconform.pytest.plugin import session_of
 
 PROPERTY = "accuracy"
 _RESULTS = pytest.StashKey[dict]()
@@ -97,7 +98,7 @@ def _distribution(values: list[float]) -> dict:
 
 def _reference(request, llm) -> tuple[int, int] | None:
     """The reference layout's (correct, n) from this session; None when this is the reference."""
-    session = request.config._llmconform
+    session = session_of(request.config)
     choice = equivalence.choose_reference(llm.case, session.cases, equivalence.policy_for(llm.case), session.unfit)
     if choice.case is None:
         pytest.fail(choice.why, pytrace=False)

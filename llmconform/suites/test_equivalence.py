@@ -21,6 +21,7 @@ from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence import probes
 from llmconform.equivalence.comparators import Exact, Verdict, compare, compare_distributions
 from llmconform.equivalence.policy import LayoutOutputs, OutputStore, Policy
+from llmconform.pytest.plugin import session_of
 
 PROBES = {  # the report's column of each test that is not parametrized by probe
     "test_layout_answers_the_probe_set": "probe set",
@@ -256,7 +257,7 @@ def _reference_outputs(request, llm, store: OutputStore, policy: Policy, row: di
     could not run, fails when its answers are missing for another reason."""
     if llm.case is None:
         pytest.skip("attached to one external server: there is no other layout to compare with")
-    session = request.config._llmconform
+    session = session_of(request.config)
     choice = equivalence.choose_reference(llm.case, session.cases, policy, session.unfit)
     if choice.case is None:
         pytest.fail(choice.why, pytrace=False)
@@ -267,7 +268,7 @@ def _reference_outputs(request, llm, store: OutputStore, policy: Policy, row: di
         pytest.skip(f"{llm.layout} is the reference layout ({choice.why})")
     if reference.id in session.unfit:
         pytest.skip(f"the reference {reference.id} cannot run here: {session.unfit[reference.id]}")
-    start_error = session.pool.failed.get(reference.id) if session.pool else None
+    start_error = session.pool.start_error(reference.id) if session.pool else None
     if start_error is not None:
         pytest.skip(f"the reference {reference.id} failed to start: {str(start_error).splitlines()[0]}")
     stored = request.config.stash.get(_COLLECTED, {}).get(reference.id) or store.load(reference.id)
