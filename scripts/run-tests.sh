@@ -7,7 +7,7 @@
 #      daemon with a locally made vLLM-CPU image (the docker launcher);
 #   3. the main job: every suite against the embedded default engine (cpu-smoke) and the MoE model (cpu-moe), and the
 #      conformance suites against a byte-fallback-tokenizer model (cpu-bytefallback);
-#   4. the accuracy gate on the oracle model in every layout (cpu-accuracy).
+#   4. the accuracy gate on the oracle models, dense and MoE, in every layout (cpu-accuracy).
 # Every stage runs even if an earlier one failed; the exit code is non-zero if any failed. pytest's exit code 5
 # (nothing collected) counts as a failure: each stage must run tests.
 set -uo pipefail
@@ -72,7 +72,7 @@ stage suites llmconform/suites --matrix matrices/cpu-smoke.yaml --matrix matrice
 # parser): the checks must be right on models other than the reference.
 stage bytefallback llmconform/suites/test_openai_*.py --matrix matrices/cpu-bytefallback.yaml -q -rs \
   --report-dir "$REPORTS/bytefallback"
-# The oracle model: right (>= 99% on held-out problems) and token-exact to tp1 in every layout.
+# The oracle models (dense: tp1/tp2/pp2, MoE: tp1/tp2): right (>= 99% on held-out problems) and token-exact to tp1.
 stage accuracy llmconform/suites/test_accuracy.py llmconform/suites/test_equivalence.py --matrix matrices/cpu-accuracy.yaml \
   -k "accuracy or probe_set or greedy_outputs" -q -rs --report-dir "$REPORTS/accuracy"
 

