@@ -269,7 +269,7 @@ def _engines(r: _Reader, value, base_dir: Path):
             image=r.string(body["image"], f"{path}.image") if "image" in body else None,
             startup_timeout_s=float(r.positive(body.get("startup_timeout", 1800), f"{path}.startup_timeout")),
         )
-        if settings[name].device == "cpu" and name != "vllm":
+        if settings[name].device == "cpu" and not engine.runs_on_cpu:
             r.fail(f"{path}.device", f"{name} runs on cuda only here", "cuda")
         extras[name] = (r.scalars(body.get("args", {}), f"{path}.args"), r.env(body.get("env", {}), f"{path}.env"))
     return settings, extras

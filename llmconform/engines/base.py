@@ -158,6 +158,7 @@ class Engine:
     default_version: str = ""
     default_command: tuple[str, ...] = ()
     arg_style: str = "kebab"  # how extra args are spelled: kebab (--foo-bar) or snake (--foo_bar)
+    runs_on_cpu: bool = False  # a build of the engine serves on CPUs (`device: cpu` in a matrix)
     owned_args: tuple[str, ...] = ()  # flags the planner sets from the layout/ports; users may not pass them
     stages: tuple[Stage, ...] = ()
     signatures: tuple[Signature, ...] = ()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from llmconform import engines
 from llmconform.config import matrix as matrices
 from llmconform.config.case import Case
 from llmconform.engines import deviations
@@ -25,7 +26,7 @@ from llmconform.errors import UserError
 from llmconform.progress import Progress
 from llmconform.reports import report_dir as report
 from llmconform.reports import run_identity
-from llmconform.serving import preflight, resources
+from llmconform.serving import launchers, preflight, resources
 from llmconform.serving.llm import LLM
 from llmconform.serving.planner import plan_case
 from llmconform.serving.pool import ServerPool
@@ -37,11 +38,14 @@ MARKERS = {
     "multinode": "needs several nodes (run inside a SLURM allocation)",
     "perf": "measures performance (throughput, latency) against floors",
     "slow": "takes minutes",
-    "vllm": "runs against vLLM",
-    "sglang": "runs against SGLang",
-    "trtllm": "runs against TensorRT-LLM",
-}
+}  # and one per registered engine, named after it
 REPORT_DIR_KEY = "llmconform_report_dir"
+
+
+def pytest_addhooks(pluginmanager):
+    from llmconform.pytest import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser):
@@ -94,6 +98,16 @@ class Session:
 SESSION = pytest.StashKey["Session"]()
 
 
+def _register_extensions(config) -> None:
+    """The engines and launchers of the user's conftest files and plugins (llmconform.pytest.hookspecs)."""
+    for found in config.hook.pytest_llmconform_engines():
+        for engine in found:
+            engines.register(engine)
+    for found in config.hook.pytest_llmconform_launchers():
+        for launcher in found:
+            launchers.register(launcher)
+
+
 def session_of(config) -> Session | None:
     """The plugin's state of this pytest run; None where the plugin did not configure it (`-p no:llmconform`)."""
     return config.stash.get(SESSION, None)
@@ -101,8 +115,14 @@ def session_of(config) -> Session | None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
 def pytest_configure(config):
+    try:
+        _register_extensions(config)
+    except UserError as error:
+        pytest.exit(f"llmconform: {error}", returncode=error.exit_code)
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    for name in engines.ENGINES:
+        config.addinivalue_line("markers", f"{name}: runs against the {name} engine")
     # Declared engine bugs turn into xfails with their diagnosis (a no-op if `-p llmconform.engines.known_failures`
     # did it).
     config.pluginmanager.import_plugin("llmconform.engines.known_failures")

@@ -1,8 +1,13 @@
-"""The pytest plugin's own surface: the ids it records for tests, the suites shipped inside the package."""
+"""The pytest plugin's own surface: the ids it records for tests, and what a user's conftest can add to it (hooks of
+llmconform.pytest.hookspecs), run against the suites shipped inside the package."""
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from llmconform.pytest.plugin import SHIPPED_SUITES, result_id
+
+pytest_plugins = ["pytester"]
 
 
 def test_shipped_suites_keep_one_result_id_wherever_they_are_collected_from(tmp_path):
@@ -13,3 +18,48 @@ def test_shipped_suites_keep_one_result_id_wherever_they_are_collected_from(tmp_
         assert result_id(item) == "suites/test_openai_models.py::test_models_list[vllm-m-tp1]"
     own = SimpleNamespace(path=tmp_path / "test_mine.py", nodeid="test_mine.py::test_x")
     assert result_id(own) == "test_mine.py::test_x"
+
+
+# --- extending llmconform from a user's conftest -------------------------------------------------------------------
+FAKE_VLLM = Path(__file__).resolve().parents[1] / "fakes" / "vllm_serve.py"
+TOY_ENGINE = """
+from llmconform.engines.vllm import VLLM
+
+
+class Toy(VLLM):
+    '''A user's engine: vLLM's command line, its own name (a fork, say).'''
+
+    name = "toy"
+
+
+def pytest_llmconform_engines():
+    return [Toy()]
+"""
+
+
+def toy_matrix(pytester) -> Path:
+    return pytester.makefile(".yaml", m=f"""
+engines:
+  toy: {{command: [{sys.executable}, {FAKE_VLLM}], device: cpu, startup_timeout: 120}}
+models:
+  m: {{source: factory:qwen2-tiny}}
+layouts: [tp1]
+""")
+
+
+def test_a_conftest_adds_an_engine_that_the_shipped_suites_run_against(pytester):
+    pytester.makeconftest(TOY_ENGINE)
+    matrix = toy_matrix(pytester)
+    result = pytester.runpytest_subprocess("--pyargs", "llmconform.suites.test_openai_models", "--matrix",
+                                           str(matrix), "-m", "toy", "-p", "no:cacheprovider",
+                                           "--report-dir", str(pytester.path / "report"))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*toy-m-tp1*conformance 2/2*"])
+
+
+def test_without_the_conftest_the_engine_is_unknown(pytester):
+    matrix = toy_matrix(pytester)
+    result = pytester.runpytest_subprocess("--pyargs", "llmconform.suites.test_openai_models", "--matrix",
+                                           str(matrix), "-p", "no:cacheprovider")
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(["*engines.toy*vllm, sglang, trtllm*"])

@@ -1,0 +1,27 @@
+"""Hooks through which a user's conftest.py (or plugin) extends llmconform without editing it.
+
+    # conftest.py beside the matrix
+    from llmconform.engines.vllm import VLLM
+
+    class MyVLLMFork(VLLM):
+        name = "myvllm"
+        default_command = ("myvllm", "serve")
+
+    def pytest_llmconform_engines():
+        return [MyVLLMFork()]
+
+The plugin collects the answers in pytest_configure, before it reads any matrix, so the matrices of that run may
+name the new engines and launchers.
+"""
+
+import pytest
+
+
+@pytest.hookspec
+def pytest_llmconform_engines() -> list:
+    """Engines to add: instances of llmconform.engines.base.Engine subclasses, each under its `name`."""
+
+
+@pytest.hookspec
+def pytest_llmconform_launchers() -> list:
+    """Launchers to add: objects meeting llmconform.serving.launchers.Launcher, each under its `name`."""
