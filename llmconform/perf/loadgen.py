@@ -40,14 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Engines whose OpenAI server accepts `ignore_eos` in a completion request (vLLM and SGLang sampling params;
-# TensorRT-LLM tensorrt_llm/serve/openai_protocol.py CompletionRequest). Elsewhere only `max_tokens` is sent and the
-# output lengths are checked afterwards.
-ENGINES_WITH_IGNORE_EOS = frozenset({"vllm", "sglang", "trtllm"})
-# Engines whose /v1/completions takes a prompt as a list of token ids, counted as given (vLLM and SGLang
-# CompletionRequest.prompt; TensorRT-LLM openai_protocol.py CompletionRequest.prompt): the fallback when no text of
-# the exact length can be made with a tokenizer.
-ENGINES_WITH_TOKEN_ID_PROMPTS = frozenset({"vllm", "sglang", "trtllm"})
+from llmconform import engines
+
 PROMPT_KINDS = ("random", "text")
 DEFAULT_REQUESTS_PER_STREAM = 5
 MIN_REQUESTS = 16
@@ -339,7 +333,7 @@ class PromptTokenizer:
             response.raise_for_status()
             return response.json()["tokens"]
 
-        accepts_ids = target.engine in ENGINES_WITH_TOKEN_ID_PROMPTS
+        accepts_ids = target.accepts_token_id_prompts
         try:
             added = len(server_ids("a", True)) - len(server_ids("a", False))
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -512,9 +506,15 @@ class Target:
     engine: str = "unknown"
     api_key: str | None = None
 
-    @property
-    def accepts_ignore_eos(self) -> bool:
-        return self.engine in ENGINES_WITH_IGNORE_EOS
+    # The engine's request extensions (llmconform.engines: Engine.accepts_*), read here, where the registry holds
+    # the engines a user's conftest added, not in the worker processes the target is sent to.
+    accepts_ignore_eos: bool = field(init=False)
+    accepts_token_id_prompts: bool = field(init=False)
+
+    def __post_init__(self):
+        engine = engines.ENGINES.get(self.engine)
+        object.__setattr__(self, "accepts_ignore_eos", bool(engine and engine.accepts_ignore_eos))
+        object.__setattr__(self, "accepts_token_id_prompts", bool(engine and engine.accepts_token_id_prompts))
 
     @property
     def headers(self) -> dict[str, str]:
