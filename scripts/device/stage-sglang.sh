@@ -3,7 +3,8 @@
 # Run from the project root on your own machine; makes .stage/sg0 .. .stage/sgN (each < 60 MB, git-ignored).
 # SGLANG/KERNEL/FLASHINFER pick another release that matches the machine's torch (docs/engines.md#sglang-releases-and-torch).
 # Dependencies: resolve_deps.py walks the wheels' requirements for python 3.12, minus what the machine's image has
-# (gpu-image-packages.txt, from /work/.library/device/KINDS.md) unless SGLang pins a version (==): those travel.
+# (gpu-image-packages.txt, from /work/.library/device/KINDS.md, with the versions its pip list row gives) unless the
+# image's version does not satisfy a requirement, or, where its version is unknown, SGLang pins one (==): those travel.
 # Then, one `run` per part (carry .stage/sgK), back to back on one machine: `bash scripts/device/sglang-on-device.sh
 # stage`; after the last part also `bash scripts/device/sglang-on-device.sh install` (scripts/device/README.md).
 set -euo pipefail
