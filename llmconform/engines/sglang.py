@@ -22,8 +22,20 @@ ATTN_DP_SIZE_SINCE = (0, 5, 22)  # first release whose CLI has --attn-dp-size
 class SGLang(Engine):
     name = "sglang"
     default_port = 30000
+    # Readiness, seen on 0.5.16: /health_generate answers 503 until the warm-up request has run ("The server is
+    # fired up and ready to roll"), then 200.
     health_route = "/health_generate"
     ready_routes = ("/health_generate", "/v1/models")
+    # /health is /health_generate (entrypoints/http_server.py: both routes run health_generate, a 1-token generation
+    # polled after asyncio.sleep(1)), so it takes >= 1 s: 0.5.16's first suites run spent ~100 s in per-test probes.
+    # /v1/models answers from the HTTP process without generating.
+    live_route = "/v1/models"
+    # SGLang's SIGTERM handler drains, sends ShutdownReq to its schedulers and kills its own tree
+    # (managers/tokenizer_manager.py sigterm_handler, sigterm_watchdog); a SIGTERM to the whole group also hits
+    # scheduler_0, whose death its subprocess watchdog reports as a crash and answers with SIGQUIT ("Subprocess
+    # scheduler_0 crashed with exit code -15. Triggering SIGQUIT for cleanup...", 0.5.16 on the GPU). Both paths end
+    # in kill_process_tree(include_parent=True), which SIGKILLs the leader itself: its exit code is -9.
+    stop_leader_first = True
     checked_versions = "0.5.16, 0.5.20, 0.5.22, 0.5.23"
     default_version = "0.5.16"
     default_command = ("python3", "-m", "sglang.launch_server")
@@ -47,12 +59,18 @@ class SGLang(Engine):
         stage("load-weights", r"Load weight begin", 3600),
         stage("weights-loaded", r"Load weight end", 1800),
         stage("kv-cache", r"KV Cache is allocated|Memory pool end", 900),
-        # 0.5.16: "Capture decode CUDA graph begin"
-        stage("cuda-graphs", r"Capture (\w+ )?(cuda|CUDA) graph begin", 1800),
+        # 0.5.16 on the GPU: "Capture target prefill CUDA graph begin" (73 s on the tiny model, the first shape
+        # taking 71 s), then "Capture target decode CUDA graph begin"
+        stage("cuda-graphs", r"Capture (\w+ )*(cuda|CUDA) graph begin", 1800),
         stage("http-up", r"Uvicorn running on|Application startup complete", 600),
         stage("ready", r"The server is fired up and ready to roll", 300),
     )
     signatures = (
+        # 0.5.16 on the GPU, while FlashInfer JIT-compiled its top-k/top-p sampling kernel for the first request
+        # with top_p < 1 (106 s, the scheduler blocked): http_server.py health_generate logs it every 20 s
+        signature(r"Health check failed\. Server couldn't get a response from detokenizer",
+                  "SGLang's scheduler answered nothing for 20 s or more: a long synchronous step (e.g. FlashInfer "
+                  "JIT-compiling a kernel on its first use) or a hung scheduler"),
         signature(r"ambiguous option", "SGLang's argparse got an ambiguous abbreviated flag (it matches several "
                                        "options): use the full flag name"),
         signature(r"multi-node data.parallel",

@@ -233,14 +233,15 @@ class Server:
             r = dead[0]
             what = f"the {r.process.role} process on node {r.process.node} exited with code {r.popen.poll()}"
         else:
+            route = self.engine.live_route
             try:
-                status = httpx.get(self.base_url + "/health", timeout=10, headers=self.headers).status_code
+                status = httpx.get(self.base_url + route, timeout=10, headers=self.headers).status_code
             except httpx.HTTPError as error:
                 status = f"no answer ({type(error).__name__})"
             if status == 200:
                 return None
             r = next(r for r in self.running if r.process.role == "api")
-            what = f"GET /health answered {status}"
+            what = f"GET {route} answered {status}"
         self._read_logs()
         diagnosis = self.engine.diagnose(self.log_text) or "no known failure signature matched; read the log"
         tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
@@ -253,7 +254,10 @@ class Server:
         self._stop_sampling.set()
         # Rank 0 first: SGLang's other ranks exit when rank 0 broadcasts its shutdown.
         for r in sorted(self.running, key=lambda r: r.process.role != "api"):
-            _signal_group(r.popen, signal.SIGTERM)
+            if self.engine.stop_leader_first:
+                _signal_leader(r.popen, signal.SIGTERM)
+            else:
+                _signal_group(r.popen, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and (self._alive_popens() or marked_pids(self.marker)):
             time.sleep(0.2)
@@ -344,6 +348,13 @@ def signals_ignored(doing: str):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _signal_leader(popen: subprocess.Popen, sig: int) -> None:
+    try:
+        popen.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:

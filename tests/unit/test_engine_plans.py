@@ -229,3 +229,26 @@ def test_stage_is_the_last_marker_seen():
     log = "non-default args: {...}\nInitializing a V1 LLM engine (v0.32.0)\nStarting to load model /m..."
     assert vllm.stage_of(log) == "load-weights"
     assert vllm.stage_of("") == "starting"
+
+
+# Lines SGLang 0.5.16 printed on the GPU machine (tp1, tiny Qwen2), in order, each with the stage it starts.
+SGLANG_0_5_16_STARTUP = [
+    ("[2026-12-02 04:44:28] server_args=ServerArgs(model_path='/m', tp_size=1)", "server-args"),
+    ("[2026-12-02 04:44:52] Init torch distributed begin.", "distributed-init"),
+    ("[2026-12-02 04:44:52] Init torch distributed ends. elapsed=0.26 s, mem usage=0.09 GB", "distributed-ready"),
+    ("[2026-12-02 04:44:57] Load weight begin. avail mem=139.09 GB", "load-weights"),
+    ("[2026-12-02 04:44:57] Load weight end. elapsed=0.20 s, type=Qwen2ForCausalLM", "weights-loaded"),
+    ("[2026-12-02 04:44:57] KV Cache is allocated. dtype: torch.bfloat16, #tokens: 72869024", "kv-cache"),
+    ("[2026-12-02 04:44:58] Capture target prefill CUDA graph begin. backend=breakable, num_tokens=[4, 8]",
+     "cuda-graphs"),
+    ("[2026-12-02 04:46:14] INFO:     Uvicorn running on http://127.0.0.1:20480 (Press CTRL+C to quit)", "http-up"),
+    ("[2026-12-02 04:46:26] The server is fired up and ready to roll!", "ready"),
+]
+
+
+def test_sglang_stages_follow_what_0_5_16_printed():
+    sglang = engines.get("sglang")
+    log = ""
+    for line, stage_name in SGLANG_0_5_16_STARTUP:
+        log += line + "\n"
+        assert sglang.stage_of(log) == stage_name, line

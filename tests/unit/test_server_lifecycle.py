@@ -132,3 +132,81 @@ def test_watchdog_declares_a_stopped_server_hung_once_and_kills_it(tmp_path):
     assert "--hang-timeout 2); llmconform killed it" in death.splitlines()[0]
     server.stop(grace_s=1)
     assert marked_pids(server.marker) == []
+
+
+ANSWERS_MODELS_NOT_HEALTH = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Routes(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(503 if self.path == "/health" else 200)
+        self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args):
+        pass
+print("SERVING", flush=True)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Routes).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("live_route, death", [("/v1/models", None), ("/health", "GET /health answered 503")])
+def test_the_per_test_liveness_probe_asks_the_engines_live_route(tmp_path, live_route, death):
+    """SGLang's /health generates a token (>= 1 s): its live_route is /v1/models, and death() asks that."""
+    import dataclasses
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server(tmp_path, ANSWERS_MODELS_NOT_HEALTH)
+    server.engine.live_route = live_route
+    process = dataclasses.replace(server.plan.processes[0], argv=(*server.plan.processes[0].argv, str(port)))
+    server.plan = dataclasses.replace(server.plan, port=port, processes=(process,), ready_routes=("/ready",))
+    server.start()
+    server.wait_ready(timeout_s=30, poll_s=0.1)
+    found = server.death()
+    server.stop(grace_s=1)
+    assert found == death if death is None else death in found.splitlines()[0]
+
+
+LEADER_AND_CHILD = """
+import os, signal, subprocess, sys, time
+log = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-c", f'''
+import signal, sys, time
+def term(*_):
+    open({log!r}, "a").write("child got SIGTERM\\\\n"); sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("CHILD UP", flush=True)
+time.sleep(600)
+'''])
+def term(*_):  # like SGLang: the leader ends its own children, then itself
+    time.sleep(0.3)
+    open(log, "a").write("leader got SIGTERM\\n")
+    child.kill(); child.wait(); sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("LOADING", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("leader_first, expected", [
+    (True, ["leader got SIGTERM"]),
+    (False, ["child got SIGTERM", "leader got SIGTERM"]),
+])
+def test_stop_leader_first_leaves_the_children_to_the_engine(tmp_path, leader_first, expected):
+    """An engine that stops its own children (SGLang) gets SIGTERM on its leader only; otherwise the whole group."""
+    import dataclasses
+
+    log = tmp_path / "signals.log"
+    server = make_server(tmp_path, LEADER_AND_CHILD)
+    server.engine.stop_leader_first = leader_first
+    process = dataclasses.replace(server.plan.processes[0], argv=(*server.plan.processes[0].argv, str(log)))
+    server.plan = dataclasses.replace(server.plan, processes=(process,))
+    server.start()
+    deadline = time.monotonic() + 30
+    while len(marked_pids(server.marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the child's handler is installed before it sleeps
+    server.stop(grace_s=10)
+    assert marked_pids(server.marker) == []
+    assert log.read_text().splitlines() == expected
