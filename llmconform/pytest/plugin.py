@@ -38,6 +38,8 @@ MARKERS = {
     "multinode": "needs several nodes (run inside a SLURM allocation)",
     "perf": "measures performance (throughput, latency) against floors",
     "slow": "takes minutes",
+    "skip_case_if": "skip_case_if(predicate, reason): skipped for a matrix case where predicate(case) is true, "
+                    "decided when collecting, so that no server starts for the test",
 }  # and one per registered engine, named after it
 REPORT_DIR_KEY = "llmconform_report_dir"
 
@@ -294,6 +296,10 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.engine)
         if isinstance(case, LLM):
             continue
+        # Here, not in a fixture: the session-scoped `llm` fixture would start the case's server first.
+        for mark in item.iter_markers("skip_case_if"):
+            if mark.args[0](case):
+                item.add_marker(pytest.mark.skip(reason=mark.kwargs["reason"]))
         item.add_marker(pytest.mark.xdist_group(case.id))
         item.add_marker(getattr(pytest.mark, case.engine.name))
         if case.layout.nodes > 1:

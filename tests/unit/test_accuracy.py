@@ -115,3 +115,38 @@ def test_exact_comparator_judges_logprob_drift():
     verdict = compare(Exact(max_drift=1e-4), [reference], [drift])
     assert not verdict.ok and "logprobs drifted" in verdict.explain()
     assert compare(Exact(), [reference], [drift]).ok  # without a bound, tokens decide
+
+
+NO_ACCURACY_MATRIX = """
+name: no-accuracy
+launcher: local
+engines:
+  vllm:
+    command: [python3, -c, "import sys; print('not a server'); sys.exit(3)"]
+    version: "0.32.0"
+    device: cpu
+    startup_timeout: 30
+models:
+  qwen2-tiny:
+    source: factory:qwen2-tiny
+cases:
+  - {engine: vllm, model: qwen2-tiny, layout: tp1}
+"""
+
+
+def test_gate_skips_a_case_without_a_task_before_starting_its_server(tmp_path):
+    """The engine command here exits at once: had the case's server been started for the skip, the test would
+    error with an EngineStartError instead."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "m.yaml").write_text(NO_ACCURACY_MATRIX)
+    suite = root / "llmconform" / "suites" / "test_accuracy.py"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", str(suite),
+                          "--matrix", str(tmp_path / "m.yaml"), "--report-dir", str(tmp_path / "r")],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "1 skipped" in run.stdout and "the matrix has no accuracy: section" in run.stdout
+    assert not (tmp_path / "r" / "servers").exists()
