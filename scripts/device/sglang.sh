@@ -1,34 +1,53 @@
 #!/usr/bin/env bash
 # SGLang on the GPU machine, after scripts/device/sglang-on-device.sh install. Through llmconform's launcher and
-# fixtures (matrices/gpu-sglang.yaml):
-#   1. STEP=suites: conformance + equivalence probes on tp1 (dense bf16, the determinism switch and its control,
-#      fp32, MoE), and the multi-GPU layouts in MULTI when the machine has 2+ GPUs (the two sessions run at once on
-#      disjoint GPUs);
-#   2. STEP=throughput: the throughput suite on the Qwen2.5-7B shape; 3. STEP=fidelity: one server started from the plan's
-#      argv (`llmconform plan --json`), our load generator and `python -m sglang.bench_serving` at concurrency 1, 64
-#      and 256 (random 512 in / 128 out, ignore EOS, same request counts; at 256 ours also in one process).
-# LIMIT: seconds per pytest session. Results: $OUT/sglang-$STEP.tar.gz (one file per step).
+# fixtures (matrices/gpu-sglang.yaml). One STEP per `run` call (each under the 10-minute limit; a server start is
+# ~60-150 s):
+#   STEP=suites PART=conformance  the OpenAI conformance suites and the equivalence probes on qwen2-tiny-tp1;
+#   STEP=suites PART=probes       the equivalence probes on the determinism switch and the fp32 control;
+#   STEP=suites PART=moe          the equivalence probes on the tiny MoE at tp1;
+#   STEP=suites PART=multi        the multi-GPU layouts in MULTI (needs 2+ GPUs: tp2, tp2ep2, tp2adp2);
+#   STEP=throughput               the throughput suite on the Qwen2.5-7B shape;
+#   STEP=fidelity                 one server started from the plan's argv (`llmconform plan --json`), our load
+#      generator and `python -m sglang.bench_serving` at concurrency 1, 64 and 256 (512 tokens in / 128 out, ignore
+#      EOS, same request counts; at 256 ours also in one process).
+# The first suites run (one session over four cases, 450 s) ended after the first case: its server start took 145 s,
+# per-test probes of SGLang's generating /health ~100 s (llmconform now asks /v1/models), and the first request with
+# top_p < 1 106 s (FlashInfer JIT-compiled its sampling kernel, the scheduler blocked).
+# LIMIT: seconds per pytest session. Results: $OUT/sglang-$STEP[-$PART].tar.gz (one file per call).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LLMCONFORM_CACHE=/tmp/llmconform-cache
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader
 python3 -c "import sglang, torch; print('sglang', sglang.__version__, 'torch', torch.__version__)"
-R=/tmp/sglang-${STEP:-suites}; mkdir -p $R
-LIMIT=${LIMIT:-420} GPUS=$(nvidia-smi -L | wc -l)
+STEP=${STEP:-suites} PART=${PART:-conformance}
+NAME=sglang-$STEP$([ $STEP = suites ] && echo "-$PART")
+R=/tmp/$NAME; mkdir -p $R
+LIMIT=${LIMIT:-480} GPUS=$(nvidia-smi -L | wc -l)
 MULTI=${MULTI-"qwen2-tiny-tp2 qwen3moe-tiny-tp2 qwen3moe-tiny-tp2ep2 qwen3moe-tiny-tp2adp2"}
 cases() { for c in "$@"; do printf -- '--case sglang-%s ' "$c"; done; }
 run_pytest() { local name=$1; shift
   timeout -k 30 $LIMIT python3 -m pytest "$@" --matrix matrices/gpu-sglang.yaml -p no:cacheprovider -q -rfEsx \
     --report-dir $R/$name > $R/$name.log 2>&1; echo "== $name: exit $?"; tail -n 6 $R/$name.log; }
-case ${STEP:-suites} in
+case $STEP in
 suites)
-  run_pytest tp1 llmconform/suites $(cases qwen2-tiny-tp1 qwen2-tiny-deterministic-tp1 qwen2-tiny-fp32-tp1 qwen3moe-tiny-tp1) \
-    -k "not test_throughput" &
-  if [ "$GPUS" -ge 3 ] && [ -n "$MULTI" ]; then
-    run_pytest multi llmconform/suites/test_equivalence.py $(cases $MULTI) &
-  else
-    echo "not run: $MULTI ($GPUS GPU(s): the tp1 session holds one, the multi-GPU layouts need 2 more)"
-  fi
-  wait ;;
+  case $PART in
+  conformance)
+    # FlashInfer builds its top-k/top-p sampling kernel with nvcc on first use (flashinfer/sampling.py
+    # get_sampling_module -> build_and_load; ~100 s on the H200 machine, cached under ~/.cache/flashinfer): build it
+    # beside the server start instead of inside the first request with top_p < 1 (a file lock keeps one build).
+    timeout 400 python3 -c "from flashinfer.sampling import get_sampling_module as m; m(); print('built')" \
+      > $R/flashinfer-jit.log 2>&1 &
+    run_pytest tp1 llmconform/suites $(cases qwen2-tiny-tp1) -k "not test_throughput"
+    wait ;;
+  probes) run_pytest probes llmconform/suites/test_equivalence.py $(cases qwen2-tiny-deterministic-tp1 qwen2-tiny-fp32-tp1) ;;
+  moe)    run_pytest moe llmconform/suites/test_equivalence.py $(cases qwen3moe-tiny-tp1) ;;
+  multi)
+    if [ "$GPUS" -ge 2 ] && [ -n "$MULTI" ]; then
+      run_pytest multi llmconform/suites/test_equivalence.py $(cases $MULTI)
+    else
+      echo "not run: $MULTI ($GPUS GPU(s); the multi-GPU layouts need 2)"
+    fi ;;
+  *) echo "PART is conformance, probes, moe or multi" >&2; exit 2 ;;
+  esac ;;
 throughput)
   run_pytest throughput llmconform/suites/test_throughput.py $(cases qwen2.5-7b-tp1) ;;
 fidelity)
@@ -50,7 +69,12 @@ print(shlex.join(case['plan']['processes'][0]['argv']))")
         --tokenizer $M --input-tokens 512 --output-tokens 128 --concurrency $c --requests $n --out $R/$name \
         $([ $w = 1 ] && echo --workers 1) > $R/$name.txt 2>&1; tail -n 4 $R/$name.txt
     done
-    timeout 240 python3 -m sglang.bench_serving --backend sglang-oai --base-url http://127.0.0.1:30000 \
+    # random-ids draws 512 token ids per prompt; without --tokenize-prompt they are decoded to text and the server
+    # tokenizes that text again, which made 5120-token prompts (sglang/benchmark/datasets/random.py
+    # sample_random_requests, return_text). --tokenize-prompt sends the ids as input_ids, which only `--backend
+    # sglang` (native /generate) takes (benchmark/serving.py): exactly 512 in; --random-range-ratio 1 fixes the
+    # lengths (datasets/common.py compute_random_lens), ignore_eos is its default: exactly 128 out.
+    timeout 240 python3 -m sglang.bench_serving --backend sglang --tokenize-prompt --base-url http://127.0.0.1:30000 \
       --model qwen2.5-7b --tokenizer $M --dataset-name random-ids --random-input-len 512 --random-output-len 128 \
       --random-range-ratio 1 --num-prompts $n --max-concurrency $c --warmup-requests 2 \
       --output-file $R/sglang-bench-c$c.jsonl > $R/sglang-bench-c$c.txt 2>&1; tail -n 25 $R/sglang-bench-c$c.txt
@@ -58,4 +82,4 @@ print(shlex.join(case['plan']['processes'][0]['argv']))")
   kill -TERM -- -$S 2>/dev/null; sleep 10; kill -KILL -- -$S 2>/dev/null
   pgrep -af sglang || echo "teardown: no sglang process left" ;;
 esac
-tar czf $OUT/sglang-${STEP:-suites}.tar.gz -C $R .
+tar czf $OUT/$NAME.tar.gz -C $R .
