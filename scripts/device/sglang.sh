@@ -79,7 +79,11 @@ print(shlex.join(case['plan']['processes'][0]['argv']))")
       --random-range-ratio 1 --num-prompts $n --max-concurrency $c --warmup-requests 2 \
       --output-file $R/sglang-bench-c$c.jsonl > $R/sglang-bench-c$c.txt 2>&1; tail -n 25 $R/sglang-bench-c$c.txt
   done
-  kill -TERM -- -$S 2>/dev/null; sleep 10; kill -KILL -- -$S 2>/dev/null
+  # SIGTERM to the leader only: SGLang's handler drains, stops its schedulers and kills its own tree; a SIGTERM to
+  # the group killed scheduler_0 first and took the crash path (SIGQUIT) in the first run (as in llmconform's stop)
+  kill -TERM $S 2>/dev/null
+  for _ in $(seq 30); do kill -0 $S 2>/dev/null || break; sleep 1; done
+  kill -KILL -- -$S 2>/dev/null
   pgrep -af sglang || echo "teardown: no sglang process left" ;;
 esac
 tar czf $OUT/$NAME.tar.gz -C $R .
