@@ -147,6 +147,25 @@ COMMON_SIGNATURES = (
 )
 
 
+@dataclass(frozen=True)
+class DeterminismSwitch:
+    """What makes an engine batch-invariant: environment and/or flags
+    (docs/engines.md#why-greedy-outputs-differ-across-layouts-and-the-determinism-switches)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    args: dict = field(default_factory=dict)
+
+    def is_on(self, case: Case) -> bool:
+        env_on = all(str(case.env.get(k, "")).lower() in (v, "true") for k, v in self.env.items())
+        args_on = all(case.args.get(k, case.args.get(k.replace("-", "_"))) in (v, "true", "1")
+                      for k, v in self.args.items())
+        return env_on and args_on
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.env.items()] + [f"--{k}" for k in self.args]
+        return " ".join(parts)
+
+
 class Engine:
     """Base class for one serving engine. Subclasses set the class attributes and implement `_argv`."""
 
@@ -170,6 +189,7 @@ class Engine:
     # counted as given (the fallback when no text of the exact length can be made).
     accepts_ignore_eos: bool = False
     accepts_token_id_prompts: bool = False
+    determinism: DeterminismSwitch | None = None  # what makes it batch-invariant, for `compare.deterministic`
     owned_args: tuple[str, ...] = ()  # flags the planner sets from the layout/ports; users may not pass them
     stages: tuple[Stage, ...] = ()
     signatures: tuple[Signature, ...] = ()

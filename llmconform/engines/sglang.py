@@ -13,7 +13,16 @@ from __future__ import annotations
 from typing import ClassVar
 
 from llmconform.config.layout import Layout
-from llmconform.engines.base import Engine, Process, is_python, num_experts, signature, stage, version_tuple
+from llmconform.engines.base import (
+    DeterminismSwitch,
+    Engine,
+    Process,
+    is_python,
+    num_experts,
+    signature,
+    stage,
+    version_tuple,
+)
 from llmconform.errors import LayoutError
 
 ATTN_DP_SIZE_SINCE = (0, 5, 22)  # first release whose CLI has --attn-dp-size
@@ -46,6 +55,7 @@ class SGLang(Engine):
     arg_style = "kebab"
     accepts_ignore_eos = True  # sampling params
     accepts_token_id_prompts = True  # CompletionRequest.prompt
+    determinism = DeterminismSwitch(args={"enable-deterministic-inference": True})
     owned_args = (
         "model-path", "host", "port", "served-model-name", "tp-size", "tensor-parallel-size", "pp-size",
         "pipeline-parallel-size", "dp-size", "data-parallel-size", "ep-size", "expert-parallel-size", "ep",

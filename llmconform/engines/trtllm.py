@@ -17,7 +17,7 @@ import posixpath
 import yaml
 
 from llmconform.config.layout import Layout
-from llmconform.engines.base import Engine, Process, is_python, signature, stage
+from llmconform.engines.base import DeterminismSwitch, Engine, Process, is_python, signature, stage
 from llmconform.errors import LayoutError
 
 LLM_API_OPTIONS_KEY = "llm_api_options"  # matrix args key whose mapping becomes the extra YAML
@@ -35,6 +35,7 @@ class TRTLLM(Engine):
     arg_style = "snake"
     accepts_ignore_eos = True  # tensorrt_llm/serve/openai_protocol.py CompletionRequest
     accepts_token_id_prompts = True  # openai_protocol.py CompletionRequest.prompt
+    determinism = DeterminismSwitch(env={"FORCE_DETERMINISTIC": "1"})
     owned_args = (
         "host", "port", "tp_size", "tensor_parallel_size", "pp_size", "pipeline_parallel_size", "ep_size",
         "moe_expert_parallel_size", "gpus_per_node", "extra_llm_api_options", "config",

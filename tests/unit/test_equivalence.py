@@ -117,10 +117,10 @@ def test_store_round_trips_and_ignores_other_runs(tmp_path):
 
 
 def test_determinism_switch_detection():
-    vllm = equivalence.DETERMINISM_SWITCHES["vllm"]
+    vllm = equivalence.determinism_switch("vllm")
     assert vllm.is_on(make_case(env={"VLLM_BATCH_INVARIANT": "1"}))
     assert not vllm.is_on(make_case())
-    sglang = equivalence.DETERMINISM_SWITCHES["sglang"]
+    sglang = equivalence.determinism_switch("sglang")
     assert sglang.is_on(make_case("sglang", args={"enable-deterministic-inference": True}))
     assert equivalence.determinism_overrides("vllm") == ({}, {"VLLM_BATCH_INVARIANT": "1"})
     assert equivalence.determinism_overrides("unknown") == ({}, {})
