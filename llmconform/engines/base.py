@@ -176,8 +176,8 @@ class Engine:
     # What the per-test "is it still serving?" probe asks (Server.death, after every test): a route that answers
     # at once; hangs are the watchdog's to find, through health_route.
     live_route: str = "/health"
-    # Stop by SIGTERM to each process leader only, for an engine whose own shutdown ends its children (a SIGTERM to
-    # the whole group reaches them first); the group gets SIGKILL after the grace period either way.
+    # Stop the api process by SIGTERM to its leader only, for an engine whose own shutdown ends its children (a
+    # SIGTERM to the whole group reaches them first); the group gets SIGKILL after the grace period either way.
     stop_leader_first: bool = False
     checked_versions: str = ""  # the engine versions whose source the flags were checked against
     default_version: str = ""

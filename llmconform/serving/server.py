@@ -254,7 +254,9 @@ class Server:
         self._stop_sampling.set()
         # Rank 0 first: SGLang's other ranks exit when rank 0 broadcasts its shutdown.
         for r in sorted(self.running, key=lambda r: r.process.role != "api"):
-            if self.engine.stop_leader_first:
+            # The api process owns the engine's shutdown handler (SGLang's tokenizer manager); other ranks' processes
+            # get the group signal as before.
+            if self.engine.stop_leader_first and r.process.role == "api":
                 _signal_leader(r.popen, signal.SIGTERM)
             else:
                 _signal_group(r.popen, signal.SIGTERM)
