@@ -14,23 +14,20 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from llmconform import engines
-from llmconform.config import matrix as matrices
-from llmconform.config.case import Case
-from llmconform.engines import deviations
-from llmconform.engines.deviations import DeviationFileError
 from llmconform.errors import UserError
-from llmconform.progress import Progress
-from llmconform.reports import report_dir as report
-from llmconform.reports import run_identity
-from llmconform.serving import launchers, preflight, resources
-from llmconform.serving.llm import LLM
-from llmconform.serving.planner import plan_case
-from llmconform.serving.pool import ServerPool
-from llmconform.serving.server import EngineStartError, ignore_signals
+
+if TYPE_CHECKING:
+    from llmconform.config.case import Case
+    from llmconform.progress import Progress
+    from llmconform.serving.llm import LLM
+    from llmconform.serving.pool import ServerPool
+
+# The rest of llmconform is imported where it is used: installed, this module is loaded into every pytest run on the
+# machine (pytest11), and a run that uses none of llmconform's options and no `llm` fixture imports nothing more.
 
 MARKERS = {
     "engine": "needs a running engine server (the `llm` fixture)",
@@ -92,7 +89,7 @@ class Session:
     report_dir: Path | None = None
     pool: ServerPool | None = None
     results: ResultsWriter | None = None
-    progress: Progress = field(default_factory=Progress)
+    progress: Progress | None = None  # set once the run has something to show
     interrupted_by: str = "Ctrl-C"
     dead: dict = field(default_factory=dict)  # case id -> the one line saying how its engine failed
 
@@ -102,11 +99,16 @@ SESSION = pytest.StashKey["Session"]()
 
 def _register_extensions(config) -> None:
     """The engines and launchers of the user's conftest files and plugins (llmconform.pytest.hookspecs)."""
+    from llmconform import engines
+
     for found in config.hook.pytest_llmconform_engines():
         for engine in found:
             engines.register(engine)
-    for found in config.hook.pytest_llmconform_launchers():
-        for launcher in found:
+    added = [launcher for found in config.hook.pytest_llmconform_launchers() for launcher in found]
+    if added:
+        from llmconform.serving import launchers
+
+        for launcher in added:
             launchers.register(launcher)
 
 
@@ -117,6 +119,8 @@ def session_of(config) -> Session | None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
 def pytest_configure(config):
+    from llmconform import engines  # small: the engines' declarations, no I/O libraries
+
     try:
         _register_extensions(config)
     except UserError as error:
@@ -125,14 +129,23 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
     for name in engines.ENGINES:
         config.addinivalue_line("markers", f"{name}: runs against the {name} engine")
+    session = Session()
+    config.stash[SESSION] = session
+    if not _uses_llmconform(config):
+        return  # suites collected without an engine are refused in pytest_collection_modifyitems
+    from llmconform.engines import deviations
+    from llmconform.engines.deviations import DeviationFileError
+    from llmconform.progress import Progress
+    from llmconform.reports import run_identity
+    from llmconform.serving import preflight, resources
+    from llmconform.serving.pool import ServerPool
+
     # Declared engine bugs turn into xfails with their diagnosis (a no-op if `-p llmconform.engines.known_failures`
     # did it).
     config.pluginmanager.import_plugin("llmconform.engines.known_failures")
     # The OpenAI suites' `conformance` fixture, registered here so that suites (shipped or the user's) use it without
     # importing it.
     config.pluginmanager.import_plugin("llmconform.pytest.conformance_fixture")
-    session = Session()
-    config.stash[SESSION] = session
     try:
         _load_cases(config, session)
         if session.cases or session.attach:  # a broken deviation list must stop the run before anything starts
@@ -172,6 +185,11 @@ def pytest_configure(config):
         config.pluginmanager.register(session.results, "llmconform-results")
 
 
+def _uses_llmconform(config) -> bool:
+    """Whether this run asks for engine servers: a matrix, a one-off engine, an attached server or a report dir."""
+    return any(config.getoption(name) for name in ("matrix", "engine", "llm_url", "report_dir"))
+
+
 def _notifier(config):
     """notify(text): a line on the terminal while a test runs (capture suspended), e.g. what a start waits for."""
     def notify(text: str) -> None:
@@ -205,12 +223,19 @@ def _report_dir(config) -> Path:
     if REPORT_DIR_KEY in getattr(config, "workerinput", {}):
         return Path(config.workerinput[REPORT_DIR_KEY])
     chosen = config.getoption("report_dir")
+    from llmconform.reports import report_dir
+
     stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
-    return report.create_report_dir(Path(chosen) if chosen else None, Path("reports"),
+    return report_dir.create_report_dir(Path(chosen) if chosen else None, Path("reports"),
                                     f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _load_cases(config, session: Session) -> None:
+    from llmconform.config import matrix as matrices
+    from llmconform.serving import resources
+    from llmconform.serving.llm import LLM
+    from llmconform.serving.planner import plan_case
+
     url = config.getoption("llm_url")
     if url:
         model = config.getoption("llm_model")
@@ -239,6 +264,8 @@ def _load_cases(config, session: Session) -> None:
 
 
 def _one_off_matrix(config):
+    from llmconform.config import matrix as matrices
+
     engine = config.getoption("engine")
     if not engine:
         return None
@@ -294,6 +321,8 @@ def pytest_collection_modifyitems(config, items):
         if case is None:
             continue
         item.add_marker(pytest.mark.engine)
+        from llmconform.serving.llm import LLM
+
         if isinstance(case, LLM):
             continue
         # Here, not in a fixture: the session-scoped `llm` fixture would start the case's server first.
@@ -311,6 +340,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def llm(request):
     """A ready server for the case this test is parametrized with (or the attached one)."""
+    from llmconform.reports import run_identity
+    from llmconform.serving.llm import LLM
+
     param = request.param
     if isinstance(param, LLM):
         yield param
@@ -377,12 +409,14 @@ def _llmconform_context(request):
     if "llm" not in request.fixturenames:
         yield
         return
+    from llmconform.serving.server import EngineStartError
+
     session: Session = session_of(request.config)
     case = _case_of(request.node)
     if case is not None and case.id in session.dead:
         pytest.skip(f"not run: {session.dead[case.id]}")
     try:
-        handle: LLM = request.getfixturevalue("llm")
+        handle = request.getfixturevalue("llm")
     except EngineStartError as error:
         _record_engine_failure(session, request.node.user_properties, case, str(error))
         raise
@@ -420,6 +454,10 @@ def pytest_runtest_makereport(item, call):
 def _case_of(item) -> Case | None:
     callspec = getattr(item, "callspec", None)
     param = callspec.params.get("llm") if callspec else None
+    if param is None:
+        return None
+    from llmconform.config.case import Case
+
     return param if isinstance(param, Case) else None
 
 
@@ -430,14 +468,18 @@ def _record_engine_failure(session: Session, properties: list, case: Case, text:
     session.dead[case.id] = lines[0]
     detail = {line.strip().split(": ", 1)[0]: line.strip().split(": ", 1)[1] for line in lines[1:3]
               if line.strip().startswith(("diagnosis: ", "log: "))}
-    properties.append((report.ENGINE_FAILURE, {"case": case.id, "what": lines[0], **detail}))
+    from llmconform.reports.report_dir import ENGINE_FAILURE
+
+    properties.append((ENGINE_FAILURE, {"case": case.id, "what": lines[0], **detail}))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state: Session = session_of(config)
     if not state or not state.report_dir or hasattr(config, "workerinput"):
         return
-    lines = report.build(state.report_dir)
+    from llmconform.reports import report_dir
+
+    lines = report_dir.build(state.report_dir)
     terminalreporter.section("llmconform", red=any(line.startswith(("ENGINE FAILURE", "INTERRUPTED"))
                                                    for line in lines))
     for line in lines:
@@ -447,6 +489,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_keyboard_interrupt(excinfo):
     # From the first Ctrl-C (or SIGTERM) on, the run only finishes: teardown, then the reports. A second one must cut
     # neither short, wherever it lands.
+    from llmconform.serving.server import ignore_signals
+
     ignore_signals("finishing the interrupted run")
 
 
@@ -457,7 +501,9 @@ def pytest_sessionfinish(session, exitstatus):
         state.pool.stop_all()  # servers whose fixtures did not get to finalize
     if state and state.report_dir and exitstatus == pytest.ExitCode.INTERRUPTED \
             and not hasattr(session.config, "workerinput"):
-        report.mark_interrupted(state.report_dir, f"interrupted by {state.interrupted_by} "
+        from llmconform.reports import report_dir
+
+        report_dir.mark_interrupted(state.report_dir, f"interrupted by {state.interrupted_by} "
                                                   f"at {time.strftime('%Y-%m-%d %H:%M:%S')}")
     if state and state.results:
         state.results.close()

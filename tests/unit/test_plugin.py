@@ -63,3 +63,21 @@ def test_without_the_conftest_the_engine_is_unknown(pytester):
                                            str(matrix), "-p", "no:cacheprovider")
     assert result.ret == 2
     result.stderr.fnmatch_lines(["*engines.toy*vllm, sglang, trtllm*"])
+
+
+def test_a_run_that_uses_none_of_llmconform_imports_little_of_it(pytester):
+    # The plugin is loaded into every pytest run of an environment where llmconform is installed (pytest11).
+    pytester.makeconftest("""
+import sys
+
+HEAVY = ("numpy", "httpx", "llmconform.config.matrix", "llmconform.serving", "llmconform.perf", "llmconform.reports",
+         "llmconform.api", "llmconform.equivalence")
+
+
+def pytest_sessionfinish(session):
+    print("imported:", sorted(m for m in sys.modules if m.startswith(HEAVY)))
+""")
+    pytester.makepyfile("def test_nothing_of_llmconform():\n    pass\n")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*imported: []"])
