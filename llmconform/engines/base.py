@@ -315,8 +315,3 @@ def render_args(args: dict, style: str) -> list[str]:
         else:
             out.extend([flag, str(value)])
     return out
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    numbers = re.findall(r"\d+", version.split("+")[0])[:3]
-    return tuple(int(n) for n in numbers)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
 
 from llmconform.config import userfiles
+from llmconform.engines.versions import in_range
 from llmconform.errors import UserError
 
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
@@ -50,12 +50,7 @@ class Deviation:
             return False
         if self.model and (model is None or not matches_check(self.model, model)):
             return False
-        if not self.versions or version is None:
-            return True  # an engine of unknown version is assumed affected; the reason says so
-        try:
-            return SpecifierSet(self.versions).contains(Version(version), prereleases=True)
-        except InvalidVersion:
-            return True
+        return in_range(version, self.versions)
 
     def explains(self, problem: str) -> bool:
         return re.search(self.match, problem) is not None

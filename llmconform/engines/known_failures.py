@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import pytest
 
 from llmconform.config.case import Case
+from llmconform.engines.versions import in_range
 
 
 @dataclass(frozen=True)
 class KnownFailure:
     engine: str
-    since: str  # first affected version (inclusive)
-    before: str | None  # first fixed version (exclusive); None: not fixed yet
+    versions: str  # the affected versions, a PEP 440 specifier set as in deviations.yaml (versions.in_range)
     device: str | None  # "cpu", "cuda", or None for both
     applies: Callable[[Case], bool]
     condition: str  # what `applies` checks, in words
@@ -37,7 +37,7 @@ class KnownFailure:
     def matches(self, case: Case, version: str | None) -> bool:
         if case.engine.name != self.engine or (self.device and case.engine.device != self.device):
             return False
-        if not version_in_range(version or case.engine.version, self.since, self.before):
+        if not in_range(version or case.engine.version, self.versions):
             return False
         return self.applies(case)
 
@@ -45,7 +45,7 @@ class KnownFailure:
         return bool(self.evidence.search(evidence))
 
     def describe(self) -> str:
-        versions = f">={self.since}" + (f",<{self.before}" if self.before else "")
+        versions = self.versions or "(every version)"
         device = f" on {self.device}" if self.device else ""
         return (f"known engine failure of {self.engine} {versions}{device} with {self.condition}: {self.symptom} "
                 f"({self.issue})")
@@ -58,13 +58,13 @@ def _flag(case: Case, name: str) -> bool:
 
 KNOWN_FAILURES: tuple[KnownFailure, ...] = (
     KnownFailure(
-        engine="vllm", since="0.32", before=None, device="cpu",
+        engine="vllm", versions=">=0.32", device="cpu",
         applies=lambda case: case.layout.ep > 1, condition="expert parallelism (--enable-expert-parallel)",
         symptom="the worker segfaults in the fused-MoE kernel (cpu_fused_moe.cpp) on the first generation request",
         evidence=re.compile(r"cpu_fused_moe|fused-MoE kernel crashed|exit code: -11|SIGSEGV|Segmentation fault"),
         issue="vllm-project/vllm#57837"),
     KnownFailure(
-        engine="vllm", since="0.32", before=None, device="cpu",
+        engine="vllm", versions=">=0.32", device="cpu",
         applies=lambda case: case.layout.pp > 1 and _flag(case, "enforce-eager"),
         condition="pipeline parallelism and --enforce-eager",
         symptom="the first request fails in Worker_PP1 (assert self.intermediate_tensors is not None)",
@@ -82,23 +82,6 @@ def recognise(case: Case, version: str | None, evidence: str,
               failures: tuple[KnownFailure, ...] = KNOWN_FAILURES) -> KnownFailure | None:
     """The declaration that explains `evidence` (a death report, a start error) for this case, if any."""
     return next((f for f in declared(case, version, failures) if f.recognises(evidence)), None)
-
-
-def version_in_range(version: str, since: str, before: str | None) -> bool:
-    current = _numbers(version)
-    return current >= _numbers(since) and (before is None or current < _numbers(before))
-
-
-def _numbers(version: str) -> tuple[int, ...]:
-    """Leading numeric components: '0.32.0+cpu' -> (0, 32, 0); missing trailing parts count as 0."""
-    numbers = []
-    for part in re.split(r"[.+-]", version.strip().lstrip("v")):
-        if not part.isdigit():
-            break
-        numbers.append(int(part))
-    while len(numbers) < 3:
-        numbers.append(0)
-    return tuple(numbers)
 
 
 # --- pytest hook ------------------------------------------------------------------------------------------------

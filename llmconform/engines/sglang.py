@@ -21,11 +21,11 @@ from llmconform.engines.base import (
     num_experts,
     signature,
     stage,
-    version_tuple,
 )
+from llmconform.engines.versions import in_range
 from llmconform.errors import LayoutError
 
-ATTN_DP_SIZE_SINCE = (0, 5, 22)  # first release whose CLI has --attn-dp-size
+ATTN_DP_SIZE_SINCE = ">=0.5.22"  # the releases whose CLI has --attn-dp-size
 
 
 class SGLang(Engine):
@@ -122,7 +122,7 @@ class SGLang(Engine):
         if layout.dp > 1:
             common += ["--dp-size", str(layout.dp)]
         if layout.adp > 1:
-            if version_tuple(case.engine.version) >= ATTN_DP_SIZE_SINCE:
+            if in_range(case.engine.version, ATTN_DP_SIZE_SINCE):
                 common += ["--attn-dp-size", str(layout.adp)]
             else:
                 common += ["--dp-size", str(layout.adp), "--enable-dp-attention"]
@@ -148,7 +148,7 @@ class SGLang(Engine):
 
     def expected_parse(self, case, plan, process) -> dict:
         layout = case.layout
-        attn_dp_flag = version_tuple(case.engine.version) >= ATTN_DP_SIZE_SINCE
+        attn_dp_flag = in_range(case.engine.version, ATTN_DP_SIZE_SINCE)
         expected = {"model_path": case.model.path, "tp_size": layout.tp, "pp_size": layout.pp,
                     "dp_size": layout.dp if layout.dp > 1 or attn_dp_flag else layout.adp,
                     "enable_dp_attention": layout.adp > 1 and not attn_dp_flag, "ep_size": layout.ep,
