@@ -10,7 +10,7 @@ from llmconform.config import userfiles
 from llmconform.errors import UserError
 
 # Modules with `write_report(report_dir: Path, results: list[dict]) -> list[str]` (summary lines).
-SECTIONS = ("llmconform.reports.conformance_section", "llmconform.equivalence.policy",
+SECTIONS = ("llmconform.reports.conformance_section", "llmconform.reports.equivalence_section",
             "llmconform.reports.perf_section")
 
 

@@ -10,8 +10,7 @@ import yaml
 from paths import ROOT, SUITES, VLLM_CPU, pytest_command
 
 from llmconform import cli
-from llmconform.equivalence import policy
-from llmconform.reports import report_dir
+from llmconform.reports import equivalence_section, report_dir
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
@@ -54,7 +53,7 @@ def test_suite_reports_a_layout_that_computes_differently(bf16_candidate):
     failed = [name for name, state in outcome.items() if state == "failed"]
     assert failed and all("greedy_outputs_match_reference[vllm-qwen2-tiny-tp2-" in name for name in failed), outcome
     assert "DIVERGED" in run.stdout and "first divergence at generated token" in run.stdout
-    lines = policy.write_report(report, report_dir.load_results(report))  # what the report section writes
+    lines = equivalence_section.write_report(report, report_dir.load_results(report))  # what the report section writes
     assert lines[0] == "equivalence vllm/qwen2-tiny vs tp1 (exact): tp2 FAILED"
     markdown = (report / "equivalence.md").read_text()
     tp2_row = next(line for line in markdown.splitlines() if line.startswith("| tp2 |"))

@@ -17,6 +17,7 @@ from llmconform.equivalence.policy import (
     policy_for,
 )
 from llmconform.errors import MatrixError, UserError
+from llmconform.reports import equivalence_section
 
 
 def fail(path, problem, allowed):
@@ -145,7 +146,7 @@ def test_report_table_makes_divergence_and_known_failures_unmistakable(tmp_path)
                xfail_reason="known engine failure of vllm >=0.32 on cpu with expert parallelism: segfault"),
         {"nodeid": "suites/test_other.py::x", "outcome": "passed", "properties": {}},
     ]
-    lines = equivalence.write_report(tmp_path, results)
+    lines = equivalence_section.write_report(tmp_path, results)
     markdown = (tmp_path / "equivalence.md").read_text()
     assert "| tp1 (reference) | reference |" in markdown
     assert "| tp2 | **DIVERGED on 1/6** |" in markdown
@@ -160,7 +161,7 @@ def test_report_table_makes_divergence_and_known_failures_unmistakable(tmp_path)
 
 
 def test_no_equivalence_results_no_report(tmp_path):
-    assert equivalence.write_report(tmp_path, [{"nodeid": "x", "outcome": "passed", "properties": {}}]) == []
+    assert equivalence_section.write_report(tmp_path, [{"nodeid": "x", "outcome": "passed", "properties": {}}]) == []
     assert not (tmp_path / "equivalence.md").exists()
 
 
@@ -169,7 +170,8 @@ def test_a_layout_whose_server_never_started_still_gets_a_row(tmp_path):
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"engine": "vllm", "served_model": "m", "layout": "pp4", "stage": "load-weights",
                                   "error": "vllm-m-pp4: engine failed\n  diagnosis: GPU out of memory: lower ..."}))
-    equivalence.write_report(tmp_path, [result("tp1", "probe set", "passed", {"outcome": "answered", "cell": "ok"})])
+    answered = result("tp1", "probe set", "passed", {"outcome": "answered", "cell": "ok"})
+    equivalence_section.write_report(tmp_path, [answered])
     markdown = (tmp_path / "equivalence.md").read_text()
     assert "| pp4 | **SERVER FAILED TO START** (stage load-weights): GPU out of memory: lower ... |" in markdown
 
@@ -181,7 +183,7 @@ def test_the_batch_invariance_control_is_noted_once_not_per_row(tmp_path):
         row = result(layout, "batch invariance", "passed", {"outcome": shown.split()[0], "cell": f"{shown} (batch 16)"})
         row["properties"]["equivalence"]["control"] = reason
         rows.append(row)
-    equivalence.write_report(tmp_path, rows)
+    equivalence_section.write_report(tmp_path, rows)
     markdown = (tmp_path / "equivalence.md").read_text()
     assert markdown.count(reason) == 1 and "Control, not asserted: **batch invariance**" in markdown
     assert "| tp2 | variant (control) (batch 16) |" in markdown and "XPASS" not in markdown
