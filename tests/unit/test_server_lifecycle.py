@@ -1,6 +1,7 @@
 """The lifecycle machinery on stand-in processes (the lifecycle is the thing under test here): fail fast on exit,
 name the stalled stage, and leave no process behind, even one that ignores SIGTERM or escapes its group."""
 
+import os
 import sys
 import time
 
@@ -94,6 +95,7 @@ def test_a_died_server_is_reported_after_start(tmp_path):
 
 
 HEALTHY_ON_PORT = """
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 class Health(BaseHTTPRequestHandler):
@@ -135,6 +137,7 @@ def test_watchdog_declares_a_stopped_server_hung_once_and_kills_it(tmp_path):
 
 
 ANSWERS_MODELS_NOT_HEALTH = """
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 class Routes(BaseHTTPRequestHandler):
@@ -210,3 +213,18 @@ def test_stop_leader_first_leaves_the_children_to_the_engine(tmp_path, leader_fi
     server.stop(grace_s=10)
     assert marked_pids(server.marker) == []
     assert log.read_text().splitlines() == expected
+
+
+def test_an_engine_on_every_cpu_core_yields_to_the_load_generator(tmp_path):
+    every_core = tuple(sorted(os.sched_getaffinity(0)))
+    assert local.niceness_for("cpu", every_core) == local.NICENESS_WITHOUT_SPARE_CPUS
+    assert local.niceness_for("cpu", every_core[:-1]) == 0 or len(every_core) == 1
+    assert local.niceness_for("cuda", every_core) == 0
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    process = Process(node=0, role="api", argv=(sys.executable, "-c", "import time; time.sleep(30)"), env={})
+    child = local.start(process, {}, str(tmp_path / "log"), niceness=local.niceness_for("cpu", every_core))
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, mine + local.NICENESS_WITHOUT_SPARE_CPUS)
+    finally:
+        child.kill()
+        child.wait()
