@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from llmconform.errors import UserError
+from llmconform.registry import Registry
 
 if TYPE_CHECKING:
     from llmconform.config.case import Case
@@ -46,22 +46,9 @@ class Launcher(Protocol):
         """Where `case`'s processes run and how they start (xdist `worker` numbers the session's workers)."""
 
 
-LAUNCHERS: dict[str, Launcher] = {}
-
-
-def register(launcher: Launcher) -> None:
-    """Add a launcher under its name; a second launcher of another type under a name already taken is refused."""
-    known = LAUNCHERS.get(launcher.name)
-    if known is not None and type(known) is not type(launcher):
-        raise UserError(f"launcher {launcher.name!r} is already registered ({type(known).__qualname__})")
-    LAUNCHERS[launcher.name] = launcher
-
-
-def get(name: str) -> Launcher:
-    try:
-        return LAUNCHERS[name]
-    except KeyError:
-        raise UserError(f"unknown launcher {name!r} (known: {', '.join(sorted(LAUNCHERS))})") from None
+LAUNCHERS: Registry[Launcher] = Registry("launcher")
+register = LAUNCHERS.add  # the `pytest_llmconform_launchers` hook's launchers
+get = LAUNCHERS.named
 
 
 def _register_builtin() -> None:
