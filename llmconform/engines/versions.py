@@ -1,5 +1,5 @@
-"""Engine versions against declared ranges: the one matcher of known API deviations (deviations.yaml), known engine
-failures (known_failures.py) and the engines' version-dependent flags."""
+"""Engine versions against declared ranges: the one matcher of the declared deviations (deviations.yaml: API
+deviations and known engine failures) and the engines' version-dependent flags."""
 
 from __future__ import annotations
 

@@ -7,19 +7,12 @@ The plugin registers this module (suites ask for the fixture by name, without im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 
 import httpx
 import pytest
 
 from llmconform.api import PROPERTY
 from llmconform.engines import deviations as known
-
-
-@cache  # one read per session, not per check
-def _load_deviations(files: tuple[Path, ...]) -> list[known.Deviation]:
-    return [d for path in files for d in known.load(path)]
 
 
 class KnownDeviation(Exception):
@@ -87,7 +80,7 @@ def conformance(request, llm, record_property) -> Conformance:
     callspec = getattr(request.node, "callspec", None)
     name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
     version = engine_version(llm)
-    matching = known.for_check(_load_deviations(tuple(known.files_in_force())), llm.engine, version, name, llm.model)
+    matching = known.for_check(known.in_force(), llm.engine, version, name, llm.model)
     recorded = {"check": name, "spec": spec_of(request.function), "engine_version": version}
     checker = Conformance(check=name, spec=recorded["spec"], deviations=matching, recorded=recorded)
     reason = None

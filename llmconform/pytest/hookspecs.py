@@ -25,3 +25,10 @@ def pytest_llmconform_engines() -> list:
 @pytest.hookspec
 def pytest_llmconform_launchers() -> list:
     """Launchers to add: objects meeting llmconform.serving.launchers.Launcher, each under its `name`."""
+
+
+@pytest.hookspec
+def pytest_llmconform_deviations() -> list:
+    """Deviation files to add (paths; relative ones from the rootdir) in the format of the packaged
+    llmconform/engines/deviations.yaml: API deviations and known failures of the user's engines or builds, in force
+    beside the packaged ones."""

@@ -110,6 +110,12 @@ def _register_extensions(config) -> None:
 
         for launcher in added:
             launchers.register(launcher)
+    files = [path for found in config.hook.pytest_llmconform_deviations() for path in found]
+    if files:
+        from llmconform.engines import deviations
+
+        for path in files:
+            deviations.add_file(Path(config.rootpath, path))
 
 
 def session_of(config) -> Session | None:
@@ -149,8 +155,7 @@ def pytest_configure(config):
     try:
         _load_cases(config, session)
         if session.cases or session.attach:  # a broken deviation list must stop the run before anything starts
-            for path in filter(None, os.environ.get(deviations.ENV, "").split(os.pathsep)):
-                deviations.load(Path(path))
+            deviations.in_force()
         if session.attach and not config.option.collectonly and not hasattr(config, "workerinput"):
             preflight.check_attached(session.attach.base_url, session.attach.model, session.attach.api_key)
         if config.option.collectonly or not (session.cases or session.attach or config.getoption("report_dir")):

@@ -94,7 +94,7 @@ def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
     if declared:
         pytest.fail(f"{llm.id} answered every probe although {'; '.join(d.describe() for d in declared)} is "
                     f"declared: the engine no longer fails this way; narrow or drop the declaration in "
-                    f"llmconform/engines/known_failures.py", pytrace=False)
+                    f"llmconform/engines/deviations.yaml or the file of yours that declares it", pytrace=False)
     empty = [f"{probe}/{g.prompt}" for probe, answers in collected.generations.items() for g in answers
              if not g.tokens and not g.text]
     assert not empty, f"answers with neither tokens nor text: {empty}"

@@ -46,18 +46,63 @@ def test_packaged_file_loads():
     assert loaded and all(d.reason and d.match for d in loaded)
 
 
+XFAIL = "engine: vllm, effect: xfail-check, check: x, match: y, reason: z"
+KNOWN = "engine: vllm, effect: known-failure, match: y, reason: z, source: 'org/repo#1'"
+
+
 @pytest.mark.parametrize("text, message", [
     ("engine: vllm", "expected a list of deviations"),
-    ("- {engine: vllm, check: x, match: y}", "missing key(s) ['reason']"),
-    ("- {engine: vllm, check: x, match: y, reason: z, version: '1'}", "unknown key(s) ['version']"),
-    ("- {engine: vllm, check: x, match: y, reason: z, versions: 'new'}", "is not a PEP 440 specifier set"),
-    ("- {engine: vllm, check: x, match: '(', reason: z}", "is not a regular expression"),
+    ("- [engine, vllm]", "entry 0: expected a mapping"),
+    ("- {engine: vllm, effect: xfail, check: x, match: y, reason: z}",
+     "entry 0: effect 'xfail' is not one of xfail-check, known-failure"),
+    ("- {engine: vllm, check: x, match: y}",
+     "missing key(s) ['reason']; keys of effect xfail-check: engine, check, match, reason (optional: versions, model, "
+     "effect, source)"),
+    (f"- {{{XFAIL}, version: '1'}}", "unknown key(s) ['version']"),
+    (f"- {{{XFAIL}, device: cpu}}", "unknown key(s) ['device']"),  # a check's deviation is not limited by device
+    (f"- {{{XFAIL}, versions: 'new'}}", "is not a PEP 440 specifier set"),
+    ("- {engine: vllm, effect: xfail-check, check: x, match: '(', reason: z}", "is not a regular expression"),
+    (f"- {{{XFAIL}}}\n- {{{KNOWN}, check: x}}", "entry 1: unknown key(s) ['check']"),
+    ("- {engine: vllm, effect: known-failure, match: y, reason: z}", "missing key(s) ['source']"),
+    (f"- {{{KNOWN}, device: gpu}}", "device 'gpu' is not one of cpu, cuda"),
+    (f"- {{{KNOWN}, parallel: [ep, sp]}}", "entry 0: parallel: ['sp'] not allowed: each is one of tp, pp, dp, adp, "
+                                            "ep, nodes"),
+    (f"- {{{KNOWN}, parallel: ep}}", "parallel: expected a list of names"),
+    (f"- {{{KNOWN}, flags: [--enforce-eager]}}", "flags: ['--enforce-eager'] not allowed: each is an engine flag "
+                                                  "without its leading --"),
 ])
 def test_bad_files_say_what_to_change(tmp_path, text, message):
     path = tmp_path / "deviations.yaml"
     path.write_text(text)
-    with pytest.raises(DeviationFileError, match=re.escape(message)):
+    with pytest.raises(DeviationFileError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
         deviations.load(path)
+
+
+def test_one_file_declares_both_effects_and_each_applies_only_as_its_effect(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"- {{{XFAIL}}}\n- {{{KNOWN}, device: cpu, parallel: [pp], flags: [enforce-eager]}}\n"
+                    "- {engine: vllm, check: x, match: y, reason: z}\n")
+    check, failure, without_effect = deviations.load(path)
+    assert without_effect == check  # xfail-check is the default effect (the files written before known failures)
+    assert check.applies_to("vllm", "1.0", "x") and not failure.applies_to("vllm", "1.0", "x")
+    assert (failure.effect, failure.device, failure.parallel, failure.flags) == \
+        ("known-failure", "cpu", ("pp",), ("enforce-eager",))
+    assert failure.describe() == "known engine failure of vllm (every version) on cpu with pipeline parallelism " \
+                                 "and --enforce-eager: z (org/repo#1)"
+
+
+def test_the_packaged_file_declares_both_effects():
+    effects = {d.effect for d in deviations.load()}
+    assert effects == {"xfail-check", "known-failure"}
+
+
+def test_files_in_force_are_the_packaged_one_the_environment_s_and_a_conftest_s(tmp_path, monkeypatch):
+    from_env, added = tmp_path / "env.yaml", tmp_path / "conftest.yaml"
+    monkeypatch.setenv(deviations.ENV, str(from_env))
+    monkeypatch.setattr(deviations, "_added_files", [])
+    deviations.add_file(added)
+    deviations.add_file(added)  # a conftest loaded twice adds its file once
+    assert deviations.files_in_force() == [deviations.DEFAULT_FILE, from_env, added]
 
 
 @pytest.mark.parametrize("callspec_id, expected", [

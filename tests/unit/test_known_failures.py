@@ -26,11 +26,11 @@ def test_version_ranges(version, versions, inside):
 
 
 def test_expert_parallel_segfault_is_declared_only_for_vllm_cpu_ep():
-    assert [f.issue for f in declared(cpu_case("tp2ep"), "0.32.0")] == ["vllm-project/vllm#57837"]
-    assert declared(cpu_case("tp2"), "0.32.0") == ()
-    assert declared(cpu_case("tp2ep"), "0.31.0") == ()
+    assert [f.source for f in declared(cpu_case("tp2ep"), "0.32.0")] == ["vllm-project/vllm#57837"]
+    assert declared(cpu_case("tp2"), "0.32.0") == []
+    assert declared(cpu_case("tp2ep"), "0.31.0") == []
     gpu = make_case("vllm", "tp2ep", source="factory:qwen3moe-tiny", version="0.32.0", device="cuda")
-    assert declared(gpu, "0.32.0") == ()
+    assert declared(gpu, "0.32.0") == []
 
 
 def test_the_probed_server_version_wins_over_the_planned_one():
@@ -39,14 +39,14 @@ def test_the_probed_server_version_wins_over_the_planned_one():
 
 def test_only_the_declared_evidence_is_recognised():
     case = cpu_case("tp2ep")
-    assert recognise(case, None, SEGFAULT).issue == "vllm-project/vllm#57837"
+    assert recognise(case, None, SEGFAULT).source == "vllm-project/vllm#57837"
     assert recognise(case, None, "POST /v1/completions answered 400: max_tokens too large") is None
 
 
 def test_pipeline_parallel_eager_failure_needs_the_eager_flag():
     eager = cpu_case("pp2", args={"enforce-eager": True})
     evidence = "AssertionError: assert self.intermediate_tensors is not None"
-    assert recognise(eager, None, evidence).condition == "pipeline parallelism and --enforce-eager"
+    assert recognise(eager, None, evidence).condition() == "pipeline parallelism and --enforce-eager"
     assert recognise(cpu_case("pp2"), None, evidence) is None
 
 

@@ -81,3 +81,26 @@ def pytest_sessionfinish(session):
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*imported: []"])
+
+
+def test_a_conftest_adds_a_deviation_file_that_is_in_force(pytester):
+    # The fake serves GET /v1/models/{model} correctly, so the conftest's declared deviation for it XPASSes (strict).
+    pytester.makefile(".yaml", mine="""
+- engine: toy
+  check: test_model_retrieve
+  match: 'answered HTTP 404'
+  reason: "the toy engine has no GET /v1/models/{model} route"
+""")
+    pytester.makeconftest(TOY_ENGINE + """
+from pathlib import Path
+
+
+def pytest_llmconform_deviations():
+    return [Path(__file__).with_name("mine.yaml")]
+""")
+    matrix = toy_matrix(pytester)
+    result = pytester.runpytest_subprocess("--pyargs", "llmconform.suites.test_openai_models", "--matrix",
+                                           str(matrix), "-p", "no:cacheprovider", "-rf",
+                                           "--report-dir", str(pytester.path / "report"))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*[[]XPASS(strict)[]] the toy engine has no GET*", "*failing: test_model_retrieve"])
