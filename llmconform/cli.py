@@ -1,4 +1,4 @@
-"""`llmconform` command line: plan | run | report | compare | models | bench."""
+"""`llmconform` command line: plan | run | report | compare | models | bench | check-args | schema."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llmconform import models
 from llmconform.config import matrix as matrices
+from llmconform.config import schema as matrix_schema
 from llmconform.errors import UserError
 from llmconform.redaction import redact_argv, redact_env
 from llmconform.reports import regression, regression_page, report_dir
@@ -182,6 +183,11 @@ def cmd_check_args(args) -> int:
     return 1 if findings else 0
 
 
+def cmd_schema(args) -> int:
+    print(matrix_schema.text(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmconform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "from a wheel; default: the one in llmconform/engines/engine_args)")
     chk.add_argument("--trtllm-args", help="trtllm-serve option fixture (scripts/engine-args/trtllm_args.py)")
     chk.set_defaults(func=cmd_check_args)
+    schema = sub.add_parser("schema", help="print the matrix files' JSON Schema (for editors: yaml-language-server's "
+                                           "$schema)")
+    schema.set_defaults(func=cmd_schema)
     # `bench` has its own parser (llmconform.perf.bench); listed here for --help only.
     sub.add_parser("bench", help="load a running server with a matrix's workloads and floors (run), find its "
                                  "goodput capacity (capacity), or compare with `vllm bench serve` (compare-vllm)")

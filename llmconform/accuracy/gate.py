@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
+from llmconform.config import schema
 from llmconform.errors import UserError
 
 SCORERS = ("exact", "numeric", "regex", "choice")
@@ -337,28 +338,19 @@ def judge(correct: int, n: int, policy: GatePolicy, reference: tuple[int, int] |
 
 
 # --- the matrix's `accuracy:` section -----------------------------------------------------------------------------
-GATE_KEYS = ("task", "floor", "min_detectable_drop", "alpha", "power", "expected_accuracy", "concurrency")
-
-
 def parse_accuracy_section(value, fail, model_ids: tuple[str, ...] | None = None,
                            base_dir: Path | None = None) -> dict:
-    """Validate a matrix's `accuracy:` section (the gate settings, and `models: {ID: {...}}` overrides);
-    `fail(path, problem, allowed)` raises. Returns it as a plain mapping (cases carry it), with task files made
-    absolute: a relative one is relative to `base_dir`, the matrix file's directory."""
+    """Validate a matrix's `accuracy:` section (the gate settings, and `models: {ID: {...}}` overrides; keys, types
+    and ranges: the matrix schema's `accuracy`; here the model ids); `fail(path, problem, allowed)` raises. Returns
+    it as a plain mapping (cases carry it), with task files made absolute: a relative one is relative to
+    `base_dir`, the matrix file's directory."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        fail("accuracy", f"expected a mapping, got {value!r}", None)
-    _gate_settings({k: v for k, v in value.items() if k != "models"}, "accuracy", fail)
+    schema.check(value, fail, "accuracy", "accuracy")
     per_model = value.get("models", {})
-    if not isinstance(per_model, dict):
-        fail("accuracy.models", f"expected a mapping of model ids, got {per_model!r}", None)
-    for model_id, body in per_model.items():
+    for model_id in per_model:
         if model_ids is not None and model_id not in model_ids:
             fail(f"accuracy.models.{model_id}", "not a model of this matrix", ", ".join(model_ids))
-        if not isinstance(body, dict):
-            fail(f"accuracy.models.{model_id}", f"expected a mapping, got {body!r}", None)
-        _gate_settings(body, f"accuracy.models.{model_id}", fail)
     return {**_resolved(value, base_dir),
             "models": {m: _resolved(body, base_dir) for m, body in per_model.items()}}
 
@@ -368,24 +360,6 @@ def _resolved(settings: dict, base_dir: Path | None) -> dict:
     if task is None or task.startswith("builtin:") or base_dir is None:
         return dict(settings)
     return {**settings, "task": str(base_dir / Path(task).expanduser())}
-
-
-def _gate_settings(body: dict, path: str, fail) -> None:
-    for key, item in body.items():
-        where = f"{path}.{key}"
-        if key not in GATE_KEYS:
-            fail(where, "unknown key", ", ".join(GATE_KEYS + (("models",) if path == "accuracy" else ())))
-        elif key == "task":
-            if not isinstance(item, str) or not item:
-                fail(where, f"expected builtin:NAME or a JSONL file, got {item!r}", None)
-        elif key == "concurrency":
-            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-                fail(where, f"expected a positive integer, got {item!r}", None)
-        elif key in ("floor", "expected_accuracy"):
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 <= item <= 1:
-                fail(where, f"expected a fraction from 0 to 1, got {item!r}", None)
-        elif isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < 1:
-            fail(where, f"expected a number above 0 and below 1, got {item!r}", None)
 
 
 def gate_policy(section: dict, model_id: str) -> GatePolicy | None:

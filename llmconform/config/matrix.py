@@ -1,4 +1,8 @@
-"""YAML matrices -> Cases. Every schema error names the file, the key path, the bad value and what is allowed.
+"""YAML matrices -> Cases. Every error names the file, the key path, the bad value and what is allowed.
+
+Every key, its type, range and meaning are in the matrix's JSON Schema (matrix.schema.json beside this module;
+`llmconform schema` prints it), which config/schema.py checks first; the rules between keys (names that refer to
+engines, models and workloads; layouts; model sources that must exist) are checked here and in the section parsers.
 
 ```yaml
 name: cpu-smoke                    # default: the file's stem
@@ -43,16 +47,13 @@ from pathlib import Path
 from llmconform import engines, models
 from llmconform.accuracy.gate import parse_accuracy_section
 from llmconform.config import layout as layouts
-from llmconform.config import userfiles
+from llmconform.config import schema, userfiles
 from llmconform.config.case import Case, EngineSettings, ModelSpec
 from llmconform.equivalence.policy import case_dtype, determinism_overrides, parse_compare_section
 from llmconform.errors import LayoutError, MatrixError, UserError
 from llmconform.perf.floors import parse_floors
 from llmconform.perf.loadgen import parse_workloads
 from llmconform.serving import launchers
-
-DEVICES = ("cuda", "cpu")
-SOURCE_KINDS = ("factory", "shape", "path", "hf")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Matrix:
 
 
 class _Reader:
-    """Typed access to the parsed YAML that remembers the key path for error messages."""
+    """Raises the matrix's errors, naming the file; the key path comes with each."""
 
     def __init__(self, file: str):
         self.file = file
@@ -81,57 +82,20 @@ class _Reader:
     def fail(self, path: str, problem: str, allowed: str | None = None):
         raise MatrixError(self.file, path, problem, allowed)
 
-    def mapping(self, value, path: str, allowed: tuple[str, ...] | None = None, required: tuple[str, ...] = ()):
-        if not isinstance(value, dict):
-            self.fail(path, f"expected a mapping, got {_show(value)}")
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.fail(_join(path, str(key)), "unknown key", ", ".join(allowed))
-        for key in required:
-            if key not in value:
-                self.fail(_join(path, key), "missing required key")
-        return value
-
-    def string(self, value, path: str, choices: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(path, f"expected a non-empty string, got {_show(value)}", ", ".join(choices) if choices else None)
-        if choices and value not in choices:
+    def choice(self, value: str, path: str, choices: tuple[str, ...]) -> str:
+        """A name that must refer to something the matrix (or a registry) declares."""
+        if value not in choices:
             self.fail(path, f"{value!r} is not allowed", ", ".join(choices))
         return value
 
-    def positive(self, value, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            self.fail(path, f"expected a positive number, got {_show(value)}")
-        return value
-
-    def sequence(self, value, path: str) -> list:
-        if not isinstance(value, list):
-            self.fail(path, f"expected a list, got {_show(value)}")
-        return value
-
-    def scalars(self, value, path: str) -> dict:
-        """A mapping of flag/env names to scalar, list or mapping values (extra args, env)."""
-        self.mapping(value, path)
-        for key in value:
-            if not isinstance(key, str) or not key:
-                self.fail(path, f"keys must be non-empty strings, got {_show(key)}")
-        return dict(value)
-
-    def env(self, value, path: str) -> dict[str, str]:
-        env = self.scalars(value, path)
-        for key, item in env.items():
-            if isinstance(item, (dict, list)) or item is None:
-                self.fail(_join(path, key), f"environment values are strings or numbers, got {_show(item)}")
-        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in env.items()}
+    def env(self, value: dict) -> dict[str, str]:
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
     def layout(self, value, path: str) -> layouts.Layout:
         try:
             return layouts.parse(value)
         except LayoutError as error:
-            self.fail(path, error.detail,
-                      "strings like tp2, tp4pp2, tp8ep2, tp8dp2, tp8adp2, tp4pp2@2nodes, or a mapping of "
-                      "tp/pp/dp/adp/ep/nodes")
+            self.fail(path, error.detail, schema.schema()["$defs"]["layout"]["description"])
 
 
 def load(path: str | Path) -> Matrix:
@@ -156,12 +120,11 @@ def select(matrices: list[Matrix], globs: list[str]) -> list[Matrix]:
 
 def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     r = _Reader(file)
-    top = r.mapping(data, "", allowed=("name", "description", "launcher", "target", "engines", "models", "layouts",
-                                       "exclude", "cases", "floors", "compare", "workloads", "accuracy"),
-                    required=("engines", "models"))
-    name = r.string(top.get("name", default_name), "name")
-    launcher = r.string(top.get("launcher", "local"), "launcher", tuple(launchers.LAUNCHERS))
-    target = _target(r, top.get("target"))
+    schema.check(data, r.fail)
+    top = data
+    name = top.get("name", default_name)
+    launcher = r.choice(top.get("launcher", "local"), "launcher", tuple(launchers.LAUNCHERS))
+    target = TargetHardware(**top["target"]) if "target" in top else None
     base_dir = Path(file).parent.resolve() if file != "<matrix>" else Path.cwd()
     engine_settings, engine_extras = _engines(r, top["engines"], base_dir)
     if launcher == "docker":
@@ -171,10 +134,9 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
                        "an image tag present on the docker daemon, e.g. llmconform/vllm-cpu:0.32.0 "
                        "(scripts/make-engine-image.sh)")
     model_specs, model_extras = _models(r, top["models"], tuple(engine_settings))
-    default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(r.sequence(top.get("layouts", []),
-                                                                                      "layouts"))]
+    default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(top.get("layouts", []))]
     excludes = [_exclude(r, e, f"exclude[{i}]", engine_settings, model_specs)
-                for i, e in enumerate(r.sequence(top.get("exclude", []), "exclude"))]
+                for i, e in enumerate(top.get("exclude", []))]
     workloads = parse_workloads(top.get("workloads"), r.fail)
     floor_list = parse_floors(top.get("floors"), r.fail, workloads)
     compare = top.get("compare")
@@ -202,21 +164,18 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
                 if not any(_excluded(x, engine, model_id, layout) for x in excludes):
                     cases.append(build(engine, model_id, layout))
     notes = {}
-    for i, item in enumerate(r.sequence(top.get("cases", []), "cases")):
+    for i, item in enumerate(top.get("cases", [])):
         path = f"cases[{i}]"
-        r.mapping(item, path, allowed=("engine", "model", "layout", "args", "env", "source", "note"),
-                  required=("engine", "model", "layout"))
-        engine = r.string(item["engine"], f"{path}.engine", tuple(engine_settings))
-        model = r.string(item["model"], f"{path}.model", tuple(model_specs))
+        engine = r.choice(item["engine"], f"{path}.engine", tuple(engine_settings))
+        model = r.choice(item["model"], f"{path}.model", tuple(model_specs))
         layout = r.layout(item["layout"], f"{path}.layout")
         # `source`: this layout serves other weights under the model's id (a checkpoint under test, or a damaged
         # copy proving that accuracy and equivalence catch it)
-        spec = (_model_spec(r, model, r.string(item["source"], f"{path}.source"), f"{path}",
-                            model_specs[model].served_name) if "source" in item else None)
-        case = build(engine, model, layout, r.scalars(item.get("args", {}), f"{path}.args"),
-                     r.env(item.get("env", {}), f"{path}.env"), spec)
+        spec = (_model_spec(r, model, item["source"], f"{path}", model_specs[model].served_name)
+                if "source" in item else None)
+        case = build(engine, model, layout, dict(item.get("args", {})), r.env(item.get("env", {})), spec)
         if "note" in item:
-            notes[case.id] = r.string(item["note"], f"{path}.note")
+            notes[case.id] = item["note"]
         cases.append(case)
     seen: dict[str, int] = {}
     for case in cases:
@@ -230,48 +189,29 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     return Matrix(name=name, file=file, cases=cases, target=target, notes=notes)
 
 
-def _target(r: _Reader, value) -> TargetHardware | None:
-    if value is None:
-        return None
-    r.mapping(value, "target", allowed=("nodes", "gpus_per_node"), required=("nodes", "gpus_per_node"))
-    nodes, gpus = value["nodes"], value["gpus_per_node"]
-    for key, item in (("nodes", nodes), ("gpus_per_node", gpus)):
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            r.fail(f"target.{key}", f"expected a positive integer, got {_show(item)}")
-    return TargetHardware(nodes, gpus)
-
-
-def _engines(r: _Reader, value, base_dir: Path):
-    r.mapping(value, "engines", allowed=tuple(engines.ENGINES))
-    if not value:
-        r.fail("engines", "at least one engine is needed", ", ".join(engines.ENGINES))
+def _engines(r: _Reader, value: dict, base_dir: Path):
     settings, extras = {}, {}
     for name, body in value.items():
         path = f"engines.{name}"
+        if name not in engines.ENGINES:
+            r.fail(path, *schema.unknown_key(name, engines.ENGINES))
         body = {} if body is None else body
-        r.mapping(body, path, allowed=("command", "version", "device", "image", "startup_timeout", "args", "env"))
         engine = engines.get(name)
         command = body.get("command", list(engine.default_command))
         if isinstance(command, str):
             command = shlex.split(command)
-        if not isinstance(command, list) or not command or not all(isinstance(c, str) and c for c in command):
-            r.fail(f"{path}.command", f"expected a command (string or list of strings), got {_show(command)}")
         command = [os.path.expandvars(c) for c in command]
         if "/" in command[0] and not os.path.isabs(command[0]):
             # A relative executable path is relative to the matrix file, wherever pytest runs from.
             command[0] = os.path.normpath(base_dir / command[0])
-        version = body.get("version", engine.default_version)
-        if isinstance(version, (int, float)) and not isinstance(version, bool):
-            version = str(version)
         settings[name] = EngineSettings(
-            name=name, command=tuple(command), version=r.string(version, f"{path}.version"),
-            device=r.string(body.get("device", "cuda"), f"{path}.device", DEVICES),
-            image=r.string(body["image"], f"{path}.image") if "image" in body else None,
-            startup_timeout_s=float(r.positive(body.get("startup_timeout", 1800), f"{path}.startup_timeout")),
+            name=name, command=tuple(command), version=str(body.get("version", engine.default_version)),
+            device=body.get("device", "cuda"), image=body.get("image"),
+            startup_timeout_s=float(body.get("startup_timeout", 1800)),
         )
         if settings[name].device == "cpu" and not engine.runs_on_cpu:
             r.fail(f"{path}.device", f"{name} runs on cuda only here", "cuda")
-        extras[name] = (r.scalars(body.get("args", {}), f"{path}.args"), r.env(body.get("env", {}), f"{path}.env"))
+        extras[name] = (dict(body.get("args", {})), r.env(body.get("env", {})))
     return settings, extras
 
 
@@ -283,34 +223,22 @@ class _ModelExtras:
     engines: tuple[str, ...]
 
 
-def _models(r: _Reader, value, engine_names: tuple[str, ...]):
-    r.mapping(value, "models")
-    if not value:
-        r.fail("models", "at least one model is needed")
+def _models(r: _Reader, value: dict, engine_names: tuple[str, ...]):
     specs, extras = {}, {}
     for model_id, body in value.items():
         path = f"models.{model_id}"
-        r.mapping(body, path, allowed=("source", "served_name", "args", "env", "layouts", "engines"),
-                  required=("source",))
-        specs[model_id] = _model_spec(r, str(model_id), r.string(body["source"], f"{path}.source"), path,
-                                      body.get("served_name"))
+        specs[model_id] = _model_spec(r, str(model_id), body["source"], path, body.get("served_name"))
         model_layouts = None
         if "layouts" in body:
-            model_layouts = [r.layout(v, f"{path}.layouts[{i}]")
-                             for i, v in enumerate(r.sequence(body["layouts"], f"{path}.layouts"))]
-        only = tuple(r.string(e, f"{path}.engines[{i}]", engine_names)
-                     for i, e in enumerate(r.sequence(body.get("engines", []), f"{path}.engines")))
-        extras[model_id] = _ModelExtras(r.scalars(body.get("args", {}), f"{path}.args"),
-                                        r.env(body.get("env", {}), f"{path}.env"), model_layouts, only)
+            model_layouts = [r.layout(v, f"{path}.layouts[{i}]") for i, v in enumerate(body["layouts"])]
+        only = tuple(r.choice(e, f"{path}.engines[{i}]", engine_names) for i, e in enumerate(body.get("engines", [])))
+        extras[model_id] = _ModelExtras(dict(body.get("args", {})), r.env(body.get("env", {})), model_layouts, only)
     return specs, extras
 
 
 def _model_spec(r: _Reader, model_id: str, source: str, path: str, served_name) -> ModelSpec:
     kind, _, ref = source.partition(":")
-    if kind not in SOURCE_KINDS or not ref:
-        r.fail(f"{path}.source", f"{source!r} is not a model source",
-               "factory:NAME, shape:NAME, path:DIR or hf:ORG/NAME")
-    served = r.string(served_name, f"{path}.served_name") if served_name is not None else model_id
+    served = served_name if served_name is not None else model_id
     config, dummy = None, False
     if kind in ("factory", "shape"):
         preset = models.PRESETS.get(ref)
@@ -337,14 +265,13 @@ def _model_spec(r: _Reader, model_id: str, source: str, path: str, served_name) 
 
 
 def _exclude(r: _Reader, item, path: str, engine_settings, model_specs) -> dict:
-    r.mapping(item, path, allowed=("engine", "model", "layout"))
     if not item:
         r.fail(path, "an empty exclude would drop every case", "engine, model and/or layout")
     out = {}
     if "engine" in item:
-        out["engine"] = r.string(item["engine"], f"{path}.engine", tuple(engine_settings))
+        out["engine"] = r.choice(item["engine"], f"{path}.engine", tuple(engine_settings))
     if "model" in item:
-        out["model"] = r.string(item["model"], f"{path}.model", tuple(model_specs))
+        out["model"] = r.choice(item["model"], f"{path}.model", tuple(model_specs))
     if "layout" in item:
         out["layout"] = r.layout(item["layout"], f"{path}.layout")
     return out
@@ -354,11 +281,3 @@ def _excluded(rule: dict, engine: str, model: str, layout) -> bool:
     return (rule.get("engine", engine) == engine and rule.get("model", model) == model
             and rule.get("layout", layout) == layout)
 
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

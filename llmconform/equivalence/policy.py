@@ -31,18 +31,15 @@ from pathlib import Path
 
 from llmconform import engines
 from llmconform.config import layout as layouts
+from llmconform.config import schema
 from llmconform.config.case import Case
 from llmconform.engines.base import DeterminismSwitch
-from llmconform.equivalence.comparators import COMPARATORS, Comparator, Generation, make_comparator
+from llmconform.equivalence.comparators import Comparator, Generation, make_comparator
 from llmconform.errors import LayoutError, UserError
 
-COMPARATOR_CHOICES = ("auto", *COMPARATORS)
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
 EXACT_DTYPES = ("float32",)
-OVERRIDE_KEYS = ("reference", "comparator", "top_k", "max_logprob_gap", "max_logprob_delta", "max_logprob_drift")
-SECTION_KEYS = (*OVERRIDE_KEYS, "max_tokens", "samples", "false_alarm_rate", "repeats", "batch", "deterministic",
-                "dtypes", "models")
 OUTPUTS_DIR = "equivalence"
 GREEDY_PROBES = ("completions-text", "completions-token-ids", "completions-stream", "chat")  # judged by the comparator
 
@@ -101,92 +98,36 @@ Fail = Callable[[str, str, str | None], None]  # fail(path, problem, allowed) ra
 
 
 def parse_compare_section(value, fail: Fail, model_ids: tuple[str, ...] | None = None) -> CompareSection:
-    """Validate a matrix's `compare:` section; `fail(path, problem, allowed)` must raise (matrix.py's _Reader.fail).
-    `model_ids` are the matrix's models, which `compare.models` may name."""
+    """Validate a matrix's `compare:` section (keys, types and ranges: the matrix schema's `compare`; here the layout
+    and the model ids); `fail(path, problem, allowed)` must raise (matrix.py's _Reader.fail). `model_ids` are the
+    matrix's models, which `compare.models` may name."""
     if value is None:
         return CompareSection()
-    _mapping(value, "compare", SECTION_KEYS, fail)
-    top = {key: item for key, item in value.items() if key not in ("dtypes", "models")}
-    settings = _settings(top, "compare", SECTION_KEYS, fail)
-    dtypes, models = {}, {}
-    for dtype, body in _mapping(value.get("dtypes", {}), "compare.dtypes", None, fail).items():
-        if dtype not in DTYPES:
-            fail(f"compare.dtypes.{dtype}", "unknown dtype", ", ".join(DTYPES))
-        dtypes[DTYPES[dtype]] = _settings(body, f"compare.dtypes.{dtype}", OVERRIDE_KEYS, fail)
-    for model_id, body in _mapping(value.get("models", {}), "compare.models", None, fail).items():
+    schema.check(value, fail, "compare", "compare")
+    settings = _settings({key: item for key, item in value.items() if key not in ("dtypes", "models")}, "compare",
+                         fail)
+    dtypes = {DTYPES[dtype]: _settings(body, f"compare.dtypes.{dtype}", fail)
+              for dtype, body in value.get("dtypes", {}).items()}
+    models = {}
+    for model_id, body in value.get("models", {}).items():
         if model_ids is not None and model_id not in model_ids:
             fail(f"compare.models.{model_id}", "not a model of this matrix", ", ".join(model_ids))
-        models[model_id] = _settings(body, f"compare.models.{model_id}", OVERRIDE_KEYS, fail)
+        models[model_id] = _settings(body, f"compare.models.{model_id}", fail)
     return CompareSection(settings, dtypes, models)
 
 
-def _mapping(value, path: str, allowed: tuple[str, ...] | None, fail: Fail) -> dict:
-    if not isinstance(value, dict):
-        fail(path, f"expected a mapping, got {value!r}", None)
-    for key in value:
-        if allowed is not None and key not in allowed:
-            fail(f"{path}.{key}", "unknown key", ", ".join(allowed))
-    return value
-
-
-def _settings(body, path: str, allowed: tuple[str, ...], fail: Fail) -> dict:
-    _mapping(body, path, allowed, fail)
-    checks = {
-        "reference": _layout_text, "comparator": _choice(COMPARATOR_CHOICES),
-        "top_k": _integer(1, 20), "max_tokens": _integer(1, 4096), "samples": _integer(20, 100000),
-        "repeats": _integer(2, 1000), "batch": _integer(2, 1024),
-        "max_logprob_gap": _positive, "max_logprob_delta": _positive, "max_logprob_drift": _positive,
-        "false_alarm_rate": _probability,
-        "deterministic": _boolean,
-    }
-    out = {}
-    for key, item in body.items():
-        problem, allowed_text, parsed = checks[key](item)
-        if problem:
-            fail(f"{path}.{key}", problem, allowed_text)
-        out[key] = parsed
+def _settings(body: dict, path: str, fail: Fail) -> dict:
+    """The settings as Policy takes them: the reference layout in its canonical spelling, numbers as floats."""
+    out = dict(body)
+    if "reference" in body:
+        try:
+            out["reference"] = str(layouts.parse(body["reference"]))
+        except LayoutError as error:
+            fail(f"{path}.reference", error.detail, "a layout such as tp1, tp2, tp4pp2")
+    for key in ("max_logprob_gap", "max_logprob_delta", "max_logprob_drift", "false_alarm_rate"):
+        if key in body:
+            out[key] = float(body[key])
     return out
-
-
-def _layout_text(value):
-    try:
-        return None, None, str(layouts.parse(value))
-    except LayoutError as error:
-        return error.detail, "a layout such as tp1, tp2, tp4pp2", None
-
-
-def _choice(choices):
-    def check(value):
-        if value not in choices:
-            return f"{value!r} is not allowed", ", ".join(choices), None
-        return None, None, value
-    return check
-
-
-def _integer(low: int, high: int):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            return f"expected an integer from {low} to {high}, got {value!r}", None, None
-        return None, None, value
-    return check
-
-
-def _positive(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return f"expected a positive number, got {value!r}", None, None
-    return None, None, float(value)
-
-
-def _probability(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 0.5:
-        return f"expected a probability above 0 and below 0.5, got {value!r}", None, None
-    return None, None, float(value)
-
-
-def _boolean(value):
-    if not isinstance(value, bool):
-        return f"expected true or false, got {value!r}", None, None
-    return None, None, value
 
 
 def raise_user_error(path: str, problem: str, allowed: str | None) -> None:

@@ -38,14 +38,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from llmconform.config import userfiles
+from llmconform.config import schema, userfiles
 from llmconform.errors import UserError
 from llmconform.perf.load_metrics import METRICS, higher_is_better, not_measurable
 from llmconform.perf.loadgen import Workload
 
 KINDS = ("bound", "roofline", "baseline")
-GRAMMAR = ("METRIC >= N | METRIC <= N | decode >= X% of roofline | METRIC:-X% | METRIC:+X%, then optional clauses "
-           "'in WORKLOAD', 'at concurrency N' or 'at rate R', 'on PROFILE', 'for CASE-GLOB'")
+GRAMMAR = schema.schema()["$defs"]["floor"]["description"]
 _NUMBER = r"\d+(?:\.\d+)?(?:e[+-]?\d+)?"
 
 
@@ -291,9 +290,7 @@ _CLAUSES = (
 
 
 def parse_floor(text: str) -> Floor:
-    """One floor expression (see the module docstring); ValueError (TypeError) says what is wrong with it."""
-    if not isinstance(text, str):
-        raise TypeError(f"expected a floor expression (a string), got {type(text).__name__}")
+    """One floor expression (see the module docstring); ValueError says what is wrong with it."""
     source = text.strip()
     for kind, head in _HEADS:  # noqa: B007 - the matching head's kind is read after the loop
         match = head.match(source)
@@ -354,15 +351,16 @@ def parse_floors(value, fail: Callable[[str, str, str | None], None],
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)):
-        fail("floors", f"expected a list of floor expressions, got {type(value).__name__}", GRAMMAR)
+        schema.check(value, fail, "floors", "floors")
     floors = []
     for i, item in enumerate(value):
         if isinstance(item, Floor):
             floors.append(item)
             continue
+        schema.check(item, fail, "floor", f"floors[{i}]")
         try:
             floor = parse_floor(item)
-        except (ValueError, TypeError) as error:
+        except ValueError as error:
             fail(f"floors[{i}]", str(error), GRAMMAR)
         if workloads is not None:
             problem = _unmeasurable(floor, workloads)

@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from llmconform import engines
+from llmconform.config import schema
 
-PROMPT_KINDS = ("random", "text")
+PROMPT_KINDS = schema.choices("workload", "prompts")
 DEFAULT_REQUESTS_PER_STREAM = 5
 MIN_REQUESTS = 16
 MAX_DEFAULT_WARMUP = 64
@@ -138,15 +139,10 @@ class Workload:
         return points
 
 
-WORKLOAD_KEYS = ("name", "input_tokens", "output_tokens", "concurrency", "rate", "requests", "requests_per_stream",
-                 "warmup", "prompts", "text", "burstiness", "max_concurrency", "ignore_eos", "temperature", "slo",
-                 "seed")
-SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
-
-
 def parse_workloads(value, fail: Callable[[str, str, str | None], None]) -> tuple[Workload, ...]:
-    """Validate a matrix's `workloads:` section. `fail(path, problem, allowed)` must raise (matrix.py turns it into a
-    MatrixError naming the file). Items that are already `Workload`s pass through.
+    """Validate a matrix's `workloads:` section (keys, types and ranges: the matrix schema's `workload`; here the
+    rules between keys) and make its `Workload`s. `fail(path, problem, allowed)` must raise (matrix.py turns it into
+    a MatrixError naming the file). Items that are already `Workload`s pass through.
 
     ```yaml
     workloads:
@@ -170,12 +166,13 @@ def parse_workloads(value, fail: Callable[[str, str, str | None], None]) -> tupl
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)):
-        fail("workloads", f"expected a list of workloads, got {type(value).__name__}", None)
+        schema.check(value, fail, "workloads", "workloads")
     workloads: list[Workload] = []
     for i, item in enumerate(value):
         if isinstance(item, Workload):
             workloads.append(item)
             continue
+        schema.check(item, fail, "workload", f"workloads[{i}]")
         workloads.append(_parse_workload(item, f"workloads[{i}]", fail))
     names = [w.name for w in workloads]
     for i, name in enumerate(names):
@@ -184,50 +181,19 @@ def parse_workloads(value, fail: Callable[[str, str, str | None], None]) -> tupl
     return tuple(workloads)
 
 
-def _parse_workload(item, path: str, fail) -> Workload:
-    if not isinstance(item, dict):
-        fail(path, f"expected a mapping, got {type(item).__name__}", None)
-    for key in item:
-        if key not in WORKLOAD_KEYS:
-            fail(f"{path}.{key}", "unknown key", ", ".join(WORKLOAD_KEYS))
-    for key in ("name", "input_tokens", "output_tokens"):
-        if key not in item:
-            fail(f"{path}.{key}", "missing required key", None)
-    name = item["name"]
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
-        fail(f"{path}.name", f"{name!r} is not a workload name", "letters, digits, '-', '_' and '.'")
-
-    def integer(key: str, minimum: int = 1) -> int | None:
-        v = item.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            fail(f"{path}.{key}", f"expected an integer >= {minimum}, got {v!r}", None)
-        return v
-
-    def number(key: str, v, where: str | None = None) -> float:
-        if isinstance(v, str) and v.strip().lower() == "inf":
-            return math.inf
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            fail(where or f"{path}.{key}", f"expected a positive number, got {v!r}", None)
-        return float(v)
-
+def _parse_workload(item: dict, path: str, fail) -> Workload:
     def listed(key: str) -> list:
         v = item.get(key)
         if v is None:
             return []
         return list(v) if isinstance(v, list) else [v]
 
-    concurrency = []
-    for j, c in enumerate(listed("concurrency")):
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            fail(f"{path}.concurrency[{j}]", f"expected an integer >= 1, got {c!r}", None)
-        concurrency.append(c)
-    rates = [number("rate", r, f"{path}.rate[{j}]") for j, r in enumerate(listed("rate"))]
+    concurrency = listed("concurrency")
+    rates = [math.inf if r == "inf" else float(r) for r in listed("rate")]
     if bool(concurrency) == bool(rates):
         fail(path, "give exactly one of `concurrency` (closed loop) and `rate` (open loop)",
              "concurrency: [1, 64] or rate: [2, 8]")
-    requests = integer("requests")
+    requests = item.get("requests")
     if rates and requests is None:
         fail(f"{path}.requests", "an open-loop workload (rate) needs `requests` per point", None)
     if "requests_per_stream" in item and (requests is not None or rates):
@@ -235,43 +201,19 @@ def _parse_workload(item, path: str, fail) -> Workload:
     if "max_concurrency" in item and not rates:
         fail(f"{path}.max_concurrency", "only for open-loop workloads (rate); closed loops use concurrency", None)
     prompts = item.get("prompts", "random")
-    if prompts not in PROMPT_KINDS:
-        fail(f"{path}.prompts", f"{prompts!r} is not allowed", ", ".join(PROMPT_KINDS))
     text = item.get("text")
-    if text is not None and (prompts != "text" or not isinstance(text, str) or not text.strip()):
-        fail(f"{path}.text", "`text` is a non-empty string, used with `prompts: text`", None)
-    ignore_eos = item.get("ignore_eos", True)
-    if not isinstance(ignore_eos, bool):
-        fail(f"{path}.ignore_eos", f"expected true or false, got {ignore_eos!r}", None)
+    if text is not None and prompts != "text":
+        fail(f"{path}.text", "`text` is used with `prompts: text`", None)
     temperature = item.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or temperature < 0):
-        fail(f"{path}.temperature", f"expected a number >= 0, got {temperature!r}", None)
-    seed = item.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        fail(f"{path}.seed", f"expected an integer >= 0, got {seed!r}", None)
+    slo = item.get("slo")
     return Workload(
-        name=name, input_tokens=integer("input_tokens"), output_tokens=integer("output_tokens"),
+        name=item["name"], input_tokens=item["input_tokens"], output_tokens=item["output_tokens"],
         concurrency=tuple(concurrency), rates=tuple(rates), requests=requests,
-        requests_per_stream=integer("requests_per_stream") or DEFAULT_REQUESTS_PER_STREAM,
-        warmup=integer("warmup", minimum=0), prompts=prompts, text=text,
-        burstiness=number("burstiness", item.get("burstiness", 1.0)),
-        max_concurrency=integer("max_concurrency"), ignore_eos=ignore_eos,
+        requests_per_stream=item.get("requests_per_stream", DEFAULT_REQUESTS_PER_STREAM),
+        warmup=item.get("warmup"), prompts=prompts, text=text, burstiness=float(item.get("burstiness", 1.0)),
+        max_concurrency=item.get("max_concurrency"), ignore_eos=item.get("ignore_eos", True),
         temperature=float(temperature) if temperature is not None else None,
-        slo=_parse_slo(item.get("slo"), f"{path}.slo", fail), seed=seed)
-
-
-def _parse_slo(value, path: str, fail) -> Slo | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not value:
-        fail(path, "expected a mapping of SLOs in milliseconds", ", ".join(SLO_KEYS))
-    for key, v in value.items():
-        if key not in SLO_KEYS:
-            fail(f"{path}.{key}", "unknown SLO", ", ".join(SLO_KEYS))
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            fail(f"{path}.{key}", f"expected a positive number of milliseconds, got {v!r}", None)
-    return Slo(**{k: float(v) for k, v in value.items()})
+        slo=Slo(**{k: float(v) for k, v in slo.items()}) if slo is not None else None, seed=item.get("seed", 0))
 
 
 # --- prompts -------------------------------------------------------------------------------------------------------

@@ -58,7 +58,11 @@ def test_parse_floors_names_the_entry_and_the_grammar():
     with pytest.raises(Failed) as caught:
         parse_floors(["p99_ttft_ms <= 2000", 42], fail)
     path, problem, allowed = caught.value.args
-    assert path == "floors[1]" and "expected a floor expression" in problem and "METRIC >= N" in allowed
+    assert (path, problem) == ("floors[1]", "expected a string, got 42")
+    with pytest.raises(Failed) as caught:
+        parse_floors(["p99_ttft_ms <= fast"], fail)
+    path, problem, allowed = caught.value.args
+    assert path == "floors[0]" and "is not a floor expression" in problem and "METRIC >= N" in allowed
     with pytest.raises(Failed) as caught:
         parse_floors({"a": 1}, fail)
     assert caught.value.args[0] == "floors"

@@ -37,7 +37,7 @@ def test_a_full_workload_parses():
      "unknown key"),
     ({"name": "w", "input_tokens": 8, "concurrency": 4}, "workloads[0].output_tokens", "missing required key"),
     ({"name": "w x", "input_tokens": 8, "output_tokens": 8, "concurrency": 4}, "workloads[0].name",
-     "is not a workload name"),
+     "does not match the pattern"),
     ({"name": "w", "input_tokens": 0, "output_tokens": 8, "concurrency": 4}, "workloads[0].input_tokens",
      "expected an integer >= 1"),
     ({"name": "w", "input_tokens": 8, "output_tokens": 8}, "workloads[0]", "give exactly one of `concurrency`"),
@@ -48,7 +48,7 @@ def test_a_full_workload_parses():
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "rate": [1]}, "workloads[0].requests",
      "needs `requests`"),
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "rate": ["fast"], "requests": 4}, "workloads[0].rate[0]",
-     "expected a positive number"),
+     "expected a number > 0 or 'inf', got 'fast'"),
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "concurrency": 2, "max_concurrency": 4},
      "workloads[0].max_concurrency", "only for open-loop"),
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "concurrency": 2, "prompts": "sharegpt"},
@@ -56,9 +56,9 @@ def test_a_full_workload_parses():
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "concurrency": 2, "text": "prose"}, "workloads[0].text",
      "used with `prompts: text`"),
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "concurrency": 2, "slo": {"p99": 3}},
-     "workloads[0].slo.p99", "unknown SLO"),
+     "workloads[0].slo.p99", "unknown key"),
     ({"name": "w", "input_tokens": 8, "output_tokens": 8, "concurrency": 2, "slo": {"ttft_ms": -1}},
-     "workloads[0].slo.ttft_ms", "expected a positive number of milliseconds"),
+     "workloads[0].slo.ttft_ms", "expected a number > 0, got -1"),
 ])
 def test_errors_name_the_key_path(item, path, problem):
     with pytest.raises(Failed) as caught:
