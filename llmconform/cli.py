@@ -15,9 +15,8 @@ from llmconform.config import schema as matrix_schema
 from llmconform.errors import UserError
 from llmconform.redaction import redact_argv, redact_env
 from llmconform.reports import regression, regression_page, report_dir
-from llmconform.serving import resources
-from llmconform.serving.launchers.slurm import srun_argv
-from llmconform.serving.planner import placement_on, plan_case
+from llmconform.serving import launchers, resources
+from llmconform.serving.planner import bind_host_of, placement_on, plan_case
 
 
 def _target(text: str | None, loaded) -> resources.Hardware | None:
@@ -45,7 +44,7 @@ def cmd_plan(args) -> int:
                 "nodes": r.case.layout.nodes, "runnable_here": r.ok and r.unfit is None, "why_not_here": r.unfit,
                 "error": str(r.error) if r.error else None, "advice": r.advice,
                 "note": loaded.notes.get(r.case.id), "plan": r.plan.to_dict() if r.plan else None,
-                "srun": _srun_lines(r, hardware, target) if r.plan and r.case.launcher == "slurm" else None,
+                "launch": _launch_lines(r, hardware, target) if r.plan else None,
             })
         json.dump({"matrix": loaded.name, "file": loaded.file, "hardware": _hardware_summary(hardware),
                    "cases": out}, sys.stdout, indent=2)
@@ -67,9 +66,13 @@ def _hardware_summary(hw: resources.Hardware) -> str:
     return f"{len(hw.nodes)} node(s) from {hw.source}, {gpu} and {len(node.cpus)} CPU core(s) per node"
 
 
-def _srun_lines(r, hardware, target) -> list[str]:
-    placement = placement_on(target if r.unfit and target else hardware, r.case, "0.0.0.0")
-    return [shlex.join(redact_argv(srun_argv(p, placement, r.case.engine.image))) for p in r.plan.processes]
+def _launch_lines(r, hardware, target) -> list[str] | None:
+    """The commands the case's launcher runs in place of each process's env and argv (e.g. srun lines), or None
+    where it runs them as they are."""
+    launcher = launchers.get(r.case.launcher)
+    placement = placement_on(target if r.unfit and target else hardware, r.case, bind_host_of(r.case))
+    lines = [launcher.command_line(p, placement, r.case) for p in r.plan.processes]
+    return None if all(line is None for line in lines) else [shlex.join(redact_argv(line)) for line in lines]
 
 
 def _runs_here(r) -> str:
@@ -96,14 +99,14 @@ def _print_case(r, loaded, hardware, target) -> None:
         print(f"  file RUN_DIR/{name}:")
         for line in text.splitlines():
             print(f"    {line}")
-    srun = _srun_lines(r, hardware, target) if r.case.launcher == "slurm" else None
+    launch = _launch_lines(r, hardware, target)
     for i, process in enumerate(r.plan.processes):
         span = f"nodes {process.node}..{process.node + process.nodes - 1}" if process.nodes > 1 else \
             f"node {process.node}"
         tasks = f", {process.tasks_per_node} MPI ranks per node" if process.tasks_per_node > 1 else ""
         print(f"  {span} [{process.role}{tasks}]")
-        if srun:  # the srun line carries the env and the engine's argv: print it alone, not them twice
-            print(f"    $ {srun[i]}")
+        if launch:  # the launcher's line carries the env and the engine's argv: print it alone, not them twice
+            print(f"    $ {launch[i]}")
             continue
         print(f"    env: {' '.join(f'{k}={v}' for k, v in sorted(redact_env(process.env).items()))}")
         print(f"    $ {shlex.join(redact_argv(process.argv))}")

@@ -127,12 +127,10 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
     target = TargetHardware(**top["target"]) if "target" in top else None
     base_dir = Path(file).parent.resolve() if file != "<matrix>" else Path.cwd()
     engine_settings, engine_extras = _engines(r, top["engines"], base_dir)
-    if launcher == "docker":
+    for requirement in launchers.get(launcher).requires:
         for engine_name, settings in engine_settings.items():
-            if settings.image is None:
-                r.fail(f"engines.{engine_name}.image", "the docker launcher needs the engine's container image",
-                       "an image tag present on the docker daemon, e.g. llmconform/vllm-cpu:0.32.0 "
-                       "(scripts/make-engine-image.sh)")
+            if getattr(settings, requirement.setting) is None:
+                r.fail(f"engines.{engine_name}.{requirement.setting}", requirement.why, requirement.allowed)
     model_specs, model_extras = _models(r, top["models"], tuple(engine_settings))
     default_layouts = [r.layout(v, f"layouts[{i}]") for i, v in enumerate(top.get("layouts", []))]
     excludes = [_exclude(r, e, f"exclude[{i}]", engine_settings, model_specs)

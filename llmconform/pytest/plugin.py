@@ -237,7 +237,7 @@ def _report_dir(config) -> Path:
 
 def _load_cases(config, session: Session) -> None:
     from llmconform.config import matrix as matrices
-    from llmconform.serving import resources
+    from llmconform.serving import launchers, resources
     from llmconform.serving.llm import LLM
     from llmconform.serving.planner import plan_case
 
@@ -263,7 +263,7 @@ def _load_cases(config, session: Session) -> None:
                 raise UserError(f"{m.file}: case {case.id}: {result.error}")
             if result.unfit:
                 session.unfit[case.id] = result.unfit
-            elif case.launcher == "local":
+            elif launchers.get(case.launcher).runs_command_here:
                 _check_executable(case)
             session.cases.append(case)
 

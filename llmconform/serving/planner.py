@@ -10,6 +10,7 @@ from llmconform.config.case import Case
 from llmconform.config.layout import Layout
 from llmconform.engines.base import Placement, Plan, Ports
 from llmconform.errors import LayoutError, UserError
+from llmconform.serving import launchers
 from llmconform.serving.resources import Hardware
 
 DEFAULT_MASTER_PORT = 29501  # vLLM --master-port default
@@ -49,12 +50,19 @@ def placement_on(hardware: Hardware, case: Case, bind_host: str) -> Placement:
     return Placement(hosts=tuple(hosts), devices=tuple(devices), bind_host=bind_host)
 
 
+def bind_host_of(case: Case) -> str:
+    """Every interface where a client on another host reaches the server (several nodes, a launcher that runs the
+    engine elsewhere), else the loopback."""
+    remote = case.layout.nodes > 1 or launchers.get(case.launcher).reached_from_other_hosts
+    return "0.0.0.0" if remote else "127.0.0.1"
+
+
 def plan_case(case: Case, hardware: Hardware, *, target: Hardware | None = None, ports: Ports | None = None,
               run_dir: str = "RUN_DIR", bind_host: str | None = None) -> CasePlan:
     engine = engines.get(case.engine.name)
     result = CasePlan(case)
     if bind_host is None:
-        bind_host = "0.0.0.0" if case.layout.nodes > 1 or case.launcher == "slurm" else "127.0.0.1"
+        bind_host = bind_host_of(case)
     result.unfit = hardware.why_not(case)
     # Show the plan on the target's nodes when it cannot run here (hostnames of the target, not of this machine).
     on = target if result.unfit and target is not None else hardware

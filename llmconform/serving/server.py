@@ -23,6 +23,7 @@ from llmconform.engines.base import Engine, Placement, Plan, Process
 from llmconform.progress import Progress
 from llmconform.redaction import redact_argv, redact_env
 from llmconform.reports import run_identity
+from llmconform.serving import launchers
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
 TAIL_LINES = 40
@@ -133,7 +134,7 @@ class Server:
                     self.stage = "ready"
                     self.progress.stage(self.case.id, "ready", self.ready_s)
                     self.version = self._probe_version(client)
-                    if self.case.launcher == "local":
+                    if launchers.get(self.case.launcher).runs_command_here:
                         self.runtime = run_identity.engine_runtime(self.plan.processes[0].argv[0])
                     self._write_record()
                     return

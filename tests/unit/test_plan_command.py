@@ -1,11 +1,15 @@
 import json
 from pathlib import Path
 
+import pytest
 from planning_helpers import PORTS, make_case, placement
+from toy_extensions import ToyLauncher
 
 from llmconform import engines
 from llmconform.cli import main
-from llmconform.serving import resources
+from llmconform.config import matrix as matrices
+from llmconform.errors import MatrixError, UserError
+from llmconform.serving import launchers, resources
 from llmconform.serving.launchers.slurm import srun_argv
 from llmconform.serving.planner import plan_case
 
@@ -36,8 +40,8 @@ def test_seed_multinode_plan_explains_misplacement(capsys):
     assert "tp8dp2ep16@2nodes uses all of them" in vllm_moe["advice"][0]
     assert cases["vllm-qwen3-30b-a3b-tp8dp2ep16@2nodes"]["advice"] == []
     trt = cases["trtllm-dense-72b-tp16@2nodes"]
-    assert trt["srun"][0].startswith("srun --overlap --nodes=2 --nodelist=node0,node1 --mpi=pmix "
-                                     "--ntasks-per-node=8 --ntasks=16")
+    assert trt["launch"][0].startswith("srun --overlap --nodes=2 --nodelist=node0,node1 --mpi=pmix "
+                                       "--ntasks-per-node=8 --ntasks=16")
     assert all(c["error"] is None for c in cases.values())
 
 
@@ -99,3 +103,54 @@ def test_models_list_is_aligned_and_says_which_are_not_made(tmp_path, monkeypatc
     made = next(line for line in lines if "factory:qwen2-tiny " in line)
     assert "not made (llmconform models make qwen2-tiny)" in made
     assert str(tmp_path) not in "\n".join(lines)
+
+
+# --- a launcher of the user's: what it needs and how its commands read come from it, not from its name -------------
+TOY_MATRIX = """
+launcher: toy
+engines:
+  vllm: {IMAGE}
+models:
+  m: {source: hf:org/m}
+layouts: [tp2]
+"""
+
+
+@pytest.fixture
+def toy_launcher(monkeypatch):
+    monkeypatch.setitem(launchers.LAUNCHERS, "toy", ToyLauncher())
+
+
+def test_plan_prints_the_command_lines_a_registered_launcher_describes(toy_launcher, tmp_path, capsys):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(TOY_MATRIX.replace("{IMAGE}", "{image: toy:1}"))
+    assert main(["plan", str(matrix)]) == 0
+    out = capsys.readouterr().out
+    assert "runs here: no: the toy launcher plans only" in out
+    (line,) = [line.strip() for line in out.splitlines() if "$ " in line]
+    # the launcher's line replaces the env and argv lines; the server binds every interface (reached from elsewhere)
+    assert line.startswith("$ toyrun --image=toy:1 --host=") and " vllm serve org/m " in line
+    assert "--host 0.0.0.0" in line and not any(line.strip().startswith("env:") for line in out.splitlines())
+    assert main(["plan", str(matrix), "--json"]) == 0
+    (case,) = json.loads(capsys.readouterr().out)["cases"]
+    assert case["launch"] == [line.removeprefix("$ ")]
+
+
+def test_a_launcher_s_requirements_are_matrix_errors(toy_launcher, tmp_path):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(TOY_MATRIX.replace("{IMAGE}", "{}"))
+    with pytest.raises(MatrixError, match=r"engines\.vllm\.image: the toy launcher runs every engine from an image.*"
+                                          r"a toy image name"):
+        matrices.load(matrix)
+
+
+def test_local_launcher_plans_print_env_and_argv_and_no_launch_line(capsys):
+    cases = plan_json(capsys, str(ROOT / "matrices/cpu-smoke.yaml"))
+    assert all(case["launch"] is None for case in cases.values())
+
+
+def test_a_launcher_missing_a_part_of_the_protocol_is_refused():
+    partial = type("Partial", (), {"name": "partial", "spans_nodes": False, "problem": lambda self: None})()
+    with pytest.raises(UserError, match=r"launcher 'partial' \(Partial\) lacks requires, reached_from_other_hosts, "
+                                        r"runs_command_here, place, command_line"):
+        launchers.register(partial)

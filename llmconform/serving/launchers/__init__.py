@@ -30,14 +30,28 @@ class Placed:
     start: Start
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """An engine setting that every case of a launcher must have (the matrix's `engines.NAME.<setting>`)."""
+
+    setting: str  # a field of llmconform.config.case.EngineSettings, e.g. "image"
+    why: str  # the matrix error's words
+    allowed: str  # what a value looks like
+
+
 class LeaseHere(Protocol):
     def __call__(self, case: Case) -> tuple[Placement, Ports, list[Lease]]:
         """Devices and ports on this machine, leased for `case` (released with the server)."""
 
 
 class Launcher(Protocol):
+    """What the matrix, the planner and `llmconform plan` ask of a launcher; none of them compares launcher names."""
+
     name: str
     spans_nodes: bool  # whether one server may span several nodes (else it runs on one machine)
+    requires: tuple[Requirement, ...]  # engine settings every case must set (checked when the matrix is read)
+    reached_from_other_hosts: bool  # servers listen on every interface (the client runs on another host)
+    runs_command_here: bool  # the engine's command is this machine's own (checked before a run, its runtime recorded)
 
     def problem(self) -> str | None:
         """Why this launcher cannot start anything here (e.g. the docker daemon does not answer), else None."""
@@ -45,8 +59,14 @@ class Launcher(Protocol):
     def place(self, case: Case, hardware: Hardware, worker: int, lease_here: LeaseHere) -> Placed:
         """Where `case`'s processes run and how they start (xdist `worker` numbers the session's workers)."""
 
+    def command_line(self, process: Process, placement: Placement, case: Case) -> list[str] | None:
+        """The command this launcher runs for `process` where it wraps the engine's env and argv (`srun ... env K=V
+        vllm serve ...`), which `llmconform plan` prints in their place; None where it runs them as they are."""
 
-LAUNCHERS: Registry[Launcher] = Registry("launcher")
+
+LAUNCHERS: Registry[Launcher] = Registry(
+    "launcher", members=("spans_nodes", "requires", "reached_from_other_hosts", "runs_command_here", "problem", "place",
+                         "command_line"))
 register = LAUNCHERS.add  # the `pytest_llmconform_launchers` hook's launchers
 get = LAUNCHERS.named
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from llmconform.engines.base import Process
 from llmconform.errors import UserError
 from llmconform.redaction import is_secret_env, split_secret_env
-from llmconform.serving.launchers import Placed
+from llmconform.serving.launchers import Placed, Requirement
 
 LABEL = "llmconform.marker"
 
@@ -158,9 +158,17 @@ class DockerLauncher:
 
     name = "docker"
     spans_nodes = False
+    requires = (Requirement("image", "the docker launcher needs the engine's container image",
+                            "an image tag present on the docker daemon, e.g. llmconform/vllm-cpu:0.32.0 "
+                            "(scripts/make-engine-image.sh)"),)
+    reached_from_other_hosts = False  # host networking: the server listens on this machine's loopback
+    runs_command_here = False  # the image's
 
     def problem(self) -> str | None:
         return _daemon_problem_at(os.environ.get("DOCKER_HOST"))
+
+    def command_line(self, process, placement, case) -> None:
+        return None  # the engine's env and argv as they are, in the container (the docker SDK starts it)
 
     def place(self, case, hardware, worker, lease_here) -> Placed:
         placement, ports, leases = lease_here(case)

@@ -67,8 +67,14 @@ class LocalLauncher:
 
     name = "local"
     spans_nodes = False
+    requires = ()
+    reached_from_other_hosts = False
+    runs_command_here = True
 
     def problem(self) -> str | None:
+        return None
+
+    def command_line(self, process, placement, case) -> None:
         return None
 
     def place(self, case, hardware, worker, lease_here) -> Placed:

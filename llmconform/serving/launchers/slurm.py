@@ -59,9 +59,15 @@ class SlurmLauncher:
 
     name = "slurm"
     spans_nodes = True
+    requires = ()  # an image is optional (pyxis)
+    reached_from_other_hosts = True  # the engine runs on the allocation's nodes, the client here
+    runs_command_here = False  # the nodes' (or the image's)
 
     def problem(self) -> str | None:
         return None
+
+    def command_line(self, process, placement, case) -> list[str]:
+        return srun_argv(process, placement, case.engine.image)
 
     def place(self, case, hardware, worker, lease_here) -> Placed:
         layout = case.layout
