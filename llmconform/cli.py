@@ -14,7 +14,8 @@ from llmconform.config import matrix as matrices
 from llmconform.config import schema as matrix_schema
 from llmconform.errors import UserError
 from llmconform.redaction import redact_argv, redact_env
-from llmconform.reports import regression, regression_page, report_dir
+from llmconform.reports import regression, regression_page
+from llmconform.reports.report_dir import ReportDir
 from llmconform.serving import launchers, resources
 from llmconform.serving.planner import bind_host_of, placement_on, plan_case
 
@@ -151,9 +152,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    directory = Path(args.report_dir)
-    report_dir.check_report_dir(directory)
-    for line in report_dir.build(directory):
+    for line in ReportDir.existing(Path(args.report_dir)).build():
         print(line)
     return 0
 
@@ -161,16 +160,16 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     comparison = regression.compare_runs(Path(args.baseline), Path(args.candidate),
                                          tuple(args.perf) or regression.DEFAULT_PERF_TOLERANCES, args.comparator)
-    out = Path(args.out) if args.out else Path(args.candidate)
+    out = ReportDir(Path(args.out)) if args.out else comparison.candidate
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "regression.md").write_text(comparison.to_markdown())
-        (out / "regression.json").write_text(json.dumps(comparison.to_dict(), indent=1))
+        out.path.mkdir(parents=True, exist_ok=True)
+        out.regression_page.write_text(comparison.to_markdown())
+        out.regression_json.write_text(json.dumps(comparison.to_dict(), indent=1))
         page = regression_page.write(comparison, out)
     except OSError as error:
         raise UserError(f"--out {out}: cannot write the reports there ({error.strerror})") from None
     print(comparison.to_markdown())
-    print(f"written: {out / 'regression.md'}, {out / 'regression.json'}, {page}")
+    print(f"written: {out.regression_page}, {out.regression_json}, {page}")
     return 1 if comparison.regressions else 0
 
 

@@ -28,6 +28,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmconform import engines
 from llmconform.config import layout as layouts
@@ -37,10 +38,12 @@ from llmconform.engines.base import DeterminismSwitch
 from llmconform.equivalence.comparators import Comparator, Generation, make_comparator
 from llmconform.errors import LayoutError, UserError
 
+if TYPE_CHECKING:  # equivalence sits below reports: it is handed the report dir, never imports its module
+    from llmconform.reports.report_dir import ReportDir
+
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
 EXACT_DTYPES = ("float32",)
-OUTPUTS_DIR = "equivalence"
 GREEDY_PROBES = ("completions-text", "completions-token-ids", "completions-stream", "chat")  # judged by the comparator
 
 
@@ -222,15 +225,15 @@ class LayoutOutputs:
 class OutputStore:
     """Each layout's outputs as JSON files in the report dir, shared by every pytest(-xdist) process of a run."""
 
-    directory: Path
+    report: ReportDir
     run: str
 
     def path(self, case_id: str) -> Path:
-        return self.directory / f"{case_id}.json"
+        return self.report.equivalence_outputs(case_id)
 
     def save(self, outputs: LayoutOutputs) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(outputs.case_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(".tmp")
         staging.write_text(json.dumps(outputs.to_dict(), indent=1))
         staging.replace(path)  # readers in other processes never see half a file

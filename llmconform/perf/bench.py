@@ -36,7 +36,7 @@ from pathlib import Path
 from llmconform.config import matrix as matrices
 from llmconform.errors import MatrixError, UserError
 from llmconform.perf import capacity, floors, load_metrics, loadgen
-from llmconform.reports import report_dir
+from llmconform.reports.report_dir import ReportDir
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
 SHOWN = ("requests_per_s", "total_tok_s", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",
@@ -446,11 +446,11 @@ def cmd_run(args, target: loadgen.Target) -> int:
     tokenizer = _tokenizer(args, target)
     hardware = floors.detect_hardware(args.device)
     case_id = args.case_id or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{target.engine}-{target.model}")
-    out_dir = Path(args.out or f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    report = ReportDir(Path(args.out or f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}"))
     points, problems, warnings = [], [], []
     for workload in workloads:
         for i, point in enumerate(workload.points()):
-            records = out_dir / "perf" / case_id / f"{workload.name}-{point.label}.records.jsonl"
+            records = report.perf_records(case_id, workload.name, point.label)
             with loadgen.pinned(args.client_cpus):
                 summary, run = run_ours(target, workload, point, tokenizer, records, stream=2 * i + 1,
                                         workers=args.workers)
@@ -476,13 +476,13 @@ def cmd_run(args, target: loadgen.Target) -> int:
          "properties": {"llm": llm, "floors": [v.as_dict() for v in verdicts]},
          **({"error": "\n".join(f"{v.floor} [{v.workload} {v.point}]: {v.detail}" for v in failed_floors)}
             if failed_floors else {})}]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / report_dir.RESULTS).write_text("".join(json.dumps(_jsonable(r)) + "\n" for r in results))
-    for line in report_dir.build(out_dir):
+    report.path.mkdir(parents=True, exist_ok=True)
+    report.results.write_text("".join(json.dumps(_jsonable(r)) + "\n" for r in results))
+    for line in report.build():
         print(line)
     for problem in problems:
         print(f"problem: {problem}")
-    print(f"report dir: {out_dir}")
+    print(f"report dir: {report}")
     return 1 if problems or failed_floors else 0
 
 

@@ -2,7 +2,7 @@
 
 For each measured point that both runs share (same case, workload and point, on the same hardware), each gated metric
 gets its relative change (candidate / baseline - 1) and a bootstrap confidence interval of that change, from the raw
-per-request records each run keeps (perf/<case>/<workload>-<point>.records.jsonl; points measured more than once are
+per-request records each run keeps in its report dir (`ReportDir.perf_records`; points measured more than once are
 pooled):
 - latencies (`{mean,median,p90,p99}_{ttft,tpot,itl,e2el}_ms`): requests are resampled with replacement (ITL: the
   pooled inter-chunk gaps), as pytest-benchmark and MLPerf judge repeated measurements by their spread;
@@ -25,6 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,11 +33,13 @@ from llmconform.config import userfiles
 from llmconform.errors import UserError
 from llmconform.perf import floors, load_metrics, loadgen
 
+if TYPE_CHECKING:  # perf sits below reports: it is handed report dirs, never imports their module
+    from llmconform.reports.report_dir import ReportDir
+
 DEFAULT_TOLERANCES = ("output_tok_s:-5%", "median_tpot_ms:+5%", "median_ttft_ms:+10%")
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 WINDOWS = 20  # time windows of a point's duration for the throughput bootstrap
-SUMMARY = "perf-summary.json"
 _LATENCY = re.compile(r"(mean|median|p90|p99)_(ttft|tpot|itl|e2el)_ms")
 GATED = ("output_tok_s", "{mean,median,p90,p99}_{ttft,tpot,itl,e2el}_ms")
 
@@ -193,8 +196,8 @@ def judge_without_records(tolerance: Tolerance, before: float, after: float, sub
 
 
 # --- runs ------------------------------------------------------------------------------------------------------------
-def _points(report_dir: Path) -> dict[tuple[str, str, str], list[dict]]:
-    path = report_dir / SUMMARY
+def _points(report: ReportDir) -> dict[tuple[str, str, str], list[dict]]:
+    path = report.perf_summary
     try:
         runs = userfiles.read_json(path, "a perf summary")["runs"]
     except (KeyError, TypeError) as error:
@@ -205,11 +208,11 @@ def _points(report_dir: Path) -> dict[tuple[str, str, str], list[dict]]:
     return points
 
 
-def _records(report_dir: Path, row: dict) -> loadgen.PointRun | None:
+def _records(report: ReportDir, row: dict) -> loadgen.PointRun | None:
     """The point's request records: where the summary says, else at the same place inside this report dir (a
     report dir that was moved)."""
     saved = Path(row.get("records") or "")
-    for path in (saved, report_dir / "perf" / row["case"] / saved.name):
+    for path in (saved, report.perf_records_file(row["case"], saved.name)):
         if saved.name and path.is_file():
             try:
                 return loadgen.read_records(path)
@@ -218,13 +221,13 @@ def _records(report_dir: Path, row: dict) -> loadgen.PointRun | None:
     return None
 
 
-def compare(baseline: Path, candidate: Path, tolerances: tuple[Tolerance, ...]) -> list[PointVerdict]:
-    paths = [baseline / SUMMARY, candidate / SUMMARY]
-    if not any(p.is_file() for p in paths):
+def compare(baseline: ReportDir, candidate: ReportDir, tolerances: tuple[Tolerance, ...]) -> list[PointVerdict]:
+    has_summary = [r for r in (baseline, candidate) if r.perf_summary.is_file()]
+    if not has_summary:
         return []
-    if not all(p.is_file() for p in paths):
-        missing = " and ".join(str(p.parent) for p in paths if not p.is_file())
-        return [PointVerdict("not compared", SUMMARY, f"none in {missing}")]
+    if len(has_summary) == 1:
+        missing = candidate if has_summary[0] is baseline else baseline
+        return [PointVerdict("not compared", missing.perf_summary.name, f"none in {missing}")]
     before, after = _points(baseline), _points(candidate)
     verdicts = []
     for key in sorted(before.keys() | after.keys()):

@@ -23,6 +23,7 @@ from llmconform.errors import UserError
 if TYPE_CHECKING:
     from llmconform.config.case import Case
     from llmconform.progress import Progress
+    from llmconform.reports.report_dir import ReportDir
     from llmconform.serving.llm import LLM
     from llmconform.serving.pool import ServerPool
 
@@ -86,7 +87,7 @@ class Session:
     cases: list = field(default_factory=list)
     unfit: dict = field(default_factory=dict)  # case id -> why it cannot run here
     attach: LLM | None = None
-    report_dir: Path | None = None
+    report_dir: ReportDir | None = None
     pool: ServerPool | None = None
     results: ResultsWriter | None = None
     progress: Progress | None = None  # set once the run has something to show
@@ -164,7 +165,7 @@ def pytest_configure(config):
     except UserError as error:
         pytest.exit(f"llmconform: {error}", returncode=error.exit_code)
     if not config.option.xmlpath:
-        config.option.xmlpath = str(session.report_dir / "junit.xml")
+        config.option.xmlpath = str(session.report_dir.junit)
         # The tests' properties feed results.jsonl (the reports), not the XML: xunit2 leaving them out is right.
         config.addinivalue_line("filterwarnings", "ignore:record_property is incompatible with junit_family")
     session.progress = Progress.for_pytest(config)
@@ -186,7 +187,7 @@ def pytest_configure(config):
         except DeviationFileError as error:
             pytest.exit(f"llmconform: {error}", returncode=UserError.exit_code)
         run_identity.write(session.report_dir, identity)
-        session.results = ResultsWriter(session.report_dir / "results.jsonl")
+        session.results = ResultsWriter(session.report_dir.results)
         config.pluginmanager.register(session.results, "llmconform-results")
 
 
@@ -221,22 +222,23 @@ def _interrupt_on_sigterm(session: Session):
 def pytest_configure_node(node):  # xdist controller -> workers: one report dir for the whole run
     report_dir = session_of(node.config).report_dir
     if report_dir:
-        node.workerinput[REPORT_DIR_KEY] = str(report_dir)
+        node.workerinput[REPORT_DIR_KEY] = str(report_dir.path)
 
 
-def _report_dir(config) -> Path:
+def _report_dir(config) -> ReportDir:
+    from llmconform.reports.report_dir import ReportDir
+
     if REPORT_DIR_KEY in getattr(config, "workerinput", {}):
-        return Path(config.workerinput[REPORT_DIR_KEY])
+        return ReportDir(Path(config.workerinput[REPORT_DIR_KEY]))
     chosen = config.getoption("report_dir")
-    from llmconform.reports import report_dir
-
     stem = "-".join(Path(m).stem for m in config.getoption("matrix")) or "run"
-    return report_dir.create_report_dir(Path(chosen) if chosen else None, Path("reports"),
-                                    f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return ReportDir.create(Path(chosen) if chosen else None, Path("reports"),
+                            f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _load_cases(config, session: Session) -> None:
     from llmconform.config import matrix as matrices
+    from llmconform.reports.report_dir import ReportDir
     from llmconform.serving import launchers, resources
     from llmconform.serving.llm import LLM
     from llmconform.serving.planner import plan_case
@@ -247,7 +249,7 @@ def _load_cases(config, session: Session) -> None:
         if not model:
             raise UserError("--llm-url needs --llm-model (or LLMCONFORM_MODEL): the model id the server serves")
         session.attach = LLM(base_url=url.rstrip("/"), model=model, engine=config.getoption("llm_engine"),
-                             engine_version=None, report_dir=Path("."),
+                             engine_version=None, report_dir=ReportDir(Path(".")),
                              api_key=config.getoption("llm_api_key"))
         return
     loaded = [matrices.load(path) for path in config.getoption("matrix")]
@@ -482,9 +484,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state: Session = session_of(config)
     if not state or not state.report_dir or hasattr(config, "workerinput"):
         return
-    from llmconform.reports import report_dir
-
-    lines = report_dir.build(state.report_dir)
+    lines = state.report_dir.build()
     terminalreporter.section("llmconform", red=any(line.startswith(("ENGINE FAILURE", "INTERRUPTED"))
                                                    for line in lines))
     for line in lines:
@@ -506,10 +506,8 @@ def pytest_sessionfinish(session, exitstatus):
         state.pool.stop_all()  # servers whose fixtures did not get to finalize
     if state and state.report_dir and exitstatus == pytest.ExitCode.INTERRUPTED \
             and not hasattr(session.config, "workerinput"):
-        from llmconform.reports import report_dir
-
-        report_dir.mark_interrupted(state.report_dir, f"interrupted by {state.interrupted_by} "
-                                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        state.report_dir.mark_interrupted(f"interrupted by {state.interrupted_by} "
+                                          f"at {time.strftime('%Y-%m-%d %H:%M:%S')}")
     if state and state.results:
         state.results.close()
         state.results = None

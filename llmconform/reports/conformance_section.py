@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmconform.api import PROPERTY
+from llmconform.reports.report_dir import ReportDir
 
 SUITE_FILE_PREFIX = "test_openai_"  # suites whose tests that never reached a server are listed as not reached
 # When a test has several records (call, teardown), the worst one is its outcome.
@@ -152,13 +153,13 @@ def to_json(table: Table) -> dict:
     }
 
 
-def write_report(report_dir: Path, results: list[dict]) -> list[str]:
+def write_report(report: ReportDir, results: list[dict]) -> list[str]:
     table = build_table(results)
     if not table.checks and not table.not_reached:
         return []
-    markdown, data = Path(report_dir) / "conformance.md", Path(report_dir) / "conformance.json"
+    markdown = report.conformance_page
     markdown.write_text(render_markdown(table))
-    data.write_text(json.dumps(to_json(table), indent=2) + "\n")
+    report.conformance_json.write_text(json.dumps(to_json(table), indent=2) + "\n")
     lines = []
     for key in table.columns:
         lines.append(f"conformance {key}: {table.verdict(key)}")

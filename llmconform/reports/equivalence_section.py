@@ -5,15 +5,14 @@ started, and the summary lines for the terminal."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from llmconform.equivalence.policy import PROPERTY
+from llmconform.reports.report_dir import ReportDir
 
-REPORT_MD, REPORT_JSON = "equivalence.md", "equivalence.json"
 DIFFERENT = ("close", "diverged", "variant", "nondeterministic")  # verdict outcomes whose details the report shows
 
 
-def write_report(report_dir: Path, results: list[dict]) -> list[str]:
+def write_report(report: ReportDir, results: list[dict]) -> list[str]:
     """The equivalence table (markdown + JSON) from the tests' `equivalence` properties; returns summary lines."""
     rows = [_row(r) for r in results if isinstance(r.get("properties", {}).get(PROPERTY), dict)]
     if not rows:
@@ -21,7 +20,7 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["engine"], row["model"]), []).append(row)
-    for row in _start_failures(report_dir, rows):
+    for row in _start_failures(report, rows):
         groups[(row["engine"], row["model"])].append(row)
     markdown = ["# Output equivalence", ""]
     document = []
@@ -31,9 +30,9 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
         document.append(group)
         markdown += _group_markdown(group)
         lines.append(_group_line(group))
-    (report_dir / REPORT_MD).write_text("\n".join(markdown) + "\n")
-    (report_dir / REPORT_JSON).write_text(json.dumps({"groups": document}, indent=1))
-    return [*lines, f"equivalence report: {report_dir / REPORT_MD}"]
+    report.equivalence_page.write_text("\n".join(markdown) + "\n")
+    report.equivalence_json.write_text(json.dumps({"groups": document}, indent=1))
+    return [*lines, f"equivalence report: {report.equivalence_page}"]
 
 
 def _row(result: dict) -> dict:
@@ -46,12 +45,12 @@ def _row(result: dict) -> dict:
     return row
 
 
-def _start_failures(report_dir: Path, rows: list[dict]) -> list[dict]:
+def _start_failures(report: ReportDir, rows: list[dict]) -> list[dict]:
     """A layout whose server never started has no test properties; its server record says what happened."""
     models = {(row["engine"], row["served_model"]): row["model"] for row in rows}
     seen = {(row["engine"], row["model"], row["layout"]) for row in rows}
     failures = []
-    for record_path in sorted((report_dir / "servers").glob("*/server.json")):
+    for record_path in report.server_records().values():
         record = json.loads(record_path.read_text())
         model = models.get((record.get("engine"), record.get("served_model")))
         if not record.get("error") or model is None or (record["engine"], model, record["layout"]) in seen:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SUMMARY_FILE = "perf-summary.json"
+from llmconform.reports.report_dir import ReportDir
+
 # An open-loop point is flagged when it completed less than this share of the offered rate (the share is a little
 # below 1 even when the server keeps up: the duration includes the last requests' latency).
 ACHIEVED_RATE_SHARE = 0.8
@@ -47,14 +48,13 @@ def collect(results: list[dict]) -> tuple[list[dict], list[dict]]:
     return runs, verdicts
 
 
-def write_report(report_dir: Path, results: list[dict]) -> list[str]:
+def write_report(report: ReportDir, results: list[dict]) -> list[str]:
     runs, verdicts = collect(results)
     if not runs and not verdicts:
         return []
-    report_dir = Path(report_dir)
-    (report_dir / SUMMARY_FILE).write_text(json.dumps({"version": 1, "runs": runs, "floors": verdicts}, indent=2)
-                                           + "\n")
-    (report_dir / "perf.md").write_text(render_markdown(runs, verdicts))
+    report.perf_summary.write_text(json.dumps({"version": 1, "runs": runs, "floors": verdicts}, indent=2)
+                                   + "\n")
+    report.perf_page.write_text(render_markdown(runs, verdicts))
     lines = [f"perf: {len({r['case'] for r in runs})} case(s), {len(runs)} measured point(s)"]
     lines += [f"  FLAG {r['case']} {r['workload']} {r['point']}: {flag}" for r in runs for flag in r["flags"]]
     if verdicts:
@@ -62,9 +62,9 @@ def write_report(report_dir: Path, results: list[dict]) -> list[str]:
         lines.append(f"floors: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip")
         lines += [f"  FAIL {v['case']}: {v['floor']} [{v['workload']} {v['point']}]: {v['detail']}"
                   for v in verdicts if v["status"] == "fail"]
-    lines.append(f"perf report: {report_dir / 'perf.md'}")
+    lines.append(f"perf report: {report.perf_page}")
     if runs:
-        lines += write_plots(report_dir, runs)
+        lines += write_plots(report, runs)
     return lines
 
 
@@ -176,7 +176,7 @@ def _x(row: dict) -> tuple[str, float] | None:
     return "rate", float(row["rate"])
 
 
-def write_plots(report_dir: Path, runs: list[dict]) -> list[str]:
+def write_plots(report: ReportDir, runs: list[dict]) -> list[str]:
     try:
         import matplotlib
 
@@ -184,14 +184,14 @@ def write_plots(report_dir: Path, runs: list[dict]) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return ["perf plots skipped: matplotlib is not installed (pip install llmconform[plots])"]
-    written = [_plot_curves(plt, report_dir, runs)]
-    latency = _plot_latency_sweeps(plt, report_dir, runs)
+    written = [_plot_curves(plt, report.perf_curves, runs)]
+    latency = _plot_latency_sweeps(plt, report.perf_latency, runs)
     if latency:
         written.append(latency)
     return [f"perf plots: {', '.join(str(p) for p in written)}"]
 
 
-def _plot_curves(plt, report_dir: Path, runs: list[dict]) -> Path:
+def _plot_curves(plt, path: Path, runs: list[dict]) -> Path:
     """Latency against throughput, one curve per case, workload and kind of sweep, each point named: the knee of a
     curve is where a layout saturates, and layouts compare at equal throughput."""
     curves: dict[str, list[dict]] = {}
@@ -216,7 +216,7 @@ def _plot_curves(plt, report_dir: Path, runs: list[dict]) -> Path:
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(plt, figure, "Latency against throughput (each point labelled with its concurrency or rate)",
-                 report_dir / "perf-curves.png")
+                 path)
 
 
 def _load_order(row: dict) -> float:
@@ -224,7 +224,7 @@ def _load_order(row: dict) -> float:
     return place[1] if place else float("inf")
 
 
-def _plot_latency_sweeps(plt, report_dir: Path, runs: list[dict]) -> Path | None:
+def _plot_latency_sweeps(plt, path: Path, runs: list[dict]) -> Path | None:
     """Latency percentiles against concurrency or rate, for the sweeps that have two points or more."""
     series: dict[tuple[str, str, str], list[tuple[float, dict]]] = {}
     for (case, workload), rows in _group(runs).items():
@@ -254,7 +254,7 @@ def _plot_latency_sweeps(plt, report_dir: Path, runs: list[dict]) -> Path | None
     for row in axes:
         row[0].legend(fontsize=7)
     return _save(plt, figure, "Latency percentiles (solid median, dashed p90, dotted p99)",
-                 report_dir / "perf-latency.png")
+                 path)
 
 
 def _save(plt, figure, title: str, path: Path) -> Path:

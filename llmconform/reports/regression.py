@@ -31,8 +31,8 @@ from llmconform.equivalence.comparators import Verdict, compare, compare_distrib
 from llmconform.equivalence.policy import LayoutOutputs
 from llmconform.errors import UserError
 from llmconform.perf import compare_runs as perf_compare
-from llmconform.reports import report_dir as report
 from llmconform.reports import run_identity
+from llmconform.reports.report_dir import ReportDir
 
 DEFAULT_PERF_TOLERANCES = perf_compare.DEFAULT_TOLERANCES
 NOT_COMPARED_SHOWN = 10  # per area in the markdown (a case missing from one run is many tests)
@@ -53,8 +53,8 @@ class Finding:
 
 @dataclass
 class Comparison:
-    baseline: Path
-    candidate: Path
+    baseline: ReportDir
+    candidate: ReportDir
     versions: dict[str, list[str]]  # "baseline"/"candidate" -> engine versions seen
     findings: list[Finding]
     identity: dict = field(default_factory=dict)  # "baseline"/"candidate" lines, "differences", "warnings"
@@ -105,12 +105,14 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare_runs(baseline: Path, candidate: Path, perf_tolerances: tuple[str, ...] = DEFAULT_PERF_TOLERANCES,
+def compare_runs(baseline_dir: Path, candidate_dir: Path,
+                 perf_tolerances: tuple[str, ...] = DEFAULT_PERF_TOLERANCES,
                  comparator: str | None = None) -> Comparison:
-    """The regression verdict of `candidate` against `baseline` (two report dirs)."""
+    """The regression verdict of `candidate_dir` against `baseline_dir` (two report dirs)."""
     tolerances = perf_compare.parse_tolerances(perf_tolerances)
-    runs = {name: _read_results(path) for name, path in (("baseline", baseline), ("candidate", candidate))}
-    identities = {name: run_identity.load(path) for name, path in (("baseline", baseline), ("candidate", candidate))}
+    baseline, candidate = ReportDir.existing(baseline_dir), ReportDir.existing(candidate_dir)
+    runs = {"baseline": baseline.load_results(), "candidate": candidate.load_results()}
+    identities = {"baseline": run_identity.load(baseline), "candidate": run_identity.load(candidate)}
     declared = {name: _declared(identity) for name, identity in identities.items()}
     findings = (_compare_tests(runs["baseline"], runs["candidate"], declared)
                 + _compare_outputs(baseline, candidate, comparator)
@@ -142,11 +144,6 @@ def _declared(identity: dict) -> list[known.Deviation]:
 
 
 # --- tests -------------------------------------------------------------------------------------------------------
-def _read_results(report_dir: Path) -> list[dict]:
-    report.check_report_dir(report_dir)
-    return report.load_results(report_dir)
-
-
 def _llms(records: list[dict]) -> list[dict]:
     return [r["properties"]["llm"] for r in records if "llm" in r.get("properties", {})]
 
@@ -289,18 +286,17 @@ def _describe(b: Behaviour) -> str:
 
 
 # --- outputs -----------------------------------------------------------------------------------------------------
-def _load_outputs(report_dir: Path) -> dict[str, LayoutOutputs]:
-    directory = report_dir / equivalence.OUTPUTS_DIR
+def _load_outputs(report: ReportDir) -> dict[str, LayoutOutputs]:
     loaded = {}
-    for path in sorted(directory.glob("*.json")):
+    for case_id, path in report.equivalence_output_files().items():
         try:
-            loaded[path.stem] = LayoutOutputs.from_dict(userfiles.read_json(path, "an equivalence outputs file"))
+            loaded[case_id] = LayoutOutputs.from_dict(userfiles.read_json(path, "an equivalence outputs file"))
         except (KeyError, TypeError, AttributeError) as error:
             raise UserError(f"{path}: not the saved answers of a case ({error}); was the run interrupted?") from None
     return loaded
 
 
-def _compare_outputs(baseline: Path, candidate: Path, comparator: str | None) -> list[Finding]:
+def _compare_outputs(baseline: ReportDir, candidate: ReportDir, comparator: str | None) -> list[Finding]:
     before, after = _load_outputs(baseline), _load_outputs(candidate)
     findings = []
     for case_id in sorted(before.keys() | after.keys()):

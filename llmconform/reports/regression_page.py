@@ -8,9 +8,8 @@ import html
 from pathlib import Path
 
 from llmconform.reports.regression import LISTED, Comparison, Finding
+from llmconform.reports.report_dir import ReportDir
 
-PAGE = "regression.html"
-PLOTS = ("perf-throughput.png", "perf-latency.png")
 COLOURS = {"regressed": "#c62828", "improved": "#2e7d32", "inconclusive": "#ef6c00", "still failing": "#6d4c41",
            "unchanged": "#546e7a", "not compared": "#9e9e9e", "skipped in both": "#9e9e9e"}
 STYLE = """
@@ -29,10 +28,9 @@ th { background: #f5f5f5; } td.subject { font-family: monospace; word-break: bre
 """
 
 
-def write(comparison: Comparison, out: Path) -> Path:
-    path = Path(out) / PAGE
-    path.write_text(render(comparison))
-    return path
+def write(comparison: Comparison, out: ReportDir) -> Path:
+    out.regression_html.write_text(render(comparison))
+    return out.regression_html
 
 
 def render(comparison: Comparison) -> str:
@@ -113,13 +111,11 @@ def _perf_chart(findings: list[Finding]) -> list[str]:
 
 def _plots(comparison: Comparison) -> list[str]:
     images = []
-    for name, directory in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
-        for plot in PLOTS:
-            path = Path(directory) / plot
-            if path.is_file():
-                data = base64.b64encode(path.read_bytes()).decode()
-                images.append(f"<figure><img alt='{name} {plot}' src='data:image/png;base64,{data}'>"
-                              f"<figcaption>{name}: {plot}</figcaption></figure>")
+    for name, report in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
+        for path in report.perf_plots():
+            data = base64.b64encode(path.read_bytes()).decode()
+            images.append(f"<figure><img alt='{name} {path.name}' src='data:image/png;base64,{data}'>"
+                          f"<figcaption>{name}: {path.name}</figcaption></figure>")
     return ["<div class='plots'>" + "".join(images) + "</div>"] if images else []
 
 

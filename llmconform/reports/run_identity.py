@@ -3,7 +3,7 @@
 The plugin writes `run.json` into the report dir when a session starts: the llmconform version, the exact argv, the
 host and Python, the GPUs (model, count, driver; nvidia-smi), and the declared deviations in force (the packaged
 list and any LLMCONFORM_DEVIATIONS files, with their entries, so that `llmconform compare` judges both runs by what
-they declared). Each server adds its own record (servers/<case>/server.json): the engine version the server reports
+they declared). Each server adds its own record (`ReportDir.server(case).record`): the engine version the server reports
 next to the one the matrix names, the engine's argv, and the torch/CUDA versions of the engine's interpreter.
 """
 
@@ -21,9 +21,8 @@ from pathlib import Path
 from llmconform import __version__
 from llmconform.engines import deviations as known
 from llmconform.errors import UserError
+from llmconform.reports.report_dir import ReportDir
 
-RUN_FILE = "run.json"
-SERVERS_DIR = "servers"
 # Package versions of an engine's interpreter, read without importing torch (which takes seconds); CUDA from
 # torch/version.py.
 _RUNTIME_PROBE = """
@@ -52,8 +51,8 @@ def describe_here(argv: list[str], deviation_files: list[Path]) -> dict:
             "deviations": [asdict(d) for path in deviation_files for d in known.load(path)]}
 
 
-def write(report_dir: Path, identity: dict) -> None:
-    (Path(report_dir) / RUN_FILE).write_text(json.dumps(identity, indent=1) + "\n")
+def write(report: ReportDir, identity: dict) -> None:
+    report.run_identity.write_text(json.dumps(identity, indent=1) + "\n")
 
 
 def engine_runtime(executable: str) -> dict | None:
@@ -92,14 +91,13 @@ def same_release(reported: str, planned: str) -> bool:
 
 
 # --- reading a run back ------------------------------------------------------------------------------------------
-def load(report_dir: Path) -> dict:
+def load(report: ReportDir) -> dict:
     """run.json (empty for runs made before it existed) and the servers' records, by case id."""
-    path = Path(report_dir) / RUN_FILE
-    identity = _read_json(path) if path.is_file() else {}
+    identity = _read_json(report.run_identity) if report.run_identity.is_file() else {}
     servers = {}
-    for record_path in sorted((Path(report_dir) / SERVERS_DIR).glob("*/server.json")):
+    for case_id, record_path in report.server_records().items():
         record = _read_json(record_path)
-        servers[record.get("case") or record_path.parent.name] = record
+        servers[record.get("case") or case_id] = record
     return {**identity, "servers": servers}
 
 

@@ -6,17 +6,13 @@ the report sections wrote."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from llmconform.equivalence import policy
 from llmconform.reports import conformance_section, perf_section
-
-REPORT_FILES = ("conformance.md", "equivalence.md", "perf.md", "perf-curves.png", "perf-latency.png", "junit.xml",
-                "results.jsonl")
+from llmconform.reports.report_dir import ReportDir
 
 
-def per_case(report_dir: Path, results: list[dict]) -> list[str]:
-    report_dir = Path(report_dir)
+def per_case(report: ReportDir, results: list[dict]) -> list[str]:
     cells: dict[str, dict[str, str]] = {}  # case -> column -> text
 
     def put(case: str | None, column: str, text: str) -> None:
@@ -41,7 +37,7 @@ def per_case(report_dir: Path, results: list[dict]) -> list[str]:
         flagged = sum(bool(r["flags"]) for r in rows)
         put(case, "perf", f"best {best['metrics']['output_tok_s']:,.0f} out tok/s ({best['point']})"
                           + (f", {flagged} point(s) flagged" if flagged else ""))
-    for path in sorted((report_dir / "servers").glob("*/server.json")):
+    for path in report.server_records().values():
         record = json.loads(path.read_text())
         if record.get("error"):
             put(record["case"], "start", f"START FAILED at stage {record.get('stage')}")
@@ -57,9 +53,8 @@ def per_case(report_dir: Path, results: list[dict]) -> list[str]:
                                     for row in rows]
 
 
-def where(report_dir: Path) -> str:
-    written = [name for name in REPORT_FILES if (Path(report_dir) / name).exists()]
-    return f"reports in {report_dir}: {', '.join(written) or 'none written'}"
+def where(report: ReportDir) -> str:
+    return f"reports in {report}: {', '.join(report.written_reports()) or 'none written'}"
 
 
 def _conformance(totals: dict[str, int]) -> str:

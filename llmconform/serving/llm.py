@@ -9,6 +9,7 @@ from pathlib import Path
 
 from llmconform.config.case import Case
 from llmconform.progress import Progress
+from llmconform.reports.report_dir import ReportDir
 from llmconform.serving.server import Server
 
 
@@ -18,7 +19,7 @@ class LLM:
     model: str
     engine: str  # "vllm", "sglang", "trtllm", or what --llm-engine names for an attached server
     engine_version: str | None
-    report_dir: Path
+    report_dir: ReportDir  # where the run's files go: the suites ask it for their paths
     case: Case | None = None  # None in attach mode
     server: Server | None = None  # None in attach mode
     api_key: str | None = None

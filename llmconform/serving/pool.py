@@ -3,7 +3,7 @@ start so that its other tests fail at once with the same error, and stop everyth
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmconform import engines, models
 from llmconform.config.case import Case
@@ -13,11 +13,14 @@ from llmconform.serving import launchers
 from llmconform.serving.resources import Hardware, Lease, lease_devices, lease_ports
 from llmconform.serving.server import EngineStartError, Server, signals_ignored
 
+if TYPE_CHECKING:  # serving sits below reports: it is handed the report dir, never imports its module
+    from llmconform.reports.report_dir import ReportDir
+
 STARTUP_INTERRUPT_GRACE_S = 3.0
 
 
 class ServerPool:
-    def __init__(self, report_dir: Path, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
+    def __init__(self, report_dir: ReportDir, hardware: Hardware, worker: int = 0, lease_timeout_s: float = 3600.0,
                  hang_timeout_s: float | None = None, notify=None, progress: Progress | None = None):
         self.report_dir = report_dir
         self.notify = notify  # notify(text): tells the user what a start waits for (another run's devices)
@@ -38,10 +41,10 @@ class ServerPool:
             models.ensure(case.model.ref)
         placed = launchers.get(case.launcher).place(case, self.hardware, self.worker, self._lease_here)
         placement, ports, leases = placed.placement, placed.ports, placed.leases
-        run_dir = self.report_dir / "servers" / case.id
+        run_dir = self.report_dir.server(case.id)
         engine = engines.get(case.engine.name)
         try:
-            plan = engine.plan(case, placement, ports, str(run_dir))
+            plan = engine.plan(case, placement, ports, str(run_dir.path))
             server = Server(case=case, plan=plan, engine=engine, placement=placement, run_dir=run_dir,
                             launch=placed.start, progress=self.progress)
             try:

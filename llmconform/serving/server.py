@@ -23,6 +23,7 @@ from llmconform.engines.base import Engine, Placement, Plan, Process
 from llmconform.progress import Progress
 from llmconform.redaction import redact_argv, redact_env
 from llmconform.reports import run_identity
+from llmconform.reports.report_dir import ServerDir
 from llmconform.serving import launchers
 
 MARKER_ENV = "LLMCONFORM_SERVER"  # set on every engine process; teardown finds stragglers by it
@@ -61,7 +62,7 @@ class Server:
     plan: Plan
     engine: Engine
     placement: Placement
-    run_dir: Path
+    run_dir: ServerDir
     launch: object  # callable(process, extra_env, log_path) -> subprocess.Popen; optional .cleanup(marker)
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     running: list[Running] = field(default_factory=list)
@@ -96,13 +97,13 @@ class Server:
 
     # --- start ---------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.create()
         for name, text in self.plan.files.items():
-            (self.run_dir / name).write_text(text)
+            self.run_dir.plan_file(name).write_text(text)
         self.started_at = time.monotonic()
         # Workers first, the API process last: it is the one that waits for the others.
         for process in sorted(self.plan.processes, key=lambda p: p.role == "api"):
-            log_path = self.run_dir / f"node{process.node}-{process.role}.log"
+            log_path = self.run_dir.log(process.node, process.role)
             log_path.write_text("")
             popen = self.launch(process, {MARKER_ENV: self.marker}, str(log_path))
             self.running.append(Running(process, popen, log_path))
@@ -325,7 +326,7 @@ class Server:
             "runtime": self.runtime,
             "error": self.error,
         }
-        (self.run_dir / "server.json").write_text(json.dumps(record, indent=2))
+        self.run_dir.record.write_text(json.dumps(record, indent=2))
 
 
 def ignore_signals(doing: str) -> dict:

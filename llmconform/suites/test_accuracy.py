@@ -51,9 +51,9 @@ def test_accuracy_gate(request, record_property, llm, gate_policy):
                "detectable_drop": gate.detectable, "margins": _distribution(margins), "verdict": gate.explain(),
                "wrong_examples": failures[:5]}
     record_property(PROPERTY, summary)
-    directory = llm.report_dir / "accuracy"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{llm.id}.json").write_text(json.dumps(summary, indent=1))
+    path = llm.report_dir.accuracy_result(llm.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1))
     assert gate.ok, f"{llm.id}: {gate.explain()}; wrong answers, e.g. {failures[:3]}"
 
 

@@ -60,7 +60,7 @@ def row(request, record_property, llm, policy) -> dict:
 
 @pytest.fixture
 def store(request, llm) -> OutputStore:
-    return OutputStore(llm.report_dir / equivalence.OUTPUTS_DIR, _run_id(request.config))
+    return OutputStore(llm.report_dir, _run_id(request.config))
 
 
 @pytest.fixture

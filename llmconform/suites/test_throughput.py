@@ -62,7 +62,7 @@ def _case_sections(case) -> tuple[tuple[loadgen.Workload, ...], tuple[floors.Flo
 def _measure(llm, workers: int | None) -> Measurement:
     case = llm.case
     hardware = floors.detect_hardware(case.engine.device,
-                                      llm.server.run_dir / "server.json" if llm.server is not None else None)
+                                      llm.server.run_dir.record if llm.server is not None else None)
     result = Measurement(hardware)
     workloads, _ = _case_sections(case)
     if not workloads:
@@ -78,7 +78,6 @@ def _measure(llm, workers: int | None) -> Measurement:
         result.model_problem = str(error)
     target = loadgen.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
     tokenizer = loadgen.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
-    records_dir = Path(llm.report_dir) / "perf" / case.id
     client_cpus = None
     if case.engine.device == "cpu" and llm.server is not None and case.launcher == "local":
         client_cpus = loadgen.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
@@ -86,10 +85,11 @@ def _measure(llm, workers: int | None) -> Measurement:
         progress = llm.progress.load(f"{case.id} {workload.name}")
 
         def measured(run: loadgen.PointRun, workload=workload, progress=progress) -> None:
-            loadgen.write_records(records_dir / f"{workload.name}-{run.point.label}.records.jsonl", run)
+            records = llm.report_dir.perf_records(case.id, workload.name, run.point.label)
+            loadgen.write_records(records, run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()
-            point["records"] = str(records_dir / f"{workload.name}-{run.point.label}.records.jsonl")
+            point["records"] = str(records)
             point["prompts_counted_by"] = tokenizer.counted_by
             point["prompts"] = tokenizer.made
             _add_roofline(point, result, case.layout.tp)

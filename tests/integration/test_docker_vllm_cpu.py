@@ -18,6 +18,7 @@ from paths import ROOT
 
 from llmconform.config import matrix
 from llmconform.engines.base import Process
+from llmconform.reports.report_dir import ReportDir
 from llmconform.serving import resources
 from llmconform.serving.launchers import docker
 from llmconform.serving.pool import ServerPool
@@ -56,7 +57,7 @@ def _in_container(pid: int) -> bool:
 
 
 def test_start_serve_stop_in_container(docker_case, tmp_path, record_property):
-    pool = ServerPool(tmp_path / "report", resources.detect())
+    pool = ServerPool(ReportDir(tmp_path / "report"), resources.detect())
     server = pool.start(docker_case)
     try:
         assert docker.containers_of(server.marker) == [f"llmconform-{server.marker}-0-api"]
@@ -81,7 +82,7 @@ def test_start_serve_stop_in_container(docker_case, tmp_path, record_property):
 
 def test_startup_failure_in_container_is_reported_at_once_with_stage(docker_case, tmp_path):
     case = dataclasses.replace(docker_case, args={**docker_case.args, "dtype": "float33"})
-    pool = ServerPool(tmp_path / "report", resources.detect())
+    pool = ServerPool(ReportDir(tmp_path / "report"), resources.detect())
     started = time.monotonic()
     with pytest.raises(EngineStartError) as caught:
         pool.start(case)

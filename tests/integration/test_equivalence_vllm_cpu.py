@@ -10,7 +10,8 @@ import yaml
 from paths import ROOT, SUITES, VLLM_CPU, pytest_command
 
 from llmconform import cli
-from llmconform.reports import equivalence_section, report_dir
+from llmconform.reports import equivalence_section
+from llmconform.reports.report_dir import ReportDir
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
@@ -53,7 +54,8 @@ def test_suite_reports_a_layout_that_computes_differently(bf16_candidate):
     failed = [name for name, state in outcome.items() if state == "failed"]
     assert failed and all("greedy_outputs_match_reference[vllm-qwen2-tiny-tp2-" in name for name in failed), outcome
     assert "DIVERGED" in run.stdout and "first divergence at generated token" in run.stdout
-    lines = equivalence_section.write_report(report, report_dir.load_results(report))  # what the report section writes
+    written = ReportDir(report)
+    lines = equivalence_section.write_report(written, written.load_results())  # what the report section writes
     assert lines[0] == "equivalence vllm/qwen2-tiny vs tp1 (exact): tp2 FAILED"
     markdown = (report / "equivalence.md").read_text()
     tp2_row = next(line for line in markdown.splitlines() if line.startswith("| tp2 |"))

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from paths import CPU_SMOKE, ROOT, pytest_command
 
+from llmconform.reports.report_dir import ReportDir
 from llmconform.serving import resources
 from llmconform.serving.pool import ServerPool
 from llmconform.serving.resources import _bindable
@@ -27,7 +28,7 @@ def test_served_model_is_listed(llm):
 
 @pytest.mark.parametrize("layout", ["tp1", "tp2", "pp2"])
 def test_start_serve_stop(layout, cpu_cases, tmp_path, record_property):
-    pool = ServerPool(tmp_path / "report", resources.detect())
+    pool = ServerPool(ReportDir(tmp_path / "report"), resources.detect())
     server = pool.start(cpu_cases[layout])
     try:
         models = httpx.get(f"{server.base_url}/v1/models", timeout=30, headers=server.headers).json()
@@ -49,7 +50,7 @@ def test_start_serve_stop(layout, cpu_cases, tmp_path, record_property):
     assert marked_pids(server.marker) == []
     assert all(r.popen.poll() is not None for r in server.running)
     assert _bindable(server.plan.port)
-    record = json.loads((server.run_dir / "server.json").read_text())
+    record = json.loads(server.run_dir.record.read_text())
     assert record["stage"] == "ready" and record["processes"][0]["argv"][1] == "serve"
 
 
@@ -73,7 +74,7 @@ def _run_suite_attached(tmp_path, server):
 def test_startup_failure_is_reported_at_once_with_stage_and_diagnosis(args, stage, diagnosis, cpu_cases, tmp_path):
     case = cpu_cases["tp1"]
     case = dataclasses.replace(case, args={**case.args, **args})
-    pool = ServerPool(tmp_path / "report", resources.detect())
+    pool = ServerPool(ReportDir(tmp_path / "report"), resources.detect())
     with pytest.raises(EngineStartError) as caught:
         pool.start(case)
     error = caught.value

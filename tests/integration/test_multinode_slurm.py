@@ -17,13 +17,13 @@ SUITE = '''
 import json
 
 def test_serves_across_nodes(llm):
-    record = json.loads((llm.server.run_dir / "server.json").read_text())
+    record = json.loads(llm.server.run_dir.record.read_text())
     assert [p["node"] for p in record["processes"]] == [1, 0]  # the headless worker starts first
     assert record["hosts"] == ["n1", "n2"]
     reply = llm.client.completions.create(model=llm.model, prompt="Hello world, the quick", max_tokens=12,
                                           temperature=0)
     assert reply.usage.completion_tokens == 12
-    with open(llm.report_dir / f"{llm.id}.txt", "w") as out:
+    with open(llm.report_dir.path / f"{llm.id}.txt", "w") as out:
         out.write(reply.choices[0].text)
 '''
 

@@ -9,7 +9,7 @@ from paths import CPU_SMOKE, ROOT, pytest_command
 
 from llmconform.engines import deviations
 from llmconform.reports import conformance_section
-from llmconform.reports import report_dir as report
+from llmconform.reports.report_dir import ReportDir
 
 pytestmark = [pytest.mark.engine, pytest.mark.vllm, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def test_suites_pass_on_vllm_cpu_except_declared_deviations(tmp_path):
                        str(CPU_SMOKE), "--report-dir", str(report_dir), "-q"),
         cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    table = conformance_section.build_table(report.load_results(report_dir))
+    table = conformance_section.build_table(ReportDir(report_dir).load_results())
     (column,) = table.columns
     assert column.startswith("vllm-qwen2-tiny-tp1 @ 0.32")
     cells = {check: c.cells[column] for check, c in table.checks.items()}
@@ -40,6 +40,6 @@ def test_suites_pass_on_vllm_cpu_except_declared_deviations(tmp_path):
     assert skipped.keys() == EXPECTED_SKIPS.keys()
     assert all(EXPECTED_SKIPS[check] in reason for check, reason in skipped.items())
     assert sum(cell.outcome == "pass" for cell in cells.values()) > 60
-    lines = conformance_section.write_report(report_dir, report.load_results(report_dir))
+    lines = conformance_section.write_report(ReportDir(report_dir), ReportDir(report_dir).load_results())
     assert lines[0].startswith(f"conformance {column}: conforms: ") and "FAIL" not in lines[0], lines[0]
     assert json.loads((report_dir / "conformance.json").read_text())["totals"][column]["fail"] == 0

@@ -17,6 +17,7 @@ from paths import ROOT
 from llmconform.config import matrix
 from llmconform.perf import bench, loadgen
 from llmconform.perf.loadgen import Target, Workload
+from llmconform.reports.report_dir import ReportDir
 from llmconform.serving import resources
 from llmconform.serving.pool import ServerPool
 
@@ -37,7 +38,7 @@ def out_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def comparison(out_dir) -> bench.PointComparison:
     case = next(c for c in matrix.load(ROOT / "matrices" / "cpu-smoke.yaml").cases if str(c.layout) == "tp1")
-    pool = ServerPool(out_dir / "report", resources.detect())
+    pool = ServerPool(ReportDir(out_dir / "report"), resources.detect())
     server = pool.start(case)
     try:
         target = Target(server.base_url, server.model, "vllm", case.api_key)

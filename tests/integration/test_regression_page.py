@@ -12,6 +12,7 @@ import pytest
 from paths import ROOT
 
 from llmconform import cli
+from llmconform.reports.report_dir import ReportDir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("LLMCONFORM_ARTIFACTS", ROOT / "reports" / "test-artifacts"))
@@ -32,7 +33,7 @@ def write_run(directory: Path, outcome: str, plot_colour: str) -> Path:
         **({"error": "E   HTTP 400 <for a valid request>"} if outcome == "failed" else {})}) + "\n")
     figure, ax = plt.subplots(figsize=(4, 3))
     ax.plot([1, 2, 4], [10, 18, 30], color=plot_colour)
-    figure.savefig(directory / "perf-throughput.png", dpi=60)
+    figure.savefig(ReportDir(directory).perf_curves, dpi=60)
     plt.close(figure)
     return directory
 

@@ -1,6 +1,7 @@
 import json
 
 from llmconform.reports import conformance_section
+from llmconform.reports.report_dir import ReportDir
 
 SERVER = {"id": "vllm-m-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1", "model": "m"}
 
@@ -52,7 +53,7 @@ def test_one_column_per_server_and_version():
 
 
 def test_writes_markdown_and_json(tmp_path):
-    lines = conformance_section.write_report(tmp_path, RESULTS)
+    lines = conformance_section.write_report(ReportDir(tmp_path), RESULTS)
     assert lines[0] == ("conformance vllm-m-tp1 @ 0.32.0: DOES NOT CONFORM: 1/5 pass, 2 FAIL, 1 XPASS (fixed "
                         "deviation), 1 known deviation(s), 1 skipped")
     assert lines[1] == "  failing: test_fail, test_fixed, test_teardown"
@@ -68,7 +69,7 @@ def test_writes_markdown_and_json(tmp_path):
 
 
 def test_no_conformance_results_writes_nothing(tmp_path):
-    assert conformance_section.write_report(tmp_path, [RESULTS[-1]]) == []
+    assert conformance_section.write_report(ReportDir(tmp_path), [RESULTS[-1]]) == []
     assert not (tmp_path / "conformance.md").exists()
 
 

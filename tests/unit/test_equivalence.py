@@ -18,6 +18,7 @@ from llmconform.equivalence.policy import (
 )
 from llmconform.errors import MatrixError, UserError
 from llmconform.reports import equivalence_section
+from llmconform.reports.report_dir import ReportDir
 
 
 def fail(path, problem, allowed):
@@ -111,10 +112,10 @@ def outputs(run="r1", case_id="vllm-m-tp1"):
 
 
 def test_store_round_trips_and_ignores_other_runs(tmp_path):
-    OutputStore(tmp_path, "r1").save(outputs())
-    assert OutputStore(tmp_path, "r1").load("vllm-m-tp1") == outputs()
-    assert OutputStore(tmp_path, "r2").load("vllm-m-tp1") is None  # left by an earlier run in a reused dir
-    assert OutputStore(tmp_path, "r1").load("vllm-m-tp2") is None
+    OutputStore(ReportDir(tmp_path), "r1").save(outputs())
+    assert OutputStore(ReportDir(tmp_path), "r1").load("vllm-m-tp1") == outputs()
+    assert OutputStore(ReportDir(tmp_path), "r2").load("vllm-m-tp1") is None  # left by an earlier run in a reused dir
+    assert OutputStore(ReportDir(tmp_path), "r1").load("vllm-m-tp2") is None
 
 
 def test_determinism_switch_detection():
@@ -146,7 +147,7 @@ def test_report_table_makes_divergence_and_known_failures_unmistakable(tmp_path)
                xfail_reason="known engine failure of vllm >=0.32 on cpu with expert parallelism: segfault"),
         {"nodeid": "suites/test_other.py::x", "outcome": "passed", "properties": {}},
     ]
-    lines = equivalence_section.write_report(tmp_path, results)
+    lines = equivalence_section.write_report(ReportDir(tmp_path), results)
     markdown = (tmp_path / "equivalence.md").read_text()
     assert "| tp1 (reference) | reference |" in markdown
     assert "| tp2 | **DIVERGED on 1/6** |" in markdown
@@ -161,17 +162,18 @@ def test_report_table_makes_divergence_and_known_failures_unmistakable(tmp_path)
 
 
 def test_no_equivalence_results_no_report(tmp_path):
-    assert equivalence_section.write_report(tmp_path, [{"nodeid": "x", "outcome": "passed", "properties": {}}]) == []
+    unrelated = [{"nodeid": "x", "outcome": "passed", "properties": {}}]
+    assert equivalence_section.write_report(ReportDir(tmp_path), unrelated) == []
     assert not (tmp_path / "equivalence.md").exists()
 
 
 def test_a_layout_whose_server_never_started_still_gets_a_row(tmp_path):
-    record = tmp_path / "servers" / "vllm-m-pp4" / "server.json"
+    record = ReportDir(tmp_path).server("vllm-m-pp4").record
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"engine": "vllm", "served_model": "m", "layout": "pp4", "stage": "load-weights",
                                   "error": "vllm-m-pp4: engine failed\n  diagnosis: GPU out of memory: lower ..."}))
     answered = result("tp1", "probe set", "passed", {"outcome": "answered", "cell": "ok"})
-    equivalence_section.write_report(tmp_path, [answered])
+    equivalence_section.write_report(ReportDir(tmp_path), [answered])
     markdown = (tmp_path / "equivalence.md").read_text()
     assert "| pp4 | **SERVER FAILED TO START** (stage load-weights): GPU out of memory: lower ... |" in markdown
 
@@ -183,7 +185,7 @@ def test_the_batch_invariance_control_is_noted_once_not_per_row(tmp_path):
         row = result(layout, "batch invariance", "passed", {"outcome": shown.split()[0], "cell": f"{shown} (batch 16)"})
         row["properties"]["equivalence"]["control"] = reason
         rows.append(row)
-    equivalence_section.write_report(tmp_path, rows)
+    equivalence_section.write_report(ReportDir(tmp_path), rows)
     markdown = (tmp_path / "equivalence.md").read_text()
     assert markdown.count(reason) == 1 and "Control, not asserted: **batch invariance**" in markdown
     assert "| tp2 | variant (control) (batch 16) |" in markdown and "XPASS" not in markdown

@@ -8,9 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmconform.errors import UserError
 from llmconform.redaction import REDACTED, redact_argv, redact_env
-from llmconform.reports import report_dir
 from llmconform.serving.preflight import PreflightError, check_attached
 from tests.fakes.openai_server import MODEL, FakeHTTPServer, FakeOpenAI
 
@@ -46,26 +44,6 @@ def test_docker_and_srun_command_lines_carry_secret_env_by_name_only():
     assert "VLLM_API_KEY" in run and "A=1" in run and not any("s3cret" in a for a in run)
     srun = slurm.srun_argv(process, Placement(("n1",), ((0,),)))
     assert "A=1" in srun and not any("s3cret" in a for a in srun)
-
-
-# --- report dirs ---------------------------------------------------------------------------------------------------
-def test_default_report_dirs_of_runs_started_in_the_same_second_differ(tmp_path):
-    dirs = [report_dir.create_report_dir(None, tmp_path, "cpu-smoke-20261201-120000") for _ in range(3)]
-    assert [d.name for d in dirs] == ["cpu-smoke-20261201-120000", "cpu-smoke-20261201-120000-2",
-                                      "cpu-smoke-20261201-120000-3"]
-
-
-def test_a_chosen_report_dir_holding_results_is_refused(tmp_path):
-    chosen = tmp_path / "run"
-    assert report_dir.create_report_dir(chosen, tmp_path, "x") == chosen.resolve()  # new or empty: fine
-    (chosen / report_dir.RESULTS).write_text("{}\n")
-    with pytest.raises(UserError, match="already holds the results of an earlier run"):
-        report_dir.create_report_dir(chosen, tmp_path, "x")
-
-
-def test_interrupted_run_says_so_in_its_report(tmp_path):
-    report_dir.mark_interrupted(tmp_path, "interrupted by SIGTERM at 2026-12-01 12:00:00")
-    assert report_dir.build(tmp_path)[0].startswith("INTERRUPTED run: interrupted by SIGTERM")
 
 
 # --- attach preflight ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from llmconform.errors import UserError
 from llmconform.perf import compare_runs, loadgen
 from llmconform.reports import regression
+from llmconform.reports.report_dir import ReportDir
 
 CASE = "vllm-m-tp1"
 
@@ -32,12 +33,13 @@ def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: i
 
 def write_perf(directory, runs: list[loadgen.PointRun], hardware: str = "cpu", keep_records: bool = True):
     directory.mkdir()
-    (directory / "results.jsonl").write_text(json.dumps({
+    report = ReportDir(directory)
+    report.results.write_text(json.dumps({
         "nodeid": "suites/test_throughput.py::test_serving_metrics[x]", "when": "call", "outcome": "passed",
         "properties": {}}) + "\n")
     rows = []
     for i, run in enumerate(runs):
-        path = directory / "perf" / CASE / f"w-c1-{i}.records.jsonl"
+        path = report.perf_records(CASE, "w", f"c1-{i}")
         if keep_records:
             loadgen.write_records(path, run)
         tokens = sum(r.completion_tokens for r in run.records)
@@ -46,8 +48,8 @@ def write_perf(directory, runs: list[loadgen.PointRun], hardware: str = "cpu", k
                      "hardware": hardware, "gpu_name": None, "records": str(path),
                      "metrics": {"output_tok_s": tokens / run.duration_s, "median_tpot_ms": tpot,
                                  "median_ttft_ms": 1.0}})
-    (directory / "perf-summary.json").write_text(json.dumps({"version": 1, "runs": rows, "floors": []}))
-    return directory
+    report.perf_summary.write_text(json.dumps({"version": 1, "runs": rows, "floors": []}))
+    return report
 
 
 def verdicts(baseline, candidate, tolerances=compare_runs.DEFAULT_TOLERANCES):
@@ -102,7 +104,7 @@ def test_other_hardware_is_not_compared_and_missing_records_fall_back_to_the_tol
 def test_the_gate_reports_perf_verdicts_and_rejects_metrics_it_cannot_judge(tmp_path):
     baseline = write_perf(tmp_path / "a", [point_run(60, 0.010, 0.05, 0.05, seed=1)])
     slower = write_perf(tmp_path / "b", [point_run(60, 0.013, 0.05, 0.05, seed=2)])
-    comparison = regression.compare_runs(baseline, slower)
+    comparison = regression.compare_runs(baseline.path, slower.path)
     assert {f.subject.split()[-1] for f in comparison.regressions} == {"output_tok_s", "median_tpot_ms"}
     assert comparison.regressions[0].evidence["low"] is not None
     with pytest.raises(UserError, match="goodput_requests_per_s cannot be judged from per-request records"):

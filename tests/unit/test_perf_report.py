@@ -5,6 +5,7 @@ import sys
 
 from llmconform.perf import floors
 from llmconform.reports import perf_section
+from llmconform.reports.report_dir import ReportDir
 
 SERVER = {"id": "vllm-qwen2-tiny-tp1", "engine": "vllm", "engine_version": "0.32.0", "layout": "tp1",
           "model": "qwen2-tiny"}
@@ -42,7 +43,7 @@ def results():
 
 
 def test_report_files_and_lines(tmp_path):
-    lines = perf_section.write_report(tmp_path, results())
+    lines = perf_section.write_report(ReportDir(tmp_path), results())
     assert lines[0] == "perf: 1 case(s), 4 measured point(s)"
     flags = lines[1:lines.index("floors: 1 pass, 1 fail, 0 skip")]
     assert flags == ["  FLAG vllm-qwen2-tiny-tp1 w r4: INVALID: the busiest client worker was busy 97% of the run "
@@ -64,22 +65,22 @@ def test_report_files_and_lines(tmp_path):
 
 
 def test_summary_is_a_baseline(tmp_path):
-    perf_section.write_report(tmp_path, results())
-    summary = json.loads((tmp_path / perf_section.SUMMARY_FILE).read_text())
+    perf_section.write_report(ReportDir(tmp_path), results())
+    summary = json.loads(ReportDir(tmp_path).perf_summary.read_text())
     assert {r["point"] for r in summary["runs"]} == {"c1", "c64", "r4", "rinf"}
-    baseline = floors.load_baseline(tmp_path / perf_section.SUMMARY_FILE)
+    baseline = floors.load_baseline(ReportDir(tmp_path).perf_summary)
     assert baseline.find("vllm-qwen2-tiny-tp1", "w", "c64")["metrics"]["output_tok_s"] == 4900.0
     assert baseline.find("vllm-qwen2-tiny-tp1", "w", "c64")["hardware"] == "H100-SXM"
 
 
 def test_no_perf_results_no_section(tmp_path):
-    assert perf_section.write_report(tmp_path, [{"nodeid": "x", "properties": {"llm": SERVER}}]) == []
+    assert perf_section.write_report(ReportDir(tmp_path), [{"nodeid": "x", "properties": {"llm": SERVER}}]) == []
     assert not (tmp_path / "perf.md").exists()
 
 
 def test_plots_are_optional(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    lines = perf_section.write_report(tmp_path, results())
+    lines = perf_section.write_report(ReportDir(tmp_path), results())
     assert lines[-1] == "perf plots skipped: matplotlib is not installed (pip install llmconform[plots])"
     assert (tmp_path / "perf.md").exists() and not (tmp_path / "perf-latency.png").exists()
 
@@ -113,6 +114,6 @@ def test_point_line_has_the_key_numbers_and_flags():
 def test_no_latency_sweep_plot_for_single_points(tmp_path):
     single = [{"nodeid": "a", "properties": {"llm": SERVER, "perf": {
         "hardware": "cpu", "problems": [], "warnings": [], "points": [point("r4", None, 4.0, 500.0)]}}}]
-    lines = perf_section.write_report(tmp_path, single)
+    lines = perf_section.write_report(ReportDir(tmp_path), single)
     assert lines[-1] == f"perf plots: {tmp_path / 'perf-curves.png'}"
     assert not (tmp_path / "perf-latency.png").exists()

@@ -6,9 +6,10 @@ import pytest
 
 from llmconform.cli import main
 from llmconform.equivalence.comparators import Generation, Step
-from llmconform.equivalence.policy import OUTPUTS_DIR, LayoutOutputs
+from llmconform.equivalence.policy import LayoutOutputs
 from llmconform.errors import UserError
 from llmconform.reports import regression
+from llmconform.reports.report_dir import ReportDir
 
 CASE = "vllm-m-tp2"
 
@@ -40,10 +41,11 @@ def outputs(tokens: list[str], dtype: str = "float32", failure: str | None = Non
 
 def write_run(directory, records, layout_outputs=None):
     directory.mkdir()
-    (directory / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = ReportDir(directory)
+    report.results.write_text("".join(json.dumps(r) + "\n" for r in records))
     if layout_outputs:
-        (directory / OUTPUTS_DIR).mkdir()
-        (directory / OUTPUTS_DIR / f"{CASE}.json").write_text(json.dumps(layout_outputs.to_dict()))
+        report.equivalence_outputs(CASE).parent.mkdir()
+        report.equivalence_outputs(CASE).write_text(json.dumps(layout_outputs.to_dict()))
     return directory
 
 
@@ -141,12 +143,13 @@ def conformance_record(test: str, outcome: str, version: str, problems: list[str
 
 
 def write_identity(directory, deviations: list[dict], gpu=None, servers: dict | None = None):
-    (directory / "run.json").write_text(json.dumps({
+    report = ReportDir(directory)
+    report.run_identity.write_text(json.dumps({
         "llmconform": "0.1.0", "argv": ["pytest"], "gpu": gpu, "python": "3.11", "deviation_files": ["x.yaml"],
         "deviations": deviations}))
     for case_id, server in (servers or {}).items():
-        (directory / "servers" / case_id).mkdir(parents=True)
-        (directory / "servers" / case_id / "server.json").write_text(json.dumps({"case": case_id, **server}))
+        report.server(case_id).create()
+        report.server(case_id).record.write_text(json.dumps({"case": case_id, **server}))
 
 
 def upgrade_pair(tmp_path):
@@ -255,7 +258,7 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, capsys):
     assert main(["compare", str(baseline), str(truncated)]) == 2
     assert "results.jsonl: line 2 is not valid JSON" in capsys.readouterr().err
     broken_outputs = write_run(tmp_path / "c", [record("t", "passed")], outputs(["x"]))
-    (broken_outputs / OUTPUTS_DIR / f"{CASE}.json").write_text('{"case_id": ')
+    ReportDir(broken_outputs).equivalence_outputs(CASE).write_text('{"case_id": ')
     assert main(["compare", str(baseline), str(broken_outputs)]) == 2
     assert "not valid JSON at line 1, column 13" in capsys.readouterr().err
     blocker = tmp_path / "file"

@@ -4,6 +4,7 @@ import sys
 
 from llmconform.engines import deviations
 from llmconform.reports import run_identity
+from llmconform.reports.report_dir import ReportDir
 
 
 def test_engine_runtime_reads_torch_and_cuda_of_the_engines_interpreter_without_importing_torch(tmp_path, monkeypatch):
@@ -36,8 +37,8 @@ def test_the_run_records_the_deviations_in_force_and_compare_reads_them_back(tmp
     extra = tmp_path / "mine.yaml"
     extra.write_text("- {engine: vllm, versions: '<0.32', check: test_x, match: boom, reason: mine}\n")
     identity = run_identity.describe_here(["pytest", "suites"], [deviations.DEFAULT_FILE, extra])
-    run_identity.write(tmp_path, identity)
-    loaded = run_identity.load(tmp_path)
+    run_identity.write(ReportDir(tmp_path), identity)
+    loaded = run_identity.load(ReportDir(tmp_path))
     assert loaded["argv"] == ["pytest", "suites"] and loaded["servers"] == {}
     declared = run_identity.declared_deviations(loaded)
     assert declared[-1] == deviations.Deviation("vllm", "<0.32", "test_x", "boom", "mine")

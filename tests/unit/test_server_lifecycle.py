@@ -10,6 +10,7 @@ import pytest
 from llmconform.config.case import Case, EngineSettings, ModelSpec
 from llmconform.config.layout import Layout
 from llmconform.engines.base import Engine, Placement, Plan, Process, signature, stage
+from llmconform.reports.report_dir import ServerDir
 from llmconform.serving.launchers import local
 from llmconform.serving.server import EngineStartError, Server, marked_pids
 
@@ -30,7 +31,7 @@ def make_server(tmp_path, script: str, stages=None) -> Server:
     plan = Plan(case_id="stand-in-m-tp1", engine="stand-in", layout=Layout(), processes=(process,),
                 api_host="127.0.0.1", port=9, served_model="m", health_route="/health", ready_routes=("/health",))
     return Server(case=case, plan=plan, engine=engine, placement=Placement(("localhost",), ((0,),)),
-                  run_dir=tmp_path / "run", launch=local.start)
+                  run_dir=ServerDir(tmp_path / "run"), launch=local.start)
 
 
 def test_exit_during_startup_is_reported_with_stage_diagnosis_and_log(tmp_path):
@@ -79,7 +80,7 @@ def test_stop_kills_everything_the_server_started(tmp_path):
     assert len(marked_pids(server.marker)) == 2
     server.stop(grace_s=1)
     assert marked_pids(server.marker) == []
-    record = (tmp_path / "run" / "server.json").read_text()
+    record = ServerDir(tmp_path / "run").record.read_text()
     assert '"exit_code": -9' in record
 
 

@@ -7,7 +7,8 @@ import json
 from rich.console import Console
 
 from llmconform import progress
-from llmconform.reports import report_dir, terminal_verdict
+from llmconform.reports import terminal_verdict
+from llmconform.reports.report_dir import ReportDir
 
 
 def server(layout):
@@ -42,9 +43,9 @@ def accuracy(layout, correct, outcome):
 
 
 def server_record(tmp_path, layout, **fields):
-    directory = tmp_path / "servers" / f"vllm-m-{layout}"
-    directory.mkdir(parents=True)
-    (directory / "server.json").write_text(json.dumps({"case": f"vllm-m-{layout}", **fields}))
+    server_dir = ReportDir(tmp_path).server(f"vllm-m-{layout}")
+    server_dir.create()
+    server_dir.record.write_text(json.dumps({"case": f"vllm-m-{layout}", **fields}))
 
 
 RESULTS = [
@@ -60,7 +61,7 @@ RESULTS = [
 def test_one_aligned_line_per_case(tmp_path):
     server_record(tmp_path, "tp1", ready_s=67.4)
     server_record(tmp_path, "pp2", stage="load-weights", error="failed")
-    lines = terminal_verdict.per_case(tmp_path, RESULTS)
+    lines = terminal_verdict.per_case(ReportDir(tmp_path), RESULTS)
     assert lines[0] == "verdict per case:"
     rows = {line.split()[0]: line for line in lines[1:]}
     cells = {case: [c.strip() for c in line.split("  ") if c.strip()][1:] for case, line in rows.items()}
@@ -75,9 +76,10 @@ def test_one_aligned_line_per_case(tmp_path):
 
 
 def test_the_report_lists_the_verdict_first_and_the_report_files_last(tmp_path):
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
-    (tmp_path / "junit.xml").write_text("<testsuites/>")
-    lines = report_dir.build(tmp_path)
+    report = ReportDir(tmp_path)
+    report.results.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
+    report.junit.write_text("<testsuites/>")
+    lines = report.build()
     assert lines[0] == "verdict per case:"
     assert lines[-1] == f"reports in {tmp_path}: conformance.md, equivalence.md, perf.md, junit.xml, results.jsonl"
 
