@@ -31,7 +31,33 @@ def _target(text: str | None, loaded) -> resources.Hardware | None:
     return None
 
 
+SHIPPED_SUITES = ["--pyargs", "llmconform.suites"]
+
+
+class _StopBeforeCollecting:
+    """A pytest run that ends once configured: what its conftest.py files and plugins added is registered."""
+
+    @staticmethod
+    def pytest_collection(session) -> bool:
+        return True  # collection done: nothing collected
+
+
+def load_extensions(suites: list[str]) -> None:
+    """Register the engines, launchers and deviation files that conftest.py files and installed pytest plugins add,
+    exactly as `llmconform run` (pytest) from this directory would see them: pytest loads the conftest.py files of
+    this directory and its parents up to the rootdir, and the llmconform plugin's pytest_configure calls the
+    pytest_llmconform_* hooks (llmconform.pytest.hookspecs); the run stops before collecting anything."""
+    import pytest
+
+    code = pytest.main([*suites, "--collect-only", "--capture=no", "-p", "no:terminal", "-p", "no:cacheprovider"],
+                       plugins=[_StopBeforeCollecting()])
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        raise UserError("the conftest.py files and plugins that pytest loads here did not configure (pytest's "
+                        "message above)")
+
+
 def cmd_plan(args) -> int:
+    load_extensions(SHIPPED_SUITES)
     loaded = matrices.load(args.matrix)
     hardware = resources.detect()
     target = _target(args.target, loaded)
@@ -147,7 +173,7 @@ def cmd_run(args) -> int:
     """The suites against a matrix: `pytest --pyargs llmconform.suites --matrix MATRIX [pytest options]`."""
     import pytest
 
-    suites = [args.suites] if args.suites else ["--pyargs", "llmconform.suites"]
+    suites = [args.suites] if args.suites else SHIPPED_SUITES
     return int(pytest.main([*suites, "--matrix", args.matrix, *args.pytest_args]))
 
 

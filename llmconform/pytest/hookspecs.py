@@ -1,6 +1,6 @@
 """Hooks through which a user's conftest.py (or plugin) extends llmconform without editing it.
 
-    # conftest.py beside the matrix
+    # conftest.py of the directory you run pytest (or llmconform plan / run) in
     from llmconform.engines.vllm import VLLM
 
     class MyVLLMFork(VLLM):
@@ -11,7 +11,8 @@
         return [MyVLLMFork()]
 
 The plugin collects the answers in pytest_configure, before it reads any matrix, so the matrices of that run may
-name the new engines and launchers.
+name the new engines and launchers. `llmconform plan` and `llmconform run` configure pytest in the current directory
+to the same end, so they see the same conftest.py files and installed plugins as `pytest` there.
 """
 
 import pytest

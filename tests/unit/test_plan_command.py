@@ -1,7 +1,9 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import toy_extensions
 from planning_helpers import PORTS, make_case, placement
 from toy_extensions import ToyLauncher
 
@@ -14,6 +16,7 @@ from llmconform.serving.launchers.slurm import srun_argv
 from llmconform.serving.planner import plan_case
 
 ROOT = Path(__file__).resolve().parents[2]
+pytest_plugins = ["pytester"]
 
 
 def plan_json(capsys, *args):
@@ -154,3 +157,43 @@ def test_a_launcher_missing_a_part_of_the_protocol_is_refused():
     with pytest.raises(UserError, match=r"launcher 'partial' \(Partial\) lacks requires, reached_from_other_hosts, "
                                         r"runs_command_here, place, command_line"):
         launchers.register(partial)
+
+
+# --- `llmconform plan` sees what a conftest.py of the directory it runs in adds, as `pytest` there would ----------
+TOY_CONFTEST = Path(toy_extensions.__file__).read_text() + """
+
+def pytest_llmconform_engines():
+    return [ToyEngine()]
+
+
+def pytest_llmconform_launchers():
+    return [ToyLauncher()]
+"""
+
+
+def plan_in(pytester):
+    pytester.makefile(".yaml", m=TOY_MATRIX.replace("vllm: {IMAGE}", "toyllm: {image: toy:1}"))
+    return pytester.run(sys.executable, "-m", "llmconform.cli", "plan", "m.yaml")
+
+
+def test_plan_sees_the_engine_and_launcher_a_conftest_here_adds(pytester):
+    pytester.makeconftest(TOY_CONFTEST)
+    result = plan_in(pytester)
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["toyllm-m-tp2: 2 GPU(s) on 1 node(s), toyllm *",
+                                 "    $ toyrun --image=toy:1 --host=* toyllm serve org/m * --tensor-parallel-size 2 *"])
+
+
+def test_without_the_conftest_plan_names_what_it_knows(pytester):
+    result = plan_in(pytester)
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(["llmconform: error: *launcher*toy*local*docker*slurm*"])
+
+
+def test_a_conftest_that_does_not_import_stops_plan_with_pytest_s_message(pytester):
+    pytester.makeconftest("import a_module_nowhere\n")
+    result = plan_in(pytester)
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(["ImportError while loading conftest*", "*No module named 'a_module_nowhere'",
+                                 "llmconform: error: the conftest.py files and plugins that pytest loads here did "
+                                 "not configure (pytest's message above)"])

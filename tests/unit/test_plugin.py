@@ -104,3 +104,13 @@ def pytest_llmconform_deviations():
                                            "--report-dir", str(pytester.path / "report"))
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*[[]XPASS(strict)[]] the toy engine has no GET*", "*failing: test_model_retrieve"])
+
+
+def test_llmconform_run_sees_the_engine_a_conftest_here_adds(pytester):
+    pytester.makeconftest(TOY_ENGINE)
+    matrix = toy_matrix(pytester)
+    # The shipped suites (--pyargs): pytest anchors the conftest.py files it loads at the directory it runs in.
+    result = pytester.run(sys.executable, "-m", "llmconform.cli", "run", str(matrix), "-k", "test_models_list",
+                          "--report-dir", str(pytester.path / "report"))
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*toy-m-tp1*conformance 1/1*"])
