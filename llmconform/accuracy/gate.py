@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
-from llmconform.config import schema
 from llmconform.errors import UserError
 
 SCORERS = ("exact", "numeric", "regex", "choice")
@@ -335,31 +334,6 @@ def judge(correct: int, n: int, policy: GatePolicy, reference: tuple[int, int] |
             gate.problems.append(f"FAILED: accuracy dropped against the reference (p = {gate.p_value:.3g} < alpha "
                                  f"{policy.alpha})")
     return gate
-
-
-# --- the matrix's `accuracy:` section -----------------------------------------------------------------------------
-def parse_accuracy_section(value, fail, model_ids: tuple[str, ...] | None = None,
-                           base_dir: Path | None = None) -> dict:
-    """Validate a matrix's `accuracy:` section (the gate settings, and `models: {ID: {...}}` overrides; keys, types
-    and ranges: the matrix schema's `accuracy`; here the model ids); `fail(path, problem, allowed)` raises. Returns
-    it as a plain mapping (cases carry it), with task files made absolute: a relative one is relative to
-    `base_dir`, the matrix file's directory."""
-    if value is None:
-        return {}
-    schema.check(value, fail, "accuracy", "accuracy")
-    per_model = value.get("models", {})
-    for model_id in per_model:
-        if model_ids is not None and model_id not in model_ids:
-            fail(f"accuracy.models.{model_id}", "not a model of this matrix", ", ".join(model_ids))
-    return {**_resolved(value, base_dir),
-            "models": {m: _resolved(body, base_dir) for m, body in per_model.items()}}
-
-
-def _resolved(settings: dict, base_dir: Path | None) -> dict:
-    task = settings.get("task")
-    if task is None or task.startswith("builtin:") or base_dir is None:
-        return dict(settings)
-    return {**settings, "task": str(base_dir / Path(task).expanduser())}
 
 
 def gate_policy(section: dict, model_id: str) -> GatePolicy | None:

@@ -45,14 +45,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmconform import engines, models
-from llmconform.accuracy.gate import parse_accuracy_section
 from llmconform.config import layout as layouts
 from llmconform.config import schema, userfiles
+from llmconform.config.accuracy import parse_accuracy_section
 from llmconform.config.case import Case, EngineSettings, ModelSpec
-from llmconform.equivalence.policy import case_dtype, determinism_overrides, parse_compare_section
+from llmconform.config.compare import case_dtype, parse_compare_section
+from llmconform.config.floor_rules import parse_floors
+from llmconform.config.workloads import parse_workloads
 from llmconform.errors import LayoutError, MatrixError, UserError
-from llmconform.perf.floors import parse_floors
-from llmconform.perf.loadgen import parse_workloads
 from llmconform.serving import launchers
 
 
@@ -150,8 +150,9 @@ def parse(data, file: str = "<matrix>", default_name: str = "matrix") -> Matrix:
                     accuracy=accuracy_section, workloads=workloads, matrix=name)
         if compare_section.policy(model, case_dtype(case)).deterministic:
             # `compare.deterministic: true` turns on the engine's own switch; what the matrix sets explicitly wins.
-            switch_args, switch_env = determinism_overrides(engine)
-            case = replace(case, args={**switch_args, **case.args}, env={**switch_env, **case.env})
+            switch = engines.get(engine).determinism
+            if switch:
+                case = replace(case, args={**switch.args, **case.args}, env={**switch.env, **case.env})
         return case
 
     cases: list[Case] = []

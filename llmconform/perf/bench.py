@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmconform.config import matrix as matrices
+from llmconform.config.floor_rules import GRAMMAR, Floor, parse_floors
+from llmconform.config.workloads import PROMPT_KINDS, LoadPoint, Workload, parse_workloads
 from llmconform.errors import MatrixError, UserError
 from llmconform.perf import capacity, floors, load_metrics, loadgen
 from llmconform.reports.report_dir import ReportDir
@@ -106,7 +108,7 @@ def _t95(degrees: int) -> float:
     return _T95.get(degrees, 1.7)
 
 
-def vllm_bench_argv(command: list[str], target: loadgen.Target, workload: loadgen.Workload, point: loadgen.LoadPoint,
+def vllm_bench_argv(command: list[str], target: loadgen.Target, workload: Workload, point: LoadPoint,
                     tokenizer_dir: str, result_dir: Path, filename: str, seed: int) -> list[str]:
     """`vllm bench serve` for the same traffic as our point: random dataset of exact lengths, ignore_eos, the same
     number of requests and warm-ups, and either `--max-concurrency C` (rate inf) or `--request-rate R`. The result
@@ -192,7 +194,7 @@ def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s
     return json.loads(result_file.read_text())
 
 
-def run_ours(target: loadgen.Target, workload: loadgen.Workload, point: loadgen.LoadPoint,
+def run_ours(target: loadgen.Target, workload: Workload, point: LoadPoint,
              tokenizer: loadgen.PromptTokenizer, records_file: Path, stream: int, workers: int | None = None
              ) -> tuple[load_metrics.PointSummary, loadgen.PointRun]:
     prompts = loadgen.make_prompts(tokenizer, workload, point.requests, stream=stream)
@@ -202,7 +204,7 @@ def run_ours(target: loadgen.Target, workload: loadgen.Workload, point: loadgen.
     return load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo), run
 
 
-def compare_with_vllm_bench(target: loadgen.Target, workload: loadgen.Workload, tokenizer_dir: str,
+def compare_with_vllm_bench(target: loadgen.Target, workload: Workload, tokenizer_dir: str,
                             vllm_command: list[str], out_dir: Path, rounds: int = 2, timeout_s: float = 3600.0,
                             client_cpus: frozenset[int] | None = None, log=print) -> list[PointComparison]:
     """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first; both on
@@ -320,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--warmup", type=int, help="unmeasured requests before each point (default: one wave)")
         p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of arrivals (1: Poisson)")
         p.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
-        p.add_argument("--prompts", choices=loadgen.PROMPT_KINDS, default="random")
+        p.add_argument("--prompts", choices=PROMPT_KINDS, default="random")
         p.add_argument("--temperature", type=float)
         p.add_argument("--no-ignore-eos", action="store_true", help="do not ask for exact output lengths")
         p.add_argument("--slo", nargs="+", default=[], metavar="NAME:MS",
@@ -331,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
                                                              "an engine on CPU: the cores it does not use)")
         if name == "run":
             p.add_argument("--floor", action="append", default=[], metavar="EXPR",
-                           help=f"a throughput floor (repeatable; with the matrix's): {floors.GRAMMAR}")
+                           help=f"a throughput floor (repeatable; with the matrix's): {GRAMMAR}")
             p.add_argument("--case-id", help="the id results are filed under, to match runs in `llmconform compare` "
                                              "(default ENGINE-MODEL)")
             p.add_argument("--perf-baseline", help="perf-summary.json of an earlier run, for METRIC:-X% floors")
@@ -368,7 +370,7 @@ def _fail(source: str):
     return fail
 
 
-def _workload(args) -> loadgen.Workload:
+def _workload(args) -> Workload:
     """The workload the command-line options describe (a `workloads:` entry, validated the same way)."""
     missing = [flag for flag, value in (("--input-tokens", args.input_tokens), ("--output-tokens",
                                                                                args.output_tokens)) if value is None]
@@ -388,7 +390,7 @@ def _workload(args) -> loadgen.Workload:
         for pair in args.slo:
             key, _, value = pair.partition(":")
             item["slo"][f"{key}_ms"] = _number(value, f"--slo {pair}")
-    (workload,) = loadgen.parse_workloads([item], _fail("command line"))
+    (workload,) = parse_workloads([item], _fail("command line"))
     return workload
 
 
@@ -399,7 +401,7 @@ def _number(text: str, where: str) -> float:
         raise UserError(f"{where}: {text!r} is not a number") from None
 
 
-def _matrix_sections(args) -> tuple[tuple[loadgen.Workload, ...], tuple[floors.Floor, ...]]:
+def _matrix_sections(args) -> tuple[tuple[Workload, ...], tuple[Floor, ...]]:
     """The workloads to run and the floors to check: the matrix's (only the --workload ones), or the command
     line's; --floor adds to them."""
     if args.matrix:
@@ -416,7 +418,7 @@ def _matrix_sections(args) -> tuple[tuple[loadgen.Workload, ...], tuple[floors.F
         if args.workload:
             raise UserError("--workload names a workload of --matrix")
         workloads, declared = (_workload(args),), ()
-    extra = floors.parse_floors(getattr(args, "floor", []), _fail("--floor"), workloads)
+    extra = parse_floors(getattr(args, "floor", []), _fail("--floor"), workloads)
     return workloads, tuple(f for f in declared if any(f.workload in (None, w.name) for w in workloads)) + extra
 
 
@@ -502,7 +504,7 @@ def cmd_capacity(args, target: loadgen.Target) -> int:
     streams = iter(range(1, 2 * args.max_points + 1, 2))
 
     def measure(rate: float) -> load_metrics.PointSummary:
-        point = loadgen.LoadPoint(requests=requests, warmup=workload.warmup or 0, rate=rate,
+        point = LoadPoint(requests=requests, warmup=workload.warmup or 0, rate=rate,
                                max_concurrency=workload.max_concurrency)
         records = out_dir / f"{workload.name}-{point.label}.records.jsonl"
         with loadgen.pinned(args.client_cpus):

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from llmconform.config.workloads import Slo
 from llmconform.perf.load_metrics import PointSummary, not_measurable
-from llmconform.perf.loadgen import Slo
 
 PERCENTILES = ("median", "p90", "p99")
 

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from llmconform.config import userfiles
+from llmconform.config.floor_rules import higher_is_better, parse_floor
 from llmconform.errors import UserError
-from llmconform.perf import floors, load_metrics, loadgen
+from llmconform.perf import loadgen
 
 if TYPE_CHECKING:  # perf sits below reports: it is handed report dirs, never imports their module
     from llmconform.reports.report_dir import ReportDir
@@ -52,7 +53,7 @@ class Tolerance:
 
     @property
     def higher_is_better(self) -> bool:
-        return load_metrics.higher_is_better(self.metric)
+        return higher_is_better(self.metric)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def parse_tolerances(texts: tuple[str, ...]) -> tuple[Tolerance, ...]:
     parsed = []
     for text in texts:
         try:
-            floor = floors.parse_floor(text)
+            floor = parse_floor(text)
         except (TypeError, ValueError) as error:
             raise UserError(f"--perf {text!r}: {error}") from None
         if floor.kind != "baseline":

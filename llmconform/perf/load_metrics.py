@@ -28,13 +28,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from llmconform.perf.loadgen import ClientStats, PointRun, RequestRecord, Slo
+from llmconform.config.floor_rules import LATENCIES, LATENCY_METRICS, THROUGHPUTS
+from llmconform.config.workloads import Slo
+from llmconform.perf.loadgen import ClientStats, PointRun, RequestRecord
 
-LATENCIES = ("ttft", "tpot", "itl", "e2el")
-STATISTICS = ("mean", "median", "std", "p90", "p99")
-THROUGHPUTS = ("output_tok_s", "total_tok_s", "requests_per_s", "goodput_requests_per_s", "max_output_tok_s")
-LATENCY_METRICS = tuple(f"{stat}_{name}_ms" for name in LATENCIES for stat in STATISTICS)
-METRICS = THROUGHPUTS + LATENCY_METRICS
 VLLM_RESULT_KEYS = {"output_tok_s": "output_throughput", "total_tok_s": "total_token_throughput",
                     "requests_per_s": "request_throughput", "goodput_requests_per_s": "request_goodput",
                     "max_output_tok_s": "max_output_tokens_per_s", **{m: m for m in LATENCY_METRICS}}
@@ -54,10 +51,6 @@ LOOP_LAG_WARNING = 0.2
 # Bunched delivery: ITL is not measurable when at least this share of the gaps between chunks is 0 (chunks that
 # arrived in one read), TPOT when at least this share of the multi-token requests arrived in one read.
 BUNCHED_SHARE = 0.5
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric in THROUGHPUTS
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from llmconform.api import PROPERTY as CONFORMANCE
 from llmconform.config import userfiles
+from llmconform.config.compare import parse_compare_section
 from llmconform.engines import deviations as known
 from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence.comparators import Verdict, compare, compare_distributions, make_comparator
@@ -321,13 +322,13 @@ def _policy(old: LayoutOutputs, new: LayoutOutputs, comparator: str | None):
     it names a comparator; else exact tokens with |delta logprob| <= compare.max_logprob_delta (both runs serve one
     layout, so the layout comparator's near-tie tolerance would let a real token flip through)."""
     dtype = old.dtype if old.dtype == new.dtype else f"{old.dtype} vs {new.dtype}"
-    section = equivalence.parse_compare_section(new.compare or old.compare or None, equivalence.raise_user_error)
+    section = parse_compare_section(new.compare or old.compare or None, equivalence.raise_user_error)
     policy = section.policy(new.model, dtype)
     if comparator:
         policy = replace(policy, comparator=comparator, why="--comparator")
-        return policy.make_comparator(), None, policy.why, policy
+        return equivalence.comparator_for(policy), None, policy.why, policy
     if not policy.why.startswith("auto"):
-        return policy.make_comparator(), None, f"{policy.comparator} ({policy.why})", policy
+        return equivalence.comparator_for(policy), None, f"{policy.comparator} ({policy.why})", policy
     bound = policy.max_logprob_delta
     why = f"exact tokens, |delta logprob| <= {bound:g} (compare.max_logprob_delta)"
     return make_comparator("exact"), bound, why, policy

@@ -16,11 +16,12 @@ from dataclasses import replace
 
 import pytest
 
+from llmconform.config.compare import CompareSection, Policy, case_dtype
 from llmconform.engines import known_failures
 from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence import probes
 from llmconform.equivalence.comparators import Exact, Verdict, compare, compare_distributions
-from llmconform.equivalence.policy import LayoutOutputs, OutputStore, Policy
+from llmconform.equivalence.policy import LayoutOutputs, OutputStore
 from llmconform.pytest.plugin import session_of
 
 PROBES = {  # the report's column of each test that is not parametrized by probe
@@ -42,7 +43,7 @@ _COLLECTED = pytest.StashKey[dict]()
 @pytest.fixture
 def policy(llm) -> Policy:
     if llm.case is None:  # an attached server: its dtype is unknown, so not exact
-        return equivalence.CompareSection().policy(llm.model, "auto")
+        return CompareSection().policy(llm.model, "auto")
     return equivalence.policy_for(llm.case)
 
 
@@ -108,7 +109,7 @@ def test_layout_answers_the_probe_set(request, llm, store, client, policy, row):
 @pytest.mark.parametrize("probe", equivalence.GREEDY_PROBES)
 def test_greedy_outputs_match_reference(request, llm, store, outputs, policy, row, probe):
     reference = _reference_outputs(request, llm, store, policy, row)
-    verdict = compare(policy.make_comparator(), reference.generations[probe], outputs.generations[probe],
+    verdict = compare(equivalence.comparator_for(policy), reference.generations[probe], outputs.generations[probe],
                       reference.layout, llm.layout)
     _record(row, verdict)
     explanation = verdict.explain()
@@ -154,7 +155,7 @@ def test_sampled_distribution_matches_reference(request, llm, store, outputs, po
 
 # --- within one server -------------------------------------------------------------------------------------------
 def test_stream_matches_non_stream(llm, outputs, policy, row):
-    verdict = compare(policy.make_comparator(), outputs.generations["completions-text"],
+    verdict = compare(equivalence.comparator_for(policy), outputs.generations["completions-text"],
                       outputs.generations["completions-stream"], "non-stream", "stream")
     _record(row, verdict)
     assert verdict.ok, verdict.explain()
@@ -166,7 +167,7 @@ def test_token_id_prompt_matches_text_prompt(llm, outputs, policy, row):
     if not resent:
         pytest.skip(f"{llm.engine} returned no prompt token ids, so there are none to send back")
     texts = [g for g in outputs.generations["completions-text"] if g.prompt in {r.prompt for r in resent}]
-    verdict = compare(policy.make_comparator(), texts, resent, "text prompt", "token-id prompt")
+    verdict = compare(equivalence.comparator_for(policy), texts, resent, "text prompt", "token-id prompt")
     _record(row, verdict)
     assert verdict.ok, verdict.explain()
 
@@ -228,7 +229,7 @@ def _collect_once(config, llm, store: OutputStore, client: probes.ProbeClient, p
 def _collect(llm, client: probes.ProbeClient, policy: Policy, run: str) -> LayoutOutputs:
     collected = LayoutOutputs(case_id=llm.id, engine=llm.engine, engine_version=llm.engine_version,
                               model=_model_id(llm), layout=llm.layout,
-                              dtype=equivalence.case_dtype(llm.case) if llm.case else "auto", run=run,
+                              dtype=case_dtype(llm.case) if llm.case else "auto", run=run,
                               compare=dict(llm.case.compare) if llm.case else {})
     vocab = (llm.case.model.config or {}).get("vocab_size") if llm.case else None
     answers = collected.generations

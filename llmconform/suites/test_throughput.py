@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from llmconform.config.floor_rules import Floor, parse_floors
+from llmconform.config.workloads import Workload, parse_workloads
 from llmconform.errors import MatrixError
 from llmconform.perf import floors, load_metrics, loadgen
 from llmconform.reports import perf_section
@@ -51,12 +53,12 @@ class Measurement:
                 "problems": self.problems, "warnings": self.warnings}
 
 
-def _case_sections(case) -> tuple[tuple[loadgen.Workload, ...], tuple[floors.Floor, ...]]:
+def _case_sections(case) -> tuple[tuple[Workload, ...], tuple[Floor, ...]]:
     def fail(path: str, problem: str, allowed: str | None):
         raise MatrixError(case.matrix or "<matrix>", path, problem, allowed)
 
-    workloads = loadgen.parse_workloads(list(case.workloads), fail)
-    return workloads, floors.parse_floors(list(case.floors), fail, workloads)
+    workloads = parse_workloads(list(case.workloads), fail)
+    return workloads, parse_floors(list(case.floors), fail, workloads)
 
 
 def _measure(llm, workers: int | None) -> Measurement:

@@ -12,6 +12,7 @@ import shlex
 import time
 from pathlib import Path
 
+from llmconform.config.workloads import Workload
 from llmconform.perf import bench, loadgen
 
 COLUMNS = ("output_tok_s", "median_ttft_ms", "median_tpot_ms", "median_itl_ms", "p99_itl_ms")
@@ -32,7 +33,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     target = loadgen.Target(args.base_url, args.model, "vllm")
-    workload = loadgen.Workload("scale", args.input_tokens, args.output_tokens, concurrency=tuple(args.concurrency),
+    workload = Workload("scale", args.input_tokens, args.output_tokens, concurrency=tuple(args.concurrency),
                              requests_per_stream=args.requests_per_stream)
     tokenizer = loadgen.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
     rows = []

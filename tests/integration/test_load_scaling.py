@@ -9,8 +9,9 @@ machine), 1.1 times that for the comparison, which the workers share out.
 
 import pytest
 
+from llmconform.config.workloads import LoadPoint, Workload
 from llmconform.perf import load_metrics, loadgen
-from llmconform.perf.loadgen import LoadPoint, Prompt, Target, Workload
+from llmconform.perf.loadgen import Prompt, Target
 from tests.fakes.sse_server import SseServer
 
 pytestmark = [pytest.mark.perf]

@@ -15,8 +15,9 @@ import pytest
 from paths import ROOT
 
 from llmconform.config import matrix
+from llmconform.config.workloads import Workload
 from llmconform.perf import bench, loadgen
-from llmconform.perf.loadgen import Target, Workload
+from llmconform.perf.loadgen import Target
 from llmconform.reports.report_dir import ReportDir
 from llmconform.serving import resources
 from llmconform.serving.pool import ServerPool

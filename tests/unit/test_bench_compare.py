@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from llmconform.config.workloads import LoadPoint, Slo, Workload
 from llmconform.perf import bench
-from llmconform.perf.loadgen import LoadPoint, Slo, Target, Workload
+from llmconform.perf.loadgen import Target
 
 TARGET = Target("http://127.0.0.1:8000", "qwen2-tiny", "vllm")
 

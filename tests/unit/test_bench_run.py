@@ -9,8 +9,9 @@ import pytest
 
 from llmconform import models
 from llmconform.cli import main
+from llmconform.config.workloads import LoadPoint, Slo, Workload
 from llmconform.perf import capacity, loadgen
-from llmconform.perf.loadgen import LoadPoint, Slo, Target, Workload
+from llmconform.perf.loadgen import Target
 from tests.fakes.sse_server import SseServer
 
 

@@ -5,17 +5,10 @@ import json
 import pytest
 from planning_helpers import make_case
 
+from llmconform.config.compare import CompareSection, Policy, parse_compare_section
 from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence.comparators import Generation, LogprobClose, Step
-from llmconform.equivalence.policy import (
-    CompareSection,
-    LayoutOutputs,
-    OutputStore,
-    Policy,
-    choose_reference,
-    parse_compare_section,
-    policy_for,
-)
+from llmconform.equivalence.policy import LayoutOutputs, OutputStore, choose_reference, policy_for
 from llmconform.errors import MatrixError, UserError
 from llmconform.reports import equivalence_section
 from llmconform.reports.report_dir import ReportDir
@@ -38,7 +31,7 @@ def test_full_section_is_accepted_and_resolved_per_model_and_dtype():
     assert dense_bf16.reference == "tp2" and dense_bf16.top_k == 8 and dense_bf16.samples == 400
     moe = section.policy("moe", "bf16")
     assert moe.comparator == "logprob-close" and moe.top_k == 10 and moe.why == "compare.models.moe.comparator"
-    assert moe.make_comparator() == LogprobClose(top_k=10, max_gap=0.5)
+    assert equivalence.comparator_for(moe) == LogprobClose(top_k=10, max_gap=0.5)
 
 
 @pytest.mark.parametrize("dtype, comparator", [("float32", "exact"), ("fp32", "exact"), ("bfloat16", "logprob-close"),
@@ -124,8 +117,7 @@ def test_determinism_switch_detection():
     assert not vllm.is_on(make_case())
     sglang = equivalence.determinism_switch("sglang")
     assert sglang.is_on(make_case("sglang", args={"enable-deterministic-inference": True}))
-    assert equivalence.determinism_overrides("vllm") == ({}, {"VLLM_BATCH_INVARIANT": "1"})
-    assert equivalence.determinism_overrides("unknown") == ({}, {})
+    assert equivalence.determinism_switch("unknown") is None
 
 
 def result(layout, probe, outcome, verdict=None, role=None, **extra):

@@ -7,9 +7,10 @@ import pytest
 from safetensors import safe_open
 
 from llmconform import models
+from llmconform.config.floor_rules import parse_floor, parse_floors
+from llmconform.config.workloads import Workload
 from llmconform.perf import floors
-from llmconform.perf.floors import CaseContext, CaseHardware, evaluate, parse_floor, parse_floors
-from llmconform.perf.loadgen import Workload
+from llmconform.perf.floors import CaseContext, CaseHardware, evaluate
 
 H100 = CaseHardware("cuda", "NVIDIA H100 80GB HBM3", 1)
 CPU = CaseHardware("cpu")

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 
 from llmconform import models
+from llmconform.config.workloads import LoadPoint, Workload
 from llmconform.perf import loadgen
-from llmconform.perf.loadgen import LoadPoint, Prompt, Target, Workload
+from llmconform.perf.loadgen import Prompt, Target
 
 
 class ScriptedServer:

@@ -5,17 +5,10 @@ import math
 
 import pytest
 
-from llmconform.perf.load_metrics import (
-    METRICS,
-    VLLM_RESULT_KEYS,
-    client_overhead,
-    compute,
-    delivery,
-    higher_is_better,
-    not_measurable,
-    summarize,
-)
-from llmconform.perf.loadgen import ClientStats, LoadPoint, PointRun, RequestRecord, Slo
+from llmconform.config.floor_rules import METRICS, higher_is_better
+from llmconform.config.workloads import LoadPoint, Slo
+from llmconform.perf.load_metrics import VLLM_RESULT_KEYS, client_overhead, compute, delivery, not_measurable, summarize
+from llmconform.perf.loadgen import ClientStats, PointRun, RequestRecord
 
 
 def record(index, sent, chunks, completion=None, prompt=None, expected_in=4, expected_out=None, error=None,

@@ -10,8 +10,8 @@ import yaml
 from llmconform import engines
 from llmconform.cli import main
 from llmconform.config import matrix, schema
+from llmconform.config.compare import DTYPES
 from llmconform.equivalence.comparators import COMPARATORS
-from llmconform.equivalence.policy import DTYPES
 from llmconform.errors import MatrixError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from llmconform.config.workloads import LoadPoint
 from llmconform.errors import UserError
 from llmconform.perf import compare_runs, loadgen
 from llmconform.reports import regression
@@ -26,7 +27,7 @@ def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: i
                                           sent_s=now, chunk_s=chunks, done_s=chunks[-1], prompt_tokens=8,
                                           completion_tokens=tokens, finish_reason="length", status=200))
         now = chunks[-1]
-    return loadgen.PointRun(workload="w", point=loadgen.LoadPoint(requests=requests, warmup=0, concurrency=1),
+    return loadgen.PointRun(workload="w", point=LoadPoint(requests=requests, warmup=0, concurrency=1),
                          records=records, duration_s=now, client=loadgen.ClientStats(0.0, 0, 0.0, 0.0),
                          sent_ignore_eos=True)
 

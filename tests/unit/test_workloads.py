@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from llmconform.perf.loadgen import Slo, Workload, parse_workloads
+from llmconform.config.workloads import Slo, Workload, parse_workloads
 
 
 class Failed(Exception):
