@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shlex
@@ -49,8 +50,10 @@ def load_extensions(suites: list[str]) -> None:
     pytest_llmconform_* hooks (llmconform.pytest.hookspecs); the run stops before collecting anything."""
     import pytest
 
-    code = pytest.main([*suites, "--collect-only", "--capture=no", "-p", "no:terminal", "-p", "no:cacheprovider"],
-                       plugins=[_StopBeforeCollecting()])
+    # What a conftest prints goes to stderr: stdout is the plan (`plan --json` is read by scripts).
+    with contextlib.redirect_stdout(sys.stderr):
+        code = pytest.main([*suites, "--collect-only", "--capture=no", "-p", "no:terminal", "-p", "no:cacheprovider"],
+                           plugins=[_StopBeforeCollecting()])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         raise UserError("the conftest.py files and plugins that pytest loads here did not configure (pytest's "
                         "message above)")

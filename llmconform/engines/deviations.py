@@ -19,12 +19,16 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from llmconform.config import userfiles
 from llmconform.engines.versions import in_range
 from llmconform.errors import UserError
+
+if TYPE_CHECKING:
+    from llmconform.config.case import Case
 
 DEFAULT_FILE = Path(__file__).with_name("deviations.yaml")
 # Extra deviation files (os.pathsep-separated), e.g. for an engine build of your own; read beside the packaged list.
@@ -93,8 +97,8 @@ class Deviation:
             return False
         return self._applies(engine, version, model)
 
-    def applies_to_case(self, case, version: str | None) -> bool:
-        """A known failure of this case (a config.case.Case) at this version (the server's, else the planned one)."""
+    def applies_to_case(self, case: Case, version: str | None) -> bool:
+        """A known failure of this case at this version (the server's, else the planned one)."""
         if self.effect != KNOWN_FAILURE or (self.device and case.engine.device != self.device):
             return False
         if not self._applies(case.engine.name, version or case.engine.version, case.model.served_name):
@@ -125,7 +129,7 @@ class Deviation:
                 f"{self.reason}{source}")
 
 
-def _flag_set(case, name: str) -> bool:
+def _flag_set(case: Case, name: str) -> bool:
     value = case.args.get(name, case.args.get(name.replace("-", "_")))
     return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
 
@@ -198,6 +202,6 @@ def for_check(deviations: list[Deviation], engine: str, version: str | None, che
     return [d for d in deviations if d.applies_to(engine, version, check, model)]
 
 
-def for_case(deviations: list[Deviation], case, version: str | None) -> list[Deviation]:
-    """The known failures declared for a case (a config.case.Case) at this version."""
+def for_case(deviations: list[Deviation], case: Case, version: str | None) -> list[Deviation]:
+    """The known failures declared for a case at this version."""
     return [d for d in deviations if d.applies_to_case(case, version)]

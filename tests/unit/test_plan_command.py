@@ -147,7 +147,7 @@ def test_a_launcher_s_requirements_are_matrix_errors(toy_launcher, tmp_path):
         matrices.load(matrix)
 
 
-def test_local_launcher_plans_print_env_and_argv_and_no_launch_line(capsys):
+def test_a_launcher_that_runs_env_and_argv_as_they_are_has_no_launch_lines(capsys):
     cases = plan_json(capsys, str(ROOT / "matrices/cpu-smoke.yaml"))
     assert all(case["launch"] is None for case in cases.values())
 
@@ -171,17 +171,21 @@ def pytest_llmconform_launchers():
 """
 
 
-def plan_in(pytester):
+def plan_in(pytester, *args):
     pytester.makefile(".yaml", m=TOY_MATRIX.replace("vllm: {IMAGE}", "toyllm: {image: toy:1}"))
-    return pytester.run(sys.executable, "-m", "llmconform.cli", "plan", "m.yaml")
+    return pytester.run(sys.executable, "-m", "llmconform.cli", "plan", "m.yaml", *args)
 
 
 def test_plan_sees_the_engine_and_launcher_a_conftest_here_adds(pytester):
-    pytester.makeconftest(TOY_CONFTEST)
+    pytester.makeconftest(TOY_CONFTEST + "\nprint('toy conftest loaded')\n")
     result = plan_in(pytester)
     assert result.ret == 0, result.stderr.str()
     result.stdout.fnmatch_lines(["toyllm-m-tp2: 2 GPU(s) on 1 node(s), toyllm *",
                                  "    $ toyrun --image=toy:1 --host=* toyllm serve org/m * --tensor-parallel-size 2 *"])
+    # what the conftest prints goes to stderr: `plan --json` stays JSON for the scripts that read it
+    result = plan_in(pytester, "--json")
+    (case,) = json.loads(result.stdout.str())["cases"]
+    assert case["launch"][0].startswith("toyrun --image=toy:1 ") and "toy conftest loaded" in result.stderr.str()
 
 
 def test_without_the_conftest_plan_names_what_it_knows(pytester):
