@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmconform import models
@@ -165,7 +166,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[Sequence[str]]) -> None:
     """Rows as left-aligned columns, the first row the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -17,6 +17,11 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rich is imported when a bar is shown
+    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
 
 PLAIN_EVERY_S = 10.0
 
@@ -83,8 +88,8 @@ class LoadProgress:
         self.title = title
         self.point: str | None = None
         self.last_plain = 0.0
-        self.bar = None
-        self.task = None
+        self.bar: Bar | None = None
+        self.task: TaskID | None = None
 
     def update(self, point: str, total: int, done: int, tokens: int, seconds: float) -> None:
         """`tokens` streamed in the `seconds` since the point's timed requests began (0 during warm-up)."""
@@ -97,7 +102,7 @@ class LoadProgress:
             if self.progress.console.is_terminal:
                 self._open_bar(total)
         rate = tokens / seconds if seconds > 0 else 0.0
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             with self.progress.suspend():
                 self.bar.update(self.task, completed=done, rate=f"{rate:,.0f} tok/s")
                 self.bar.refresh()

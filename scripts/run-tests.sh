@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The framework's own tests, cheapest first. Run after scripts/setup.sh.
-#   0. lint: ruff with the rule set of pyproject.toml;
+#   0. lint: ruff with the rule set of pyproject.toml, then mypy with its settings there;
 #   1. unit tests: planning, schemas, comparators, metrics (seconds, no engine);
 #   2. integration tests against real things: vLLM-CPU servers (lifecycle, conformance catch matrix, perf fidelity)
 #      and, when run as root, a real 2-node SLURM cluster in network namespaces (multi-node) and an isolated docker
@@ -60,6 +60,10 @@ docker_up() {
 
 echo; echo "=== stage lint: ruff check (rules in pyproject.toml)"
 .venv/bin/ruff check . || failed+=("lint")
+echo; echo "=== stage typecheck: mypy on the package (settings in pyproject.toml)"; start=$SECONDS
+.venv/bin/mypy; rc=$?
+echo "=== stage typecheck: exit code $rc after $((SECONDS - start)) s"
+[ $rc -eq 0 ] || failed+=("typecheck (exit $rc)")
 stage unit tests/unit -q -n 2
 slurm_up
 docker_up

@@ -68,9 +68,10 @@ class Task:
         if self.stop:
             body["stop"] = list(self.stop)
         if self.api == "completions":
+            assert problem.prompt is not None  # load() allows messages with api: chat only
             shots = "".join(f"{s.prompt}{s.answer}{self.shot_separator}" for s in self.few_shot)
             return "/v1/completions", {**body, "prompt": shots + problem.prompt}
-        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages: list[dict] = [{"role": "system", "content": self.system}] if self.system else []
         for shot in self.few_shot:
             messages += [{"role": "user", "content": shot.prompt}, {"role": "assistant", "content": shot.answer}]
         messages += list(problem.messages) if problem.messages else [{"role": "user", "content": problem.prompt}]
@@ -92,6 +93,7 @@ def extract(task: Task, output: str) -> str | float | None:
         numbers = re.findall(r"-?\$?\d[\d,]*(?:\.\d+)?", output)
         return _number(numbers[-1]) if numbers else None
     if task.scorer == "regex":
+        assert task.pattern is not None  # load() requires one for this scorer
         match = re.search(task.pattern, output)
         return match.group(1).strip() if match else None
     letters = "".join(re.escape(c) for c in task.choices)
@@ -309,7 +311,7 @@ class Gate:
 
     def explain(self) -> str:
         parts = [f"accuracy {self.accuracy:.2%} ({self.correct}/{self.n}), floor {self.floor:.2%}"]
-        if self.reference_n is not None:
+        if self.reference_correct is not None and self.reference_n is not None:
             parts.append(f"reference {self.reference_correct / self.reference_n:.2%} "
                          f"({self.reference_correct}/{self.reference_n}), one-sided two-proportion p = "
                          f"{self.p_value:.3g} (alpha {self.alpha})")

@@ -84,7 +84,8 @@ def _torch():
 # --- the model: the HF Qwen2 / Qwen3-MoE computation, with the checkpoint's parameter names -------------------
 def build_model(config: dict):
     torch = _torch()
-    nn, F = torch.nn, torch.nn.functional
+    from torch import nn  # imported by name, not as torch.nn: classes below subclass nn.Module
+    from torch.nn import functional as F
     h, heads, kv = config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"]
     hd = config.get("head_dim", h // heads)
     eps, moe = config["rms_norm_eps"], config["model_type"] == "qwen3_moe"

@@ -75,6 +75,7 @@ def chat_logprobs_problems(logprobs, content: str, top: int) -> list[str]:
     problems = schema.validate(schema.Array(schema.CHAT_TOKEN_LOGPROB), entries, "logprobs.content")
     if problems:
         return problems
+    assert isinstance(entries, list)  # the schema checked it
     problems += _logprob_text_problems(entries, content)
     for i, entry in enumerate(entries):
         if entry["logprob"] > 0:

@@ -28,8 +28,9 @@ def missing_counters(totals: dict[str, float], counters: dict[str, str]) -> list
 
 
 def movement_problems(before: dict[str, float], after: dict[str, float], counters: dict[str, str],
-                      expected: dict[str, int]) -> list[str]:
-    """Each counter moved by exactly what was sent (the usage the server reported, one request)."""
+                      expected: dict[str, int | None]) -> list[str]:
+    """Each counter moved by exactly what was sent (the usage the server reported, one request; None where the
+    usage left that count out, which no movement matches)."""
     problems = []
     for role, want in expected.items():
         name = counters.get(role)

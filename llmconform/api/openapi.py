@@ -89,7 +89,7 @@ def pinned(path: Path = PINNED_FILE) -> dict:
 @cache
 def _validators(path: Path = PINNED_FILE) -> dict:
     from jsonschema import Draft202012Validator
-    from referencing import Registry, Resource
+    from referencing import Registry
     from referencing.jsonschema import DRAFT202012
 
     schemas = read_nullable(pinned(path)["schemas"])
@@ -97,7 +97,7 @@ def _validators(path: Path = PINNED_FILE) -> dict:
     finish = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
     chunk["properties"]["choices"]["items"]["properties"]["finish_reason"] = _or_null(finish)
     document = {"components": {"schemas": {**schemas, COMPLETION_CHUNK: chunk}}}
-    registry = Registry().with_resource("openapi", Resource(document, DRAFT202012))
+    registry = Registry().with_resource("openapi", DRAFT202012.create_resource(document))
     return {name: Draft202012Validator({"$ref": f"openapi#/components/schemas/{name}"}, registry=registry)
             for name in document["components"]["schemas"]}
 

@@ -25,7 +25,6 @@ elsewhere (bf16 on H100: TP2 vs TP1 exact on 4/8 prompts, logprob-close on 8/8; 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from llmconform.config import layout as layouts
@@ -84,10 +83,7 @@ class CompareSection:
                            f"TP1 on 4/8 prompts, logprob-close on 8/8)")
 
 
-Fail = Callable[[str, str, str | None], None]  # fail(path, problem, allowed) raises
-
-
-def parse_compare_section(value, fail: Fail, model_ids: tuple[str, ...] | None = None) -> CompareSection:
+def parse_compare_section(value, fail: schema.Fail, model_ids: tuple[str, ...] | None = None) -> CompareSection:
     """Validate a matrix's `compare:` section (keys, types and ranges: the matrix schema's `compare`; here the layout
     and the model ids); `fail(path, problem, allowed)` must raise (matrix.py's _Reader.fail). `model_ids` are the
     matrix's models, which `compare.models` may name."""
@@ -106,7 +102,7 @@ def parse_compare_section(value, fail: Fail, model_ids: tuple[str, ...] | None =
     return CompareSection(settings, dtypes, models)
 
 
-def _settings(body: dict, path: str, fail: Fail) -> dict:
+def _settings(body: dict, path: str, fail: schema.Fail) -> dict:
     """The settings as Policy takes them: the reference layout in its canonical spelling, numbers as floats."""
     out = dict(body)
     if "reference" in body:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmconform.config import schema
@@ -132,7 +131,7 @@ def parse_floor(text: str) -> Floor:
     return Floor(**fields)
 
 
-def parse_floors(value, fail: Callable[[str, str, str | None], None],
+def parse_floors(value, fail: schema.Fail,
                  workloads: tuple[Workload, ...] | None = None) -> tuple[Floor, ...]:
     """Validate a matrix's `floors:` section (a list of floor expressions). `fail(path, problem, allowed)` must raise.
     With the matrix's workloads, floors that name a workload or point that does not exist fail too. Items that are
@@ -171,7 +170,7 @@ def _unmeasurable(floor: Floor, workloads: tuple[Workload, ...]) -> tuple[str, s
         problem = f"{floor.text!r} needs a point at concurrency {floor.concurrency}, which no {which} measures"
         return problem, ", ".join(map(str, have)) or "a workload with `concurrency:`"
     if floor.rate is not None and not any(floor.rate in w.rates for w in chosen):
-        have = sorted({r for w in chosen for r in w.rates})
+        rates = sorted({r for w in chosen for r in w.rates})
         problem = f"{floor.text!r} needs a point at rate {floor.rate:g}, which no {which} measures"
-        return problem, ", ".join(f"{r:g}" for r in have) or "a workload with `rate:`"
+        return problem, ", ".join(f"{r:g}" for r in rates) or "a workload with `rate:`"
     return None

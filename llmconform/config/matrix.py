@@ -43,6 +43,7 @@ import os
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NoReturn
 
 from llmconform import engines, models
 from llmconform.config import layout as layouts
@@ -79,7 +80,7 @@ class _Reader:
     def __init__(self, file: str):
         self.file = file
 
-    def fail(self, path: str, problem: str, allowed: str | None = None):
+    def fail(self, path: str, problem: str, allowed: str | None = None) -> NoReturn:
         raise MatrixError(self.file, path, problem, allowed)
 
     def choice(self, value: str, path: str, choices: tuple[str, ...]) -> str:
@@ -266,7 +267,7 @@ def _model_spec(r: _Reader, model_id: str, source: str, path: str, served_name) 
 def _exclude(r: _Reader, item, path: str, engine_settings, model_specs) -> dict:
     if not item:
         r.fail(path, "an empty exclude would drop every case", "engine, model and/or layout")
-    out = {}
+    out: dict = {}
     if "engine" in item:
         out["engine"] = r.choice(item["engine"], f"{path}.engine", tuple(engine_settings))
     if "model" in item:

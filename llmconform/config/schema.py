@@ -11,10 +11,11 @@ import functools
 import json
 from collections.abc import Callable, Iterable
 from importlib import resources
+from typing import Any, NoReturn
 
 import jsonschema
 
-Fail = Callable[[str, str, str | None], None]  # fail(path, problem, allowed) raises (matrix.py's _Reader.fail)
+Fail = Callable[[str, str, str | None], NoReturn]  # fail(path, problem, allowed) raises (matrix.py's _Reader.fail)
 
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "a boolean (true or false)", "null": "nothing (null)"}
@@ -73,11 +74,15 @@ def show(value) -> str:
     return text
 
 
-def _explain(error: jsonschema.ValidationError, base: str) -> tuple[str, str | None, str | None]:
+def _explain(error: jsonschema.ValidationError, base: str) -> tuple[str, str, str | None]:
     path = base
     for part in error.absolute_path:
         path = join(path, part)
-    kind, sub, value = error.validator, error.schema, error.instance
+    # The error's fields are typed for any schema (a bool schema, or unset); the matrix schema's are set, mappings.
+    kind = error.validator
+    sub: Any = error.schema
+    value: Any = error.instance
+    expected: Any = error.validator_value
     if "propertyNames" in error.schema_path:  # a key of a mapping whose keys are restricted: the key is the value
         names = sub.get("enum")
         if names:
@@ -87,23 +92,23 @@ def _explain(error: jsonschema.ValidationError, base: str) -> tuple[str, str | N
         inner = _branch_errors(error)
         if inner:
             return _explain(inner[0], base)
-        return path, f"expected {' or '.join(describe(b) for b in error.validator_value)}, got {show(value)}", None
+        return path, f"expected {' or '.join(describe(b) for b in expected)}, got {show(value)}", None
     if kind == "additionalProperties":
         allowed = list(sub.get("properties", {}))
         extra = next(key for key in value if key not in allowed)
         return (join(path, extra), *unknown_key(extra, allowed))
     if kind == "required":
-        missing = next(key for key in error.validator_value if key not in value)
+        missing = next(key for key in expected if key not in value)
         return join(path, missing), "missing required key", None
     if kind in ("enum", "const"):
-        choices = error.validator_value if kind == "enum" else [error.validator_value]
+        choices = expected if kind == "enum" else [expected]
         return path, f"{value!r} is not allowed", ", ".join(map(str, choices))
     if kind == "minProperties":
-        return path, f"expected at least {error.validator_value} entry, got an empty mapping", None
+        return path, f"expected at least {expected} entry, got an empty mapping", None
     if kind in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "minLength"):
         return path, f"expected {describe(sub)}, got {show(value)}", None
     if kind == "pattern":
-        return path, f"{value!r} does not match the pattern {error.validator_value!r}", sub.get("description")
+        return path, f"{value!r} does not match the pattern {expected!r}", sub.get("description")
     return path, error.message, None
 
 
@@ -113,7 +118,8 @@ def _branch_errors(error: jsonschema.ValidationError) -> list[jsonschema.Validat
     if not isinstance(error.instance, (list, dict)):
         return []
     wanted = "array" if isinstance(error.instance, list) else "object"
-    branches = [i for i, b in enumerate(error.validator_value) if wanted in _types(b)]
+    alternatives: Any = error.validator_value  # the anyOf's list of schemas
+    branches = [i for i, b in enumerate(alternatives) if wanted in _types(b)]
     if len(branches) != 1:
         return []
     return sorted((e for e in error.context if e.schema_path[0] == branches[0]),

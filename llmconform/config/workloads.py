@@ -5,7 +5,6 @@ llmconform.perf.loadgen."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmconform.config import schema
@@ -76,13 +75,14 @@ class Workload:
             warmup = self.warmup if self.warmup is not None else min(c, MAX_DEFAULT_WARMUP)
             points.append(LoadPoint(requests=requests, warmup=warmup, concurrency=c))
         for rate in self.rates:
+            assert self.requests is not None, f"workload {self.name}: an open-loop point needs `requests`"
             warmup = self.warmup if self.warmup is not None else min(self.max_concurrency or 8, MAX_DEFAULT_WARMUP)
             points.append(LoadPoint(requests=self.requests, warmup=warmup, rate=rate,
                                     max_concurrency=self.max_concurrency))
         return points
 
 
-def parse_workloads(value, fail: Callable[[str, str, str | None], None]) -> tuple[Workload, ...]:
+def parse_workloads(value, fail: schema.Fail) -> tuple[Workload, ...]:
     """Validate a matrix's `workloads:` section (keys, types and ranges: the matrix schema's `workload`; here the
     rules between keys) and make its `Workload`s. `fail(path, problem, allowed)` must raise (matrix.py turns it into
     a MatrixError naming the file). Items that are already `Workload`s pass through.

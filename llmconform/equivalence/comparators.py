@@ -385,6 +385,7 @@ class LogprobDelta:
             problems += tie
             if not tie:
                 ref_step, cand_step = _step(reference, d.position), _step(candidate, d.position)
+                assert ref_step is not None and cand_step is not None  # else _tie_problems named it
                 for token_key in (ref_step.key, cand_step.key):
                     in_ref, in_cand = ref_step.logprob_of(token_key), cand_step.logprob_of(token_key)
                     if in_ref is None or in_cand is None:
@@ -560,9 +561,10 @@ def chi_square_homogeneity(a: dict[str, int], b: dict[str, int], min_expected: f
         else:
             pooled[0] += pair[0]
             pooled[1] += pair[1]
-    if sum(pooled) >= needed or (sum(pooled) and not columns):
+    pooled_total = pooled[0] + pooled[1]
+    if pooled_total >= needed or (pooled_total and not columns):
         columns.append((pooled[0], pooled[1]))
-    elif sum(pooled):
+    elif pooled_total:
         # too small to stand alone: merge the pooled bin into the smallest real column
         smallest = min(range(len(columns)), key=lambda i: sum(columns[i]))
         columns[smallest] = (columns[smallest][0] + pooled[0], columns[smallest][1] + pooled[1])

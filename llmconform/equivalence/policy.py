@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from llmconform import engines
 from llmconform.config import layout as layouts
@@ -28,7 +28,7 @@ def comparator_for(policy: Policy) -> Comparator:
                            max_delta=policy.max_logprob_delta, max_drift=policy.max_logprob_drift)
 
 
-def raise_user_error(path: str, problem: str, allowed: str | None) -> None:
+def raise_user_error(path: str, problem: str, allowed: str | None) -> NoReturn:
     raise UserError(f"{path}: {problem}" + (f" (allowed: {allowed})" if allowed else ""))
 
 

@@ -156,7 +156,10 @@ def parse_completion(name: str, body: dict) -> Generation:
 
 def parse_completion_stream(name: str, events: list[dict]) -> Generation:
     """Reassemble a streamed completion (one choice) from its `data:` events."""
-    text, token_ids, tokens, token_logprobs, top_logprobs = "", [], [], [], []
+    text, token_ids = "", []
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    top_logprobs: list[dict | None] = []
     finish_reason, usage, prompt_ids, saw_ids = None, None, None, False
     for event in events:
         if event.get("usage"):

@@ -91,7 +91,8 @@ class PointComparison:
         noise = self.noise(metric)
         if noise is None:
             return "ok" if abs(diff) <= tolerance else "DIFFERENT"
-        if self.spread(metric) > tolerance:
+        spread = self.spread(metric)
+        if spread is not None and spread > tolerance:
             return "inconclusive"
         if abs(diff) <= tolerance and noise <= tolerance / 2:
             return "ok"
@@ -356,7 +357,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cpu_list(text: str) -> frozenset[int]:
-    cpus = set()
+    cpus: set[int] = set()
     for part in text.split(","):
         low, _, high = part.partition("-")
         cpus.update(range(int(low), int(high or low) + 1))

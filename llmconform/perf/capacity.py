@@ -67,6 +67,7 @@ def judge(summary: PointSummary, slo: Slo, percentile: str = "p99") -> tuple[boo
     for name, limit in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms), ("e2el", slo.e2el_ms)):
         if limit is not None:
             value = m.value(f"{percentile}_{name}_ms")
+            assert value is not None  # requests completed and none failed: each latency was measured
             checks.append((value <= limit, f"{percentile} {name.upper()} {value:.1f} ms "
                                            f"{'<=' if value <= limit else '>'} {limit:g}"))
     return all(ok for ok, _ in checks), ", ".join(text for _, text in checks)

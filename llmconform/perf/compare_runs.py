@@ -139,7 +139,9 @@ def _distribution(metric: str, runs: list[loadgen.PointRun], rng: np.random.Gene
         rates = np.concatenate([counts / width for counts, width in pooled])
         picks = rng.integers(0, len(rates), size=(RESAMPLES, len(rates)))
         return float(np.mean(rates)), np.mean(rates[picks], axis=1)
-    statistic, quantity = _LATENCY.fullmatch(metric).groups()
+    latency = _LATENCY.fullmatch(metric)
+    assert latency is not None, f"{metric}: parse_tolerances admits output_tok_s and latencies only"
+    statistic, quantity = latency.groups()
     values = np.concatenate([latency_samples(run.records, quantity) for run in runs]) * 1e3
     if len(values) == 0:
         return math.nan, np.full(RESAMPLES, math.nan)
@@ -244,11 +246,11 @@ def compare(baseline: ReportDir, candidate: ReportDir, tolerances: tuple[Toleran
             verdicts.append(PointVerdict("not compared", subject, f"baseline measured on {_where(where_old)}, the "
                                                                   f"candidate on {_where(where_new)}"))
             continue
-        old_records = [_records(baseline, r) for r in old]
-        new_records = [_records(candidate, r) for r in new]
+        old_records = [run for run in (_records(baseline, r) for r in old) if run is not None]
+        new_records = [run for run in (_records(candidate, r) for r in new) if run is not None]
         for tolerance in tolerances:
             name = f"{subject} {tolerance.metric}"
-            if None in old_records or None in new_records:
+            if len(old_records) < len(old) or len(new_records) < len(new):
                 values = [r["metrics"].get(tolerance.metric) for r in (old[0], new[0])]
                 if not values[0] or values[1] is None:
                     verdicts.append(PointVerdict("not compared", name, f"no {tolerance.metric} in both summaries"))

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -37,6 +38,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -215,6 +217,7 @@ class PromptTokenizer:
                 full = (ids + more(tokens))[:tokens]  # the engine adds no special token to token ids
                 return Prompt(self.tokenizer.decode(full, skip_special_tokens=True), tokens, tuple(full))
             self.fallbacks["nearest"] += 1
+            assert nearest is not None  # set by the first try
             self.most_off = max(self.most_off, abs(nearest[0] - length))
         return Prompt(nearest[1], nearest[0] + self.added_by_server)
 
@@ -317,7 +320,7 @@ class Target:
 # --- running -------------------------------------------------------------------------------------------------------
 
 def request_body(target: Target, workload: Workload, prompt: Prompt) -> dict:
-    body = {"model": target.model, "prompt": list(prompt.token_ids) if prompt.token_ids else prompt.text,
+    body: dict = {"model": target.model, "prompt": list(prompt.token_ids) if prompt.token_ids else prompt.text,
             "max_tokens": workload.output_tokens, "stream": True,
             "stream_options": {"include_usage": True}}
     if workload.ignore_eos and target.accepts_ignore_eos:
@@ -357,8 +360,9 @@ def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: lis
         due = arrival_times(len(prompts), point.rate, workload.burstiness, np.random.default_rng([workload.seed, 0]))
     plans = []
     for w, share in enumerate(shares):
-        mine = range(w, len(prompts), len(shares)) if point.rate is not None else _closed_loop_jobs(shares, w,
-                                                                                                  len(prompts))
+        # closed loop: every share is a stream count
+        mine = range(w, len(prompts), len(shares)) if point.rate is not None else _closed_loop_jobs(
+            cast(list[int], shares), w, len(prompts))
         plans.append(_WorkerPlan(
             worker=w, in_flight=share, jobs=[(i, prompts[i], due[i] if due else None) for i in mine],
             warmup=[warmup_prompts[i] for i in range(w, len(warmup_prompts), len(shares))]))
@@ -369,7 +373,8 @@ def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: lis
 
     def report() -> None:
         seconds = time.perf_counter() - start_at.value if start_at.value else 0.0  # one clock for all processes
-        on_progress(sum(live[0::2]), sum(live[1::2]), max(0.0, seconds))
+        if on_progress:
+            on_progress(sum(live[0::2]), sum(live[1::2]), max(0.0, seconds))
 
     with ProcessPoolExecutor(max_workers=len(shares), mp_context=spawn, initializer=_join_start,
                              initargs=(barrier, start_at, live)) as pool:
@@ -491,6 +496,7 @@ def _run_loop(main: Coroutine):
 
 def _wait_for_start() -> float:
     """Every worker arrives here warmed up; one of them sets the start a little ahead of now, and all begin then."""
+    assert _START is not None, "_join_start runs first in every worker process"
     barrier, start_at, _ = _START
     if barrier.wait() == 0:
         start_at.value = time.perf_counter() + START_MARGIN_S
@@ -511,8 +517,7 @@ def run_workload(target: Target, workload: Workload, tokenizer: PromptTokenizer,
         prompts = make_prompts(tokenizer, workload, point.requests, stream=2 * i + 1)
         warmup = make_prompts(tokenizer, workload, point.warmup, stream=2 * i + 2) if point.warmup else []
         run = run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers,
-                        on_progress=(lambda done, chunks, s, p=point: on_progress(p, done, chunks, s)) if on_progress
-                        else None)
+                        on_progress=functools.partial(on_progress, point) if on_progress else None)
         if on_point:
             on_point(run)
         runs.append(run)
@@ -575,6 +580,7 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan:
                                                                   scheduled_s=due, worker=plan.worker))
                 for i, p, due in plan.jobs]
         client.chunks = 0
+        assert _START is not None, "_join_start runs first in every worker process"
         client.live, client.slot = _START[2], 2 * plan.worker  # counted from here: the timed requests only
         start = _wait_for_start()
         await _sleep_until(start)
@@ -583,6 +589,7 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan:
         watcher = asyncio.create_task(_watch_loop_lag(stop, lags))
         cpu_before = time.process_time()
         if point.rate is None:
+            assert plan.in_flight is not None  # closed loop: the worker's streams
             await client.closed_loop(iter(jobs), plan.in_flight, start)
         else:
             await client.open_loop(jobs, plan.in_flight, start)
@@ -671,6 +678,7 @@ class _Client:
 
         tasks = []
         for job in jobs:
+            assert job.record.scheduled_s is not None  # open loop: every request is due at a time
             await _sleep_until(start + job.record.scheduled_s)
             tasks.append(asyncio.create_task(fire(job)))
         await asyncio.gather(*tasks)

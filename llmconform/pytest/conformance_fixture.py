@@ -7,6 +7,7 @@ The plugin registers this module (suites ask for the fixture by name, without im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -32,8 +33,14 @@ class Conformance:
         KnownDeviation, which the strict xfail the fixture applied expects."""
         # Recorded whatever the outcome: `llmconform compare` judges a check by what it did, not by its label.
         self.recorded["problems"] = list(problems)
-        if not problems:
-            return
+        if problems:
+            self.stop(problems)
+
+    def stop(self, problems: list[str]) -> NoReturn:
+        """require() where the problems leave the check nothing more to check (e.g. the request it measures failed):
+        fail, or raise KnownDeviation when declared deviations explain every problem."""
+        assert problems, f"{self.check} stopped without naming a problem"
+        self.recorded["problems"] = list(problems)
         undeclared = [p for p in problems if not any(d.explains(p) for d in self.deviations)]
         if undeclared:
             pytest.fail(f"{self.check} ({self.spec}):\n  " + "\n  ".join(undeclared), pytrace=False)
@@ -81,8 +88,9 @@ def conformance(request, llm, record_property) -> Conformance:
     name = check_id(request.node.originalname, callspec.id if callspec else None, llm.id)
     version = engine_version(llm)
     matching = known.for_check(known.in_force(), llm.engine, version, name, llm.model)
-    recorded = {"check": name, "spec": spec_of(request.function), "engine_version": version}
-    checker = Conformance(check=name, spec=recorded["spec"], deviations=matching, recorded=recorded)
+    spec = spec_of(request.function)
+    recorded = {"check": name, "spec": spec, "engine_version": version}
+    checker = Conformance(check=name, spec=spec, deviations=matching, recorded=recorded)
     reason = None
     if matching:
         reason = " | ".join(d.reason for d in matching)

@@ -124,6 +124,13 @@ def session_of(config) -> Session | None:
     return config.stash.get(SESSION, None)
 
 
+def configured_session(config) -> Session:
+    """The plugin's state, where its own hooks and fixtures (and the suites through them) run: configured."""
+    session = session_of(config)
+    assert session is not None, "llmconform's pytest_configure did not run"
+    return session
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's junitxml plugin reads --junitxml (the report dir's default)
 def pytest_configure(config):
     from llmconform import engines  # small: the engines' declarations, no I/O libraries
@@ -220,7 +227,7 @@ def _interrupt_on_sigterm(session: Session):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):  # xdist controller -> workers: one report dir for the whole run
-    report_dir = session_of(node.config).report_dir
+    report_dir = configured_session(node.config).report_dir
     if report_dir:
         node.workerinput[REPORT_DIR_KEY] = str(report_dir.path)
 
@@ -302,7 +309,7 @@ def _check_executable(case) -> None:
 def pytest_generate_tests(metafunc):
     if "llm" not in metafunc.fixturenames:
         return
-    session: Session = session_of(metafunc.config)
+    session = configured_session(metafunc.config)
     if session.attach:
         metafunc.parametrize("llm", [session.attach], ids=[session.attach.id], indirect=True, scope="session")
     elif session.cases:
@@ -354,10 +361,12 @@ def llm(request):
     if isinstance(param, LLM):
         yield param
         return
-    session: Session = session_of(request.config)
+    session = configured_session(request.config)
     case = param
     if case.id in session.unfit:
         pytest.skip(f"{case.id}: {session.unfit[case.id]}")
+    # pytest_configure set these up for a session with cases
+    assert session.pool is not None and session.report_dir is not None and session.progress is not None
     server = session.pool.start(case)
     if server.version and case.engine.version and not run_identity.same_release(server.version, case.engine.version):
         warnings.warn(f"{case.id}: the server reports {case.engine.name} {server.version}, the matrix says "
@@ -418,20 +427,21 @@ def _llmconform_context(request):
         return
     from llmconform.serving.server import EngineStartError
 
-    session: Session = session_of(request.config)
+    session = configured_session(request.config)
     case = _case_of(request.node)
     if case is not None and case.id in session.dead:
         pytest.skip(f"not run: {session.dead[case.id]}")
     try:
         handle = request.getfixturevalue("llm")
     except EngineStartError as error:
+        assert case is not None  # only a case's server is started
         _record_engine_failure(session, request.node.user_properties, case, str(error))
         raise
     request.node.user_properties.append(("llm", {
         "id": handle.id, "engine": handle.engine, "engine_version": handle.engine_version, "layout": handle.layout,
         "model": handle.model, "planned_version": handle.case.engine.version if handle.case else None}))
     yield
-    if handle.server is not None and case.id not in session.dead:
+    if case is not None and handle.server is not None and case.id not in session.dead:
         death = handle.server.death()  # the test passed, but the engine is gone now
         if death:
             _record_engine_failure(session, request.node.user_properties, case, death)
@@ -449,9 +459,10 @@ def pytest_runtest_makereport(item, call):
     session: Session | None = session_of(item.config)
     case = _case_of(item)
     if call.when != "call" or not report.failed or case is None or session is None or session.pool is None \
-            or case.id in session.dead or session.pool.server(case.id) is None:
+            or case.id in session.dead:
         return
-    death = session.pool.server(case.id).death()
+    server = session.pool.server(case.id)
+    death = server.death() if server is not None else None
     if death:
         _record_engine_failure(session, report.user_properties, case, death)
         error_line = str(report.longrepr).strip().splitlines()[-1:] or [""]
@@ -481,7 +492,7 @@ def _record_engine_failure(session: Session, properties: list, case: Case, text:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    state: Session = session_of(config)
+    state = session_of(config)
     if not state or not state.report_dir or hasattr(config, "workerinput"):
         return
     lines = state.report_dir.build()
@@ -501,7 +512,7 @@ def pytest_keyboard_interrupt(excinfo):
 
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown
 def pytest_sessionfinish(session, exitstatus):
-    state: Session = session_of(session.config)
+    state = session_of(session.config)
     if state and state.pool:
         state.pool.stop_all()  # servers whose fixtures did not get to finalize
     if state and state.report_dir and exitstatus == pytest.ExitCode.INTERRUPTED \
@@ -514,7 +525,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_report_header(config):
-    state: Session = session_of(config)
+    state = session_of(config)
     if not state:
         return None
     if state.attach:

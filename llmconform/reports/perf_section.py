@@ -12,6 +12,7 @@ as concurrency rises (past saturation), and a single stream whose TPOT spreads w
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmconform.reports.report_dir import ReportDir
@@ -68,7 +69,7 @@ def write_report(report: ReportDir, results: list[dict]) -> list[str]:
     return lines
 
 
-def point_flags(point: dict, earlier: list[dict] = ()) -> list[str]:
+def point_flags(point: dict, earlier: Sequence[dict] = ()) -> list[str]:
     """What a point's numbers do not say by themselves: the load generator's verdicts on the measurement (a
     client-bound point is INVALID, bunched delivery makes TPOT/ITL not measurable), then what the numbers imply
     (rate not kept up with, saturation, a noisy machine). `earlier` are the points measured before it (the sweep)."""

@@ -344,11 +344,11 @@ def _compare_answers(case_id: str, old: LayoutOutputs, new: LayoutOutputs, compa
         status, detail, evidence = _evidence(verdict, bound)
         findings.append(Finding("outputs", status, f"{case_id} {probe}", f"{detail} [{why}]", evidence))
     if old.first_tokens and new.first_tokens:
-        verdict = compare_distributions(old.first_tokens, new.first_tokens, policy.false_alarm_rate, "baseline",
-                                        "candidate")
-        findings.append(Finding("outputs", "unchanged" if verdict.ok else "regressed",
+        distribution = compare_distributions(old.first_tokens, new.first_tokens, policy.false_alarm_rate,
+                                             "baseline", "candidate")
+        findings.append(Finding("outputs", "unchanged" if distribution.ok else "regressed",
                                 f"{case_id} first-token-distribution",
-                                verdict.summary() if verdict.ok else verdict.explain()))
+                                distribution.summary() if distribution.ok else distribution.explain()))
     return findings
 
 
@@ -358,7 +358,7 @@ def _evidence(verdict: Verdict, bound: float | None) -> tuple[str, str, dict]:
     n = len(verdict.prompts)
     delta = verdict.max_logprob_delta
     worst = max((p for p in verdict.prompts if p.max_logprob_delta is not None),
-                key=lambda p: p.max_logprob_delta, default=None)
+                key=lambda p: p.max_logprob_delta or 0.0, default=None)
     where = f" (prompt {worst.prompt!r}, token {worst.max_delta_position})" if worst and delta else ""
     evidence = {"prompts": n, "identical": verdict.count("identical"), "close": verdict.count("close"),
                 "max_logprob_delta": delta, "bound": bound}

@@ -32,9 +32,9 @@ def per_case(report: ReportDir, results: list[dict]) -> list[str]:
     for case in dict.fromkeys(v["case"] for v in verdicts):
         put(case, "floors", _floors([v["status"] for v in verdicts if v["case"] == case]))
     for case in dict.fromkeys(r["case"] for r in runs):
-        rows = [r for r in runs if r["case"] == case]
-        best = max(rows, key=lambda r: r["metrics"]["output_tok_s"])
-        flagged = sum(bool(r["flags"]) for r in rows)
+        case_runs = [r for r in runs if r["case"] == case]
+        best = max(case_runs, key=lambda r: r["metrics"]["output_tok_s"])
+        flagged = sum(bool(r["flags"]) for r in case_runs)
         put(case, "perf", f"best {best['metrics']['output_tok_s']:,.0f} out tok/s ({best['point']})"
                           + (f", {flagged} point(s) flagged" if flagged else ""))
     for path in report.server_records().values():

@@ -144,7 +144,7 @@ def parse_argparse(parser: argparse.ArgumentParser, job: ParseJob) -> dict:
 
 # --- TensorRT-LLM: click from the extracted options ---------------------------------------------------------------
 def trtllm_command(fixture: dict) -> click.Command:
-    params = []
+    params: list[click.Parameter] = []
     for option in fixture["options"]:
         if "argument" in option:
             params.append(click.Argument([option["argument"]], type=str))

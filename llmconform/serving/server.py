@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,8 @@ class Server:
     engine: Engine
     placement: Placement
     run_dir: ServerDir
-    launch: object  # callable(process, extra_env, log_path) -> subprocess.Popen; optional .cleanup(marker)
+    # launch(process, extra_env, log_path); it may carry .cleanup(marker) for what outlives the processes
+    launch: Callable[[Process, dict[str, str], str], subprocess.Popen]
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     running: list[Running] = field(default_factory=list)
     log_text: str = ""
@@ -236,6 +238,7 @@ class Server:
             what = f"the {r.process.role} process on node {r.process.node} exited with code {r.popen.poll()}"
         else:
             route = self.engine.live_route
+            status: int | str
             try:
                 status = httpx.get(self.base_url + route, timeout=10, headers=self.headers).status_code
             except httpx.HTTPError as error:

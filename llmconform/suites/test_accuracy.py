@@ -17,7 +17,7 @@ import pytest
 from llmconform.accuracy import gate as accuracy
 from llmconform.equivalence import policy as equivalence
 from llmconform.perf import loadgen
-from llmconform.pytest.plugin import session_of
+from llmconform.pytest.plugin import configured_session
 
 PROPERTY = "accuracy"
 _RESULTS = pytest.StashKey[dict]()
@@ -70,7 +70,7 @@ def _answer(llm, task: accuracy.Task, concurrency: int) -> tuple[int, list[float
     if errors:
         pytest.fail(f"{len(errors)} of {len(answers)} requests failed, e.g. {errors[0]}", pytrace=False)
     correct, margins, failures = 0, [], []
-    for problem, answer in zip(task.problems, answers, strict=True):
+    for problem, answer in zip(task.problems, [a for a in answers if isinstance(a, dict)], strict=True):
         choice = answer["choices"][0]
         output = choice["text"] if "text" in choice else choice["message"]["content"] or ""
         if task.score(output, problem.answer):
@@ -105,7 +105,7 @@ def _distribution(values: list[float]) -> dict:
 
 def _reference(request, llm) -> tuple[int, int] | None:
     """The reference layout's (correct, n) from this session; None when this is the reference."""
-    session = session_of(request.config)
+    session = configured_session(request.config)
     choice = equivalence.choose_reference(llm.case, session.cases, equivalence.policy_for(llm.case), session.unfit)
     if choice.case is None:
         pytest.fail(choice.why, pytrace=False)

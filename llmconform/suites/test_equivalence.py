@@ -22,7 +22,7 @@ from llmconform.equivalence import policy as equivalence
 from llmconform.equivalence import probes
 from llmconform.equivalence.comparators import Exact, Verdict, compare, compare_distributions
 from llmconform.equivalence.policy import LayoutOutputs, OutputStore
-from llmconform.pytest.plugin import session_of
+from llmconform.pytest.plugin import configured_session
 
 PROBES = {  # the report's column of each test that is not parametrized by probe
     "test_layout_answers_the_probe_set": "probe set",
@@ -258,7 +258,7 @@ def _reference_outputs(request, llm, store: OutputStore, policy: Policy, row: di
     could not run, fails when its answers are missing for another reason."""
     if llm.case is None:
         pytest.skip("attached to one external server: there is no other layout to compare with")
-    session = session_of(request.config)
+    session = configured_session(request.config)
     choice = equivalence.choose_reference(llm.case, session.cases, policy, session.unfit)
     if choice.case is None:
         pytest.fail(choice.why, pytrace=False)
@@ -278,7 +278,7 @@ def _reference_outputs(request, llm, store: OutputStore, policy: Policy, row: di
                     f"{llm.id} in the same session. Cases run in matrix order, so keep the reference in the matrix "
                     f"before the others, do not deselect it (-k), and give one pytest-xdist worker all layouts of a "
                     f"model (or run without xdist)", pytrace=False)
-    if not stored.collected:
+    if stored.failure is not None:
         pytest.skip(f"the reference {reference.id} could not answer the probe set: "
                     f"{stored.failure.splitlines()[0]}")
     return stored

@@ -81,7 +81,7 @@ def test_invalid_request_rejected(llm, conformance, endpoint, wrong, fields):
     conformance.require(rejected(llm, endpoint.path, body, 400))
 
 
-ERROR_CASES = {
+ERROR_CASES: dict[str, tuple[dict, int]] = {
     "400": ({"prompt": "Hi", "max_tokens": "ten"}, 400),
     "404": ({"model": "no-such-model-llmconform", "prompt": "Hi", "max_tokens": 1}, 404),
 }

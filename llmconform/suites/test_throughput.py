@@ -102,10 +102,11 @@ def _measure(llm, workers: int | None) -> Measurement:
             result.problems += problems
             result.warnings += notes
 
+        def running(p: loadgen.LoadPoint, done: int, chunks: int, seconds: float, progress=progress) -> None:
+            progress.update(p.label, p.requests, done, chunks, seconds)
+
         with loadgen.pinned(client_cpus):
-            loadgen.run_workload(target, workload, tokenizer, on_point=measured, workers=workers,
-                              on_progress=lambda p, done, chunks, seconds, progress=progress: progress.update(
-                                  p.label, p.requests, done, chunks, seconds))
+            loadgen.run_workload(target, workload, tokenizer, on_point=measured, workers=workers, on_progress=running)
     return result
 
 

@@ -132,3 +132,12 @@ def test_require_judges_problems_against_the_declared_deviations():
         checker.require(["body.error.code: expected string, got integer 400"])
     with pytest.raises(pytest.fail.Exception, match="HTTP 500, expected 400"):
         checker.require(["body.error.code: expected string, got integer 400", "HTTP 500, expected 400"])
+
+
+def test_stop_judges_like_require_and_records_the_problems():
+    checker = Conformance(check="test_error_object_fields[400]", spec="ErrorResponse", deviations=[CODE_INT])
+    with pytest.raises(KnownDeviation, match="got integer 400"):
+        checker.stop(["body.error.code: expected string, got integer 400"])
+    with pytest.raises(pytest.fail.Exception, match="HTTP 500, expected 400"):
+        checker.stop(["HTTP 500, expected 400"])
+    assert checker.recorded["problems"] == ["HTTP 500, expected 400"]

@@ -158,9 +158,10 @@ class DockerLauncher:
 
     name = "docker"
     spans_nodes = False
-    requires = (Requirement("image", "the docker launcher needs the engine's container image",
-                            "an image tag present on the docker daemon, e.g. llmconform/vllm-cpu:0.32.0 "
-                            "(scripts/make-engine-image.sh)"),)
+    requires: tuple[Requirement, ...] = (
+        Requirement("image", "the docker launcher needs the engine's container image",
+                    "an image tag present on the docker daemon, e.g. llmconform/vllm-cpu:0.32.0 "
+                    "(scripts/make-engine-image.sh)"),)
     reached_from_other_hosts = False  # host networking: the server listens on this machine's loopback
     runs_command_here = False  # the image's
 

@@ -11,7 +11,7 @@ import subprocess
 
 from llmconform.engines.base import Process
 from llmconform.errors import UserError
-from llmconform.serving.launchers import Placed
+from llmconform.serving.launchers import Placed, Requirement
 
 _PR_SET_PDEATHSIG = 1
 
@@ -67,7 +67,7 @@ class LocalLauncher:
 
     name = "local"
     spans_nodes = False
-    requires = ()
+    requires: tuple[Requirement, ...] = ()
     reached_from_other_hosts = False
     runs_command_here = True
 

@@ -14,7 +14,7 @@ import subprocess
 from llmconform.engines.base import Placement, Ports, Process
 from llmconform.redaction import split_secret_env
 from llmconform.serving import resources
-from llmconform.serving.launchers import Placed
+from llmconform.serving.launchers import Placed, Requirement
 
 
 def srun_argv(process: Process, placement: Placement, image: str | None = None,
@@ -59,7 +59,7 @@ class SlurmLauncher:
 
     name = "slurm"
     spans_nodes = True
-    requires = ()  # an image is optional (pyxis)
+    requires: tuple[Requirement, ...] = ()  # an image is optional (pyxis)
     reached_from_other_hosts = True  # the engine runs on the allocation's nodes, the client here
     runs_command_here = False  # the nodes' (or the image's)
 
@@ -73,10 +73,11 @@ class SlurmLauncher:
         layout = case.layout
         nodes = hardware.nodes[: layout.nodes]
         pools = [n.cpus if case.engine.device == "cpu" else n.gpus for n in nodes]
-        addresses = tuple(resources.node_address(n.name) for n in nodes)
+        addresses = [resources.node_address(n.name) for n in nodes]
+        known = tuple(a for a in addresses if a)
         placement = Placement(hosts=tuple(n.name for n in nodes),
                               devices=tuple(p[: layout.gpus_per_node] for p in pools), bind_host="0.0.0.0",
-                              addresses=addresses if all(addresses) else ())
+                              addresses=known if len(known) == len(addresses) else ())
         ports = Ports.from_base(port_base(os.environ.get("SLURM_JOB_ID"), worker))
 
         def launch(process, env, log_path):
