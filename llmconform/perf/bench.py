@@ -334,10 +334,10 @@ def _parser() -> argparse.ArgumentParser:
                                                              "an engine on CPU: the cores it does not use)")
         if name == "run":
             p.add_argument("--floor", action="append", default=[], metavar="EXPR",
-                           help=f"a throughput floor (repeatable; with the matrix's): {GRAMMAR}")
+                           help=f"a throughput floor (repeatable; with the matrix's): {GRAMMAR.replace('%', '%%')}")
             p.add_argument("--case-id", help="the id results are filed under, to match runs in `llmconform compare` "
                                              "(default ENGINE-MODEL)")
-            p.add_argument("--perf-baseline", help="perf-summary.json of an earlier run, for METRIC:-X% floors")
+            p.add_argument("--perf-baseline", help="perf-summary.json of an earlier run, for METRIC:-X%% floors")
         if name == "capacity":
             p.add_argument("--rate-low", type=float, default=1.0, help="lowest rate to try (requests/s)")
             p.add_argument("--rate-high", type=float, default=256.0, help="highest rate to try (requests/s)")

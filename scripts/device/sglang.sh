@@ -65,7 +65,7 @@ print(shlex.join(case['plan']['processes'][0]['argv']))")
     # at c256 also one process (--workers 1): the client's share of ITL with and without worker processes (issue 17)
     for w in auto $([ $c = 256 ] && echo 1); do
       name=ours-c$c$([ $w = 1 ] && echo -w1)
-      timeout 240 python3 -m llmconform.cli bench run --base-url http://127.0.0.1:30000 --model qwen2.5-7b \
+      timeout 240 python3 -m llmconform.cli bench run --engine sglang --base-url http://127.0.0.1:30000 --model qwen2.5-7b \
         --tokenizer $M --input-tokens 512 --output-tokens 128 --concurrency $c --requests $n --out $R/$name \
         $([ $w = 1 ] && echo --workers 1) > $R/$name.txt 2>&1; tail -n 4 $R/$name.txt
     done

@@ -58,3 +58,23 @@ def test_the_cli_imports_without_pytest():
     code = "import sys; sys.modules['pytest'] = None; import llmconform.cli"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def _subcommands(parser) -> dict:
+    return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+
+
+def test_every_command_prints_its_help(capsys):
+    """argparse formats help strings with %: an unescaped % in one option's help turns `--help` into a traceback."""
+    from llmconform.cli import build_parser
+    from llmconform.perf import bench
+
+    commands = [[name] for name in _subcommands(build_parser()) if name != "bench"]
+    commands += [["bench", name] for name in _subcommands(bench._parser())]
+    for command in commands:
+        try:
+            main([*command, "--help"])
+        except SystemExit as done:
+            assert done.code == 0, command
+        out = capsys.readouterr().out
+        assert out.startswith("usage: "), command
