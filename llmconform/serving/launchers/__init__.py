@@ -64,9 +64,10 @@ class Launcher(Protocol):
         vllm serve ...`), which `llmconform plan` prints in their place; None where it runs them as they are."""
 
 
-LAUNCHERS: Registry[Launcher] = Registry(
-    "launcher", members=("spans_nodes", "requires", "reached_from_other_hosts", "runs_command_here", "problem", "place",
-                         "command_line"))
+# A launcher lacking a part of the protocol is refused when registered, not when a run first asks for that part.
+PROTOCOL = tuple(member for member in (*Launcher.__annotations__, *vars(Launcher))
+                 if not member.startswith("_") and member != "name")
+LAUNCHERS: Registry[Launcher] = Registry("launcher", members=PROTOCOL)
 register = LAUNCHERS.add  # the `pytest_llmconform_launchers` hook's launchers
 get = LAUNCHERS.named
 
