@@ -38,6 +38,10 @@ from llmconform.config.floor_rules import GRAMMAR, Floor, parse_floors
 from llmconform.config.workloads import PROMPT_KINDS, LoadPoint, Workload, parse_workloads
 from llmconform.errors import MatrixError, UserError
 from llmconform.perf import capacity, floors, load_metrics, loadgen
+from llmconform.perf.hardware import detect_hardware
+from llmconform.perf.model_size import ModelSizeError, model_bytes, roofline_ms_per_token
+from llmconform.perf.prompts import PromptError, PromptTokenizer, make_prompts
+from llmconform.perf.records import PointRun, RequestRecord, write_records
 from llmconform.reports.report_dir import ReportDir
 
 GATED = ("output_tok_s", "median_ttft_ms", "median_tpot_ms")
@@ -147,7 +151,7 @@ def vllm_metrics(result: dict) -> dict:
         "total_input_tokens": result.get("total_input_tokens")}
 
 
-def records_from_vllm_result(result: dict) -> list[loadgen.RequestRecord]:
+def records_from_vllm_result(result: dict) -> list[RequestRecord]:
     """vLLM's per-request timings (`--save-detailed`) as our raw records: first chunk at start + TTFT, each further
     chunk one ITL later."""
     records = []
@@ -156,7 +160,7 @@ def records_from_vllm_result(result: dict) -> list[loadgen.RequestRecord]:
         chunks = [start + ttft] if not error else []
         for gap in itls if not error else []:
             chunks.append(chunks[-1] + gap)
-        records.append(loadgen.RequestRecord(
+        records.append(RequestRecord(
             index=i, expected_input_tokens=result["input_lens"][i], expected_output_tokens=result["output_lens"][i],
             sent_s=start, chunk_s=chunks, prompt_tokens=result["input_lens"][i],
             completion_tokens=result["output_lens"][i] if not error else None, error=error or None))
@@ -196,12 +200,12 @@ def run_vllm_bench(argv: list[str], result_file: Path, log_file: Path, timeout_s
 
 
 def run_ours(target: loadgen.Target, workload: Workload, point: LoadPoint,
-             tokenizer: loadgen.PromptTokenizer, records_file: Path, stream: int, workers: int | None = None
-             ) -> tuple[load_metrics.PointSummary, loadgen.PointRun]:
-    prompts = loadgen.make_prompts(tokenizer, workload, point.requests, stream=stream)
-    warmup = loadgen.make_prompts(tokenizer, workload, point.warmup, stream=stream + 1) if point.warmup else []
+             tokenizer: PromptTokenizer, records_file: Path, stream: int, workers: int | None = None
+             ) -> tuple[load_metrics.PointSummary, PointRun]:
+    prompts = make_prompts(tokenizer, workload, point.requests, stream=stream)
+    warmup = make_prompts(tokenizer, workload, point.warmup, stream=stream + 1) if point.warmup else []
     run = loadgen.run_point(target, workload, point, prompts, warmup, tokenizer, workers=workers)
-    loadgen.write_records(records_file, run)
+    write_records(records_file, run)
     return load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo), run
 
 
@@ -211,7 +215,7 @@ def compare_with_vllm_bench(target: loadgen.Target, workload: Workload, tokenize
     """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first; both on
     `client_cpus` when given (for an engine on CPU: the cores it was not given, loadgen.pinned)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = loadgen.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
+    tokenizer = PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     log(f"prompt lengths counted by {tokenizer.counted_by}")
     comparisons = []
     for p, point in enumerate(workload.points()):
@@ -275,14 +279,14 @@ def roofline_line(comparisons: list[PointComparison], model_dir: str, dtype: str
     """The c1 point against the memory-bandwidth bound, when the model's config and this machine's GPU are known."""
     config_file = Path(model_dir) / "config.json"
     single = next((c for c in comparisons if c.point == "c1"), None)
-    hardware = floors.detect_hardware("cuda")
+    hardware = detect_hardware("cuda")
     if single is None or not config_file.is_file() or hardware.bandwidth is None:
         return None
     try:
-        size = floors.model_bytes(json.loads(config_file.read_text()), dtype)
-    except floors.ModelSizeError as error:
+        size = model_bytes(json.loads(config_file.read_text()), dtype)
+    except ModelSizeError as error:
         return f"roofline: {error}"
-    bound = floors.roofline_ms_per_token(size, hardware.bandwidth, tp)
+    bound = roofline_ms_per_token(size, hardware.bandwidth, tp)
     parts = [f"{tool} {tpot:.2f} ms = {bound / tpot:.0%}" for tool in ("ours", "vllm")
              if (tpot := single.median(tool, "median_tpot_ms"))]
     return (f"roofline on {hardware.describe()}: {size.decode_bytes / 1e9:.2f} GB read per token / "
@@ -423,9 +427,9 @@ def _matrix_sections(args) -> tuple[tuple[Workload, ...], tuple[Floor, ...]]:
     return workloads, tuple(f for f in declared if any(f.workload in (None, w.name) for w in workloads)) + extra
 
 
-def _tokenizer(args, target: loadgen.Target) -> loadgen.PromptTokenizer:
+def _tokenizer(args, target: loadgen.Target) -> PromptTokenizer:
     try:
-        return loadgen.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
+        return PromptTokenizer.from_dir(args.tokenizer).with_server(target)
     except (FileNotFoundError, ValueError, OSError) as error:
         raise UserError(f"--tokenizer {args.tokenizer}: {error}") from None
 
@@ -447,7 +451,7 @@ def cmd_run(args, target: loadgen.Target) -> int:
     (a serving-metrics and a floors result for the case), perf-summary.json and perf.md."""
     workloads, declared = _matrix_sections(args)
     tokenizer = _tokenizer(args, target)
-    hardware = floors.detect_hardware(args.device)
+    hardware = detect_hardware(args.device)
     case_id = args.case_id or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{target.engine}-{target.model}")
     report = ReportDir(Path(args.out or f"reports/bench-{time.strftime('%Y%m%d-%H%M%S')}"))
     points, problems, warnings = [], [], []
@@ -548,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, target)
         if args.command == "capacity":
             return cmd_capacity(args, target)
-    except loadgen.PromptError as error:
+    except PromptError as error:
         raise UserError(f"--input-tokens: {error}") from None
     workload = _workload(args)
     out_dir = Path(args.out or f"bench-{time.strftime('%Y%m%d-%H%M%S')}")

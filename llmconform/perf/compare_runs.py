@@ -32,7 +32,7 @@ import numpy as np
 from llmconform.config import userfiles
 from llmconform.config.floor_rules import higher_is_better, parse_floor
 from llmconform.errors import UserError
-from llmconform.perf import loadgen
+from llmconform.perf.records import PointRun, RequestRecord, read_records
 
 if TYPE_CHECKING:  # perf sits below reports: it is handed report dirs, never imports their module
     from llmconform.reports.report_dir import ReportDir
@@ -94,7 +94,7 @@ def _statistic(name: str, values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.percentile(values, float(name[1:]), axis=axis)
 
 
-def latency_samples(records: list[loadgen.RequestRecord], quantity: str) -> np.ndarray:
+def latency_samples(records: list[RequestRecord], quantity: str) -> np.ndarray:
     """Seconds per successful request (ITL: every gap between consecutive chunks), as load_metrics defines them."""
     out: list[float] = []
     for record in records:
@@ -114,7 +114,7 @@ def latency_samples(records: list[loadgen.RequestRecord], quantity: str) -> np.n
     return np.asarray(out, dtype=float)
 
 
-def window_tokens(run: loadgen.PointRun) -> tuple[np.ndarray, float]:
+def window_tokens(run: PointRun) -> tuple[np.ndarray, float]:
     """Output tokens that arrived in each of WINDOWS equal slices of the point's duration, and the slice length:
     their mean over the slice length is the point's output tokens/s."""
     ok = [r for r in run.records if r.ok]
@@ -132,7 +132,7 @@ def window_tokens(run: loadgen.PointRun) -> tuple[np.ndarray, float]:
     return counts, width
 
 
-def _distribution(metric: str, runs: list[loadgen.PointRun], rng: np.random.Generator) -> tuple[float, np.ndarray]:
+def _distribution(metric: str, runs: list[PointRun], rng: np.random.Generator) -> tuple[float, np.ndarray]:
     """(the metric measured on all data, its bootstrap distribution) over the pooled runs of one point."""
     if metric == "output_tok_s":
         pooled = [window_tokens(run) for run in runs]
@@ -149,7 +149,7 @@ def _distribution(metric: str, runs: list[loadgen.PointRun], rng: np.random.Gene
     return float(_statistic(statistic, values)), _statistic(statistic, values[picks], axis=1)
 
 
-def judge(tolerance: Tolerance, baseline_runs: list[loadgen.PointRun], candidate_runs: list[loadgen.PointRun],
+def judge(tolerance: Tolerance, baseline_runs: list[PointRun], candidate_runs: list[PointRun],
           subject: str, seed: int = 0) -> PointVerdict:
     """The verdict of one metric at one point from both runs' request records."""
     rng = np.random.default_rng(seed)
@@ -211,14 +211,14 @@ def _points(report: ReportDir) -> dict[tuple[str, str, str], list[dict]]:
     return points
 
 
-def _records(report: ReportDir, row: dict) -> loadgen.PointRun | None:
+def _records(report: ReportDir, row: dict) -> PointRun | None:
     """The point's request records: where the summary says, else at the same place inside this report dir (a
     report dir that was moved)."""
     saved = Path(row.get("records") or "")
     for path in (saved, report.perf_records_file(row["case"], saved.name)):
         if saved.name and path.is_file():
             try:
-                return loadgen.read_records(path)
+                return read_records(path)
             except (ValueError, KeyError, TypeError, IndexError) as error:
                 raise UserError(f"{path}: not a records file of a measured point ({error})") from None
     return None

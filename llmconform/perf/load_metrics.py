@@ -30,7 +30,7 @@ import numpy as np
 
 from llmconform.config.floor_rules import LATENCIES, LATENCY_METRICS, THROUGHPUTS
 from llmconform.config.workloads import Slo
-from llmconform.perf.loadgen import ClientStats, PointRun, RequestRecord
+from llmconform.perf.records import ClientStats, PointRun, RequestRecord
 
 VLLM_RESULT_KEYS = {"output_tok_s": "output_throughput", "total_tok_s": "total_token_throughput",
                     "requests_per_s": "request_throughput", "goodput_requests_per_s": "request_goodput",

@@ -1,6 +1,6 @@
 """Async load generator for OpenAI-compatible servers: streamed `/v1/completions` requests with prompts of exact token
-lengths, a fixed output length, closed-loop (fixed concurrency) or open-loop (Poisson/gamma arrivals) traffic, and
-raw per-request timings.
+lengths (llmconform.perf.prompts), a fixed output length, closed-loop (fixed concurrency) or open-loop (Poisson/gamma
+arrivals) traffic, and raw per-request timings (llmconform.perf.records): the HTTP client and its worker processes.
 
 What it records per request (`RequestRecord`): when it was due and sent, the arrival time of every streamed chunk that
 carries a choice, the end of the stream, the server's token counts and any error. Every metric is derived afterwards
@@ -22,275 +22,32 @@ say when the client, not the server, set the pace (`load_metrics.client_overhead
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import functools
-import itertools
 import json
 import math
 import multiprocessing
 import os
 import resource
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 
 from llmconform import engines
 from llmconform.config.workloads import LoadPoint, Workload
+from llmconform.perf.prompts import Prompt, PromptTokenizer, make_prompts
+from llmconform.perf.records import ClientStats, PointRun, RequestRecord
 
 # The event-loop lag probe wakes each worker this often. Every 10 ms it cost a worker streaming 16 streams at a 22 ms
 # ITL about 13 of its 68 us of CPU per chunk (the scripted SSE server); at 50 ms a 10 s point still gives 200 samples.
 LAG_PROBE_INTERVAL_S = 0.05
 KEEPALIVE_S = 4.0
 PROGRESS_EVERY_S = 0.5
-
-# Prose for `prompts: text` (written for this project): prompts are cut from it at exact token counts.
-DEFAULT_TEXT = (
-    "A serving engine keeps many conversations moving at once. Each request brings a prompt that must be read in "
-    "full before the first word of the answer can appear, and then the answer grows one token at a time while other "
-    "requests join and leave the batch. Operators care about how long the first token takes, how steady the stream "
-    "of later tokens is, and how many tokens the whole machine produces every second. A good benchmark measures "
-    "all three with the same clock, on the same requests, and keeps its own overhead small enough that the engine, "
-    "not the client, sets the pace. Hardware has limits that no scheduler can beat: a decoding step has to read "
-    "every weight of the model from memory, so the memory bandwidth of the accelerator bounds how fast a single "
-    "stream can go. Batching many streams shares that read among them, which is why throughput rises with "
-    "concurrency until compute or memory capacity runs out. "
-)
-
-
-class PromptError(ValueError):
-    """No prompt of the requested token length could be made with this tokenizer."""
-
-
-# --- prompts -------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Prompt:
-    text: str
-    tokens: int  # as the server counts it: special tokens its tokenizer adds (BOS) included
-    token_ids: tuple[int, ...] | None = None  # sent instead of the text (no text of the exact length was found)
-
-
-class PromptTokenizer:
-    """Makes prompts whose token count is exact: tokens -> text -> tokens again, truncating or topping up until the
-    round trip is stable (byte-level BPE merges neighbours, so N sampled tokens rarely re-encode to N).
-
-    The vocabulary and decoding come from the model's tokenizer.json (read with `tokenizers`). Counting is the
-    server's where it can tell (`with_server`: its /tokenize route), because the server's tokenizer may split text
-    differently from tokenizer.json alone (transformers picks a tokenizer class by model type, with its own
-    pre-tokenizer); otherwise tokenizer.json counts and usage.prompt_tokens checks it afterwards."""
-
-    def __init__(self, tokenizer, encode: Callable[[str], list[int]] | None = None,
-                 added_by_server: int | None = None, counted_by: str = "tokenizer.json",
-                 accepts_token_ids: bool = False):
-        self.tokenizer = tokenizer
-        # When no text of the exact length is found: token ids where the engine takes them, else the nearest text.
-        self.accepts_token_ids = accepts_token_ids
-        self.fallbacks: collections.Counter = collections.Counter()  # "token ids" / "nearest" -> prompts made so
-        self.most_off = 0  # the largest difference of a nearest-length prompt, in tokens
-        self._lock = threading.Lock()
-        self.encode = encode or (lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
-        # special tokens (e.g. BOS) the server adds to every prompt
-        self.added_by_server = (tokenizer.num_special_tokens_to_add(False) if added_by_server is None
-                                else added_by_server)
-        self.counted_by = counted_by
-        special = set(tokenizer.get_added_tokens_decoder())
-        self.ordinary_ids = np.array([i for i in range(tokenizer.get_vocab_size(with_added_tokens=True))
-                                      if i not in special], dtype=np.int64)
-
-    @classmethod
-    def from_dir(cls, path: str | Path) -> PromptTokenizer:
-        from tokenizers import Tokenizer
-
-        path = Path(path)
-        file = path / "tokenizer.json" if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"no tokenizer.json at {path}")
-        return cls(Tokenizer.from_file(str(file)))
-
-    def with_server(self, target: Target) -> PromptTokenizer:
-        """The same tokenizer, counting with the server's POST /tokenize (vLLM, SGLang) where it answers;
-        unchanged where it does not."""
-        import httpx
-
-        client = httpx.Client(base_url=target.base_url, timeout=60, headers=target.headers)
-
-        def server_ids(text: str, special: bool) -> list[int]:
-            response = client.post("/tokenize", json={"model": target.model, "prompt": text,
-                                                      "add_special_tokens": special})
-            response.raise_for_status()
-            return response.json()["tokens"]
-
-        accepts_ids = target.accepts_token_id_prompts
-        try:
-            added = len(server_ids("a", True)) - len(server_ids("a", False))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            client.close()
-            return PromptTokenizer(self.tokenizer, self.encode, self.added_by_server, self.counted_by, accepts_ids)
-        return PromptTokenizer(self.tokenizer, lambda text: server_ids(text, False), added,
-                               counted_by=f"{target.base_url}/tokenize", accepts_token_ids=accepts_ids)
-
-    @property
-    def made(self) -> str:
-        """How the prompts made so far got their length."""
-        if not self.fallbacks:
-            return "exact-length text"
-        parts = []
-        if self.fallbacks["token ids"]:
-            parts.append(f"{self.fallbacks['token ids']} sent as token ids (no text of the exact length found)")
-        if self.fallbacks["nearest"]:
-            parts.append(f"{self.fallbacks['nearest']} of the nearest length found (off by up to {self.most_off} "
-                         f"token(s); this engine takes no token-id prompts)")
-        return "exact-length text, except " + "; ".join(parts)
-
-    def count(self, text: str, with_special: bool = True) -> int:
-        return len(self.encode(text)) + (self.added_by_server if with_special else 0)
-
-    def random_prompts(self, n: int, tokens: int, rng: np.random.Generator) -> list[Prompt]:
-        """`n` prompts of uniformly random ordinary tokens, each exactly `tokens` long as the server counts."""
-        body = self._body_length(tokens)
-
-        def one(child: np.random.Generator) -> Prompt:
-            def draw(k: int) -> list[int]:
-                return child.choice(self.ordinary_ids, size=k).tolist()
-
-            return self._fit(draw(body), tokens, draw)
-
-        return self._each(one, rng.spawn(n))
-
-    def text_prompts(self, n: int, tokens: int, rng: np.random.Generator, text: str | None = None) -> list[Prompt]:
-        """`n` prompts cut from natural text (`text`, default the built-in prose), each starting at a different word
-        and with its own request number first, so that no two share a cached prefix."""
-        body = self._body_length(tokens)
-        words = (text or DEFAULT_TEXT).split()
-
-        def one(i: int) -> Prompt:
-            start = int(starts[i])
-            rotated = " ".join(words[start:] + words[:start])
-            ids = self.tokenizer.encode(f"Request {i}: {rotated}", add_special_tokens=False).ids
-            while len(ids) < body + 8:  # enough text to cut from
-                ids += self.tokenizer.encode(" " + rotated, add_special_tokens=False).ids
-            filler = itertools.cycle(ids)
-            return self._fit(ids[:body], tokens, lambda k: [next(filler) for _ in range(k)])
-
-        starts = rng.integers(len(words), size=n)
-        return self._each(one, range(n))
-
-    def _each(self, make: Callable, items) -> list[Prompt]:
-        # Counting may be a round trip to the server per try: overlap them. Each prompt has its own random stream,
-        # so the prompts do not depend on the order the threads run in.
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            return list(pool.map(make, items))
-
-    def _body_length(self, tokens: int) -> int:
-        body = tokens - self.added_by_server
-        if body < 1:
-            raise PromptError(f"a prompt of {tokens} tokens leaves no room after the {self.added_by_server} special "
-                              f"token(s) the server adds")
-        return body
-
-    def _fit(self, ids: list[int], tokens: int, more: Callable[[int], list[int]], tries: int = 32) -> Prompt:
-        """A prompt of `tokens` tokens as the server counts, from a first guess of body ids: decode, re-encode,
-        truncate or top up, until the round trip is stable. Some tokenizers never settle on some lengths (a decode
-        that re-encodes to a different split every time): then token ids where the engine takes them, else the
-        nearest length seen (its true length recorded, the difference reported by `made`)."""
-        length = tokens - self.added_by_server
-        nearest: tuple[int, str] | None = None
-        for _ in range(tries):
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            again = self.encode(text)
-            if len(again) == length:
-                return Prompt(text, tokens)
-            if nearest is None or abs(len(again) - length) < abs(nearest[0] - length):
-                nearest = (len(again), text)
-            ids = again[:length] if len(again) > length else again + more(length - len(again))
-        with self._lock:
-            if self.accepts_token_ids:
-                self.fallbacks["token ids"] += 1
-                full = (ids + more(tokens))[:tokens]  # the engine adds no special token to token ids
-                return Prompt(self.tokenizer.decode(full, skip_special_tokens=True), tokens, tuple(full))
-            self.fallbacks["nearest"] += 1
-            assert nearest is not None  # set by the first try
-            self.most_off = max(self.most_off, abs(nearest[0] - length))
-        return Prompt(nearest[1], nearest[0] + self.added_by_server)
-
-
-def make_prompts(tokenizer: PromptTokenizer, workload: Workload, count: int, stream: int) -> list[Prompt]:
-    """Prompts for one phase of a sweep; `stream` separates the random streams of points and warm-ups, so no prompt
-    repeats across them (a repeat would be served from the prefix cache)."""
-    rng = np.random.default_rng([workload.seed, stream])
-    if workload.prompts == "text":
-        return tokenizer.text_prompts(count, workload.input_tokens, rng, workload.text)
-    return tokenizer.random_prompts(count, workload.input_tokens, rng)
-
-
-# --- records -------------------------------------------------------------------------------------------------------
-
-@dataclass
-class RequestRecord:
-    """Raw timings of one request, in seconds since the start of its run (the clock is `time.perf_counter`)."""
-
-    index: int
-    expected_input_tokens: int
-    expected_output_tokens: int
-    scheduled_s: float | None = None  # open loop: when it was due
-    sent_s: float = 0.0  # when the request went out (after any client-side queueing)
-    chunk_s: list[float] = field(default_factory=list)  # arrival of each streamed chunk that carries a choice
-    done_s: float | None = None  # end of the stream ([DONE] or connection close)
-    prompt_tokens: int | None = None  # usage, as the server counted
-    completion_tokens: int | None = None
-    text_tokens: int | None = None  # the generated text re-tokenised, only where the server sent no usage
-    finish_reason: str | None = None
-    status: int | None = None
-    error: str | None = None
-    worker: int = 0  # which worker process sent it
-
-    @property
-    def ok(self) -> bool:
-        """vLLM's `success`: answered 200 and streamed at least one choice chunk."""
-        return self.error is None and bool(self.chunk_s)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> RequestRecord:
-        return cls(**data)
-
-
-@dataclass
-class ClientStats:
-    """The client's own cost during the timed run, over all its worker processes: CPU seconds (each worker's
-    process CPU time), streamed chunks parsed, and how late each event loop woke up for a periodic probe (lag = how
-    long a chunk may wait before it is timestamped). `worker_cpu_s` / `worker_chunks` per worker, in worker order:
-    one saturated worker is client-bound even when the average is not."""
-
-    cpu_s: float
-    chunks: int
-    loop_lag_p99_ms: float
-    loop_lag_max_ms: float
-    loop_lag_p50_ms: float = 0.0
-    workers: int = 1
-    worker_cpu_s: list[float] = field(default_factory=list)
-    worker_chunks: list[int] = field(default_factory=list)
-
-
-@dataclass
-class PointRun:
-    workload: str
-    point: LoadPoint
-    records: list[RequestRecord]
-    duration_s: float  # vLLM's benchmark duration: first dispatch to last completion
-    client: ClientStats
-    sent_ignore_eos: bool
-
 
 @dataclass(frozen=True)
 class Target:
@@ -768,21 +525,3 @@ async def _watch_loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
         before = time.perf_counter()
         await asyncio.sleep(LAG_PROBE_INTERVAL_S)
         lags.append(max(0.0, time.perf_counter() - before - LAG_PROBE_INTERVAL_S))
-
-
-def write_records(path: Path, run: PointRun) -> None:
-    """Raw records of one point as JSON lines (one request per line), after a header line with the point."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as out:
-        out.write(json.dumps({"workload": run.workload, "point": asdict(run.point), "duration_s": run.duration_s,
-                              "client": asdict(run.client), "sent_ignore_eos": run.sent_ignore_eos}) + "\n")
-        out.writelines(json.dumps(record.to_json()) + "\n" for record in run.records)
-
-
-def read_records(path: Path) -> PointRun:
-    lines = Path(path).read_text().splitlines()
-    head = json.loads(lines[0])
-    return PointRun(workload=head["workload"], point=LoadPoint(**head["point"]),
-                    records=[RequestRecord.from_json(json.loads(line)) for line in lines[1:] if line.strip()],
-                    duration_s=head["duration_s"], client=ClientStats(**head["client"]),
-                    sent_ignore_eos=head["sent_ignore_eos"])

@@ -29,6 +29,10 @@ from llmconform.config.floor_rules import Floor, parse_floors
 from llmconform.config.workloads import Workload, parse_workloads
 from llmconform.errors import MatrixError
 from llmconform.perf import floors, load_metrics, loadgen
+from llmconform.perf.hardware import CaseHardware, detect_hardware
+from llmconform.perf.model_size import ModelBytes, ModelSizeError, model_bytes, roofline_ms_per_token
+from llmconform.perf.prompts import PromptTokenizer
+from llmconform.perf.records import PointRun, write_records
 from llmconform.reports import perf_section
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
@@ -39,11 +43,11 @@ _MEASURED = pytest.StashKey[dict]()
 class Measurement:
     """One case's measured points and what went wrong with the measurement itself."""
 
-    hardware: floors.CaseHardware
+    hardware: CaseHardware
     points: list[dict] = field(default_factory=list)  # load_metrics.PointSummary.as_dict()
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    model: floors.ModelBytes | None = None
+    model: ModelBytes | None = None
     model_problem: str | None = None
     skip: str | None = None
     error: BaseException | None = None
@@ -63,7 +67,7 @@ def _case_sections(case) -> tuple[tuple[Workload, ...], tuple[Floor, ...]]:
 
 def _measure(llm, workers: int | None) -> Measurement:
     case = llm.case
-    hardware = floors.detect_hardware(case.engine.device,
+    hardware = detect_hardware(case.engine.device,
                                       llm.server.run_dir.record if llm.server is not None else None)
     result = Measurement(hardware)
     workloads, _ = _case_sections(case)
@@ -75,20 +79,20 @@ def _measure(llm, workers: int | None) -> Measurement:
         result.skip = f"no tokenizer.json in {tokenizer_dir} to make exact-length prompts with"
         return result
     try:
-        result.model = floors.model_bytes(case.model.config or {}, case.args.get("dtype"))
-    except (floors.ModelSizeError, KeyError) as error:
+        result.model = model_bytes(case.model.config or {}, case.args.get("dtype"))
+    except (ModelSizeError, KeyError) as error:
         result.model_problem = str(error)
     target = loadgen.Target(llm.base_url, llm.model, llm.engine, llm.api_key)
-    tokenizer = loadgen.PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
+    tokenizer = PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     client_cpus = None
     if case.engine.device == "cpu" and llm.server is not None and case.launcher == "local":
         client_cpus = loadgen.other_cpus(llm.server.placement.devices[0])  # keep off the engine's leased cores
     for workload in workloads:
         progress = llm.progress.load(f"{case.id} {workload.name}")
 
-        def measured(run: loadgen.PointRun, workload=workload, progress=progress) -> None:
+        def measured(run: PointRun, workload=workload, progress=progress) -> None:
             records = llm.report_dir.perf_records(case.id, workload.name, run.point.label)
-            loadgen.write_records(records, run)
+            write_records(records, run)
             summary = load_metrics.summarize(run, workload.input_tokens, workload.output_tokens, workload.slo)
             point = summary.as_dict()
             point["records"] = str(records)
@@ -117,7 +121,7 @@ def _add_roofline(point: dict, result: Measurement, tp: int) -> None:
         return
     if result.model is None or result.hardware.bandwidth is None:
         return
-    bound = floors.roofline_ms_per_token(result.model, result.hardware.bandwidth, tp)
+    bound = roofline_ms_per_token(result.model, result.hardware.bandwidth, tp)
     point["roofline"] = {"bound_ms_per_token": bound, "fraction": bound / tpot,
                          "decode_bytes": result.model.decode_bytes, "bandwidth": result.hardware.bandwidth}
 
@@ -131,7 +135,7 @@ def _measurement(request, llm) -> Measurement:
         try:
             cache[llm.id] = _measure(llm, request.config.getoption("load_workers", default=None))
         except Exception as error:
-            cache[llm.id] = Measurement(floors.CaseHardware(llm.case.engine.device), error=error)
+            cache[llm.id] = Measurement(CaseHardware(llm.case.engine.device), error=error)
     measurement = cache[llm.id]
     if measurement.error is not None:
         raise measurement.error

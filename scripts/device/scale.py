@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmconform.config.workloads import Workload
 from llmconform.perf import bench, loadgen
+from llmconform.perf.prompts import PromptTokenizer
 
 COLUMNS = ("output_tok_s", "median_ttft_ms", "median_tpot_ms", "median_itl_ms", "p99_itl_ms")
 
@@ -35,7 +36,7 @@ def main() -> None:
     target = loadgen.Target(args.base_url, args.model, "vllm")
     workload = Workload("scale", args.input_tokens, args.output_tokens, concurrency=tuple(args.concurrency),
                              requests_per_stream=args.requests_per_stream)
-    tokenizer = loadgen.PromptTokenizer.from_dir(args.tokenizer).with_server(target)
+    tokenizer = PromptTokenizer.from_dir(args.tokenizer).with_server(target)
     rows = []
     for p, point in enumerate(workload.points()):
         stream = 100 * (p + 1)  # fresh prompts for every run (no prefix-cache hits)

@@ -11,7 +11,8 @@ import pytest
 
 from llmconform.config.workloads import LoadPoint, Workload
 from llmconform.perf import load_metrics, loadgen
-from llmconform.perf.loadgen import Prompt, Target
+from llmconform.perf.loadgen import Target
+from llmconform.perf.prompts import Prompt
 from tests.fakes.sse_server import SseServer
 
 pytestmark = [pytest.mark.perf]

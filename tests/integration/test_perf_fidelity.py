@@ -18,6 +18,7 @@ from llmconform.config import matrix
 from llmconform.config.workloads import Workload
 from llmconform.perf import bench, loadgen
 from llmconform.perf.loadgen import Target
+from llmconform.perf.records import read_records
 from llmconform.reports.report_dir import ReportDir
 from llmconform.serving import resources
 from llmconform.serving.pool import ServerPool
@@ -69,7 +70,7 @@ def test_both_tools_did_the_same_work(comparison, out_dir):
     records = sorted((out_dir / "bench").glob("ours-*.records.jsonl"))
     assert len(records) == ROUNDS
     for path in records:
-        assert {r.prompt_tokens for r in loadgen.read_records(path).records} == {WORKLOAD.input_tokens}
+        assert {r.prompt_tokens for r in read_records(path).records} == {WORKLOAD.input_tokens}
 
 
 def test_our_metric_code_reproduces_vllm_bench_on_its_own_timings(comparison):

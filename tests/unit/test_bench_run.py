@@ -12,6 +12,7 @@ from llmconform.cli import main
 from llmconform.config.workloads import LoadPoint, Slo, Workload
 from llmconform.perf import capacity, loadgen
 from llmconform.perf.loadgen import Target
+from llmconform.perf.prompts import PromptTokenizer
 from tests.fakes.sse_server import SseServer
 
 
@@ -93,10 +94,10 @@ def test_a_missing_tokenizer_is_a_clean_error(tmp_path, capsys):
     assert f"--tokenizer {tmp_path / 'none'}: no tokenizer.json at" in capsys.readouterr().err
 
 
-class NeverSettles(loadgen.PromptTokenizer):
+class NeverSettles(PromptTokenizer):
     """A tokenizer whose server counts an odd number of tokens as one more: no text has an odd length."""
 
-    def __init__(self, real: loadgen.PromptTokenizer, accepts_token_ids: bool):
+    def __init__(self, real: PromptTokenizer, accepts_token_ids: bool):
         def encode(text: str) -> list[int]:
             ids = real.encode(text)
             return ids + ids[-1:] * (len(ids) % 2)
@@ -105,7 +106,7 @@ class NeverSettles(loadgen.PromptTokenizer):
 
 
 def test_token_id_prompts_where_no_text_has_the_length(tokenizer_dir):
-    tokenizer = NeverSettles(loadgen.PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=True)
+    tokenizer = NeverSettles(PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=True)
     prompts = tokenizer.random_prompts(4, 33, np.random.default_rng(0))
     assert all(p.tokens == 33 and len(p.token_ids) == 33 for p in prompts)
     assert tokenizer.made == "exact-length text, except 4 sent as token ids (no text of the exact length found)"
@@ -117,7 +118,7 @@ def test_token_id_prompts_where_no_text_has_the_length(tokenizer_dir):
 
 
 def test_nearest_length_where_the_engine_takes_no_token_ids(tokenizer_dir):
-    tokenizer = NeverSettles(loadgen.PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=False)
+    tokenizer = NeverSettles(PromptTokenizer.from_dir(tokenizer_dir), accepts_token_ids=False)
     prompts = tokenizer.random_prompts(3, 33, np.random.default_rng(0))
     assert all(p.token_ids is None and abs(p.tokens - 33) == 1 for p in prompts)
     assert "3 of the nearest length found (off by up to 1 token(s)" in tokenizer.made

@@ -10,7 +10,9 @@ from llmconform import models
 from llmconform.config.floor_rules import parse_floor, parse_floors
 from llmconform.config.workloads import Workload
 from llmconform.perf import floors
-from llmconform.perf.floors import CaseContext, CaseHardware, evaluate
+from llmconform.perf.floors import CaseContext, evaluate
+from llmconform.perf.hardware import CaseHardware, detect_hardware
+from llmconform.perf.model_size import ModelSizeError, model_bytes, parameter_counts, roofline_ms_per_token
 
 H100 = CaseHardware("cuda", "NVIDIA H100 80GB HBM3", 1)
 CPU = CaseHardware("cpu")
@@ -125,9 +127,9 @@ def test_profiles_match_by_words():
 def test_hardware_comes_from_server_json(tmp_path):
     record = tmp_path / "server.json"
     record.write_text(json.dumps({"gpu": {"name": "NVIDIA H100 80GB HBM3", "driver": "580", "count": 2}}))
-    hardware = floors.detect_hardware("cuda", record)
+    hardware = detect_hardware("cuda", record)
     assert (hardware.key, hardware.gpu_count) == ("H100-SXM", 2)
-    assert floors.detect_hardware("cpu", record).key == "cpu"
+    assert detect_hardware("cpu", record).key == "cpu"
 
 
 # --- model bytes ---------------------------------------------------------------------------------------------------
@@ -140,7 +142,7 @@ def test_hardware_comes_from_server_json(tmp_path):
 ])
 def test_parameter_counts_match_published_sizes(preset, total, active_with_embedding):
     config = models.preset(preset).config
-    counted, decode = floors.parameter_counts(config)
+    counted, decode = parameter_counts(config)
     assert counted == pytest.approx(total, rel=0.01)
     # published "activated" counts include the input embedding, which a decode step reads one row of
     assert decode + config["vocab_size"] * config["hidden_size"] == pytest.approx(active_with_embedding, rel=0.02)
@@ -151,30 +153,30 @@ def test_parameter_count_equals_the_saved_weights(preset, tmp_path):
     directory = models.ensure(preset, root=tmp_path)
     with safe_open(str(directory / "model.safetensors"), "np") as weights:
         saved = sum(weights.get_tensor(name).size for name in weights.keys())  # noqa: SIM118 (not a dict)
-    assert floors.parameter_counts(json.loads((directory / "config.json").read_text()))[0] == saved
+    assert parameter_counts(json.loads((directory / "config.json").read_text()))[0] == saved
 
 
 def test_model_bytes_follow_the_engine_dtype():
     config = models.preset("qwen2.5-7b").config
-    assert floors.model_bytes(config).bytes_per_param == 2
-    assert floors.model_bytes(config, "auto").dtype == "bfloat16"
-    assert floors.model_bytes(config, "float32").decode_bytes == 4 * floors.parameter_counts(config)[1]
-    with pytest.raises(floors.ModelSizeError, match="fp8 weights"):
-        floors.model_bytes({**config, "quantization_config": {"quant_method": "fp8"}})
-    with pytest.raises(floors.ModelSizeError, match="unknown weight dtype"):
-        floors.model_bytes(config, "int4")
-    with pytest.raises(floors.ModelSizeError, match="no parameter count for model_type 'deepseek_v3'"):
-        floors.parameter_counts({"model_type": "deepseek_v3"})
+    assert model_bytes(config).bytes_per_param == 2
+    assert model_bytes(config, "auto").dtype == "bfloat16"
+    assert model_bytes(config, "float32").decode_bytes == 4 * parameter_counts(config)[1]
+    with pytest.raises(ModelSizeError, match="fp8 weights"):
+        model_bytes({**config, "quantization_config": {"quant_method": "fp8"}})
+    with pytest.raises(ModelSizeError, match="unknown weight dtype"):
+        model_bytes(config, "int4")
+    with pytest.raises(ModelSizeError, match="no parameter count for model_type 'deepseek_v3'"):
+        parameter_counts({"model_type": "deepseek_v3"})
 
 
 def test_roofline_of_the_h100_anchor():
-    size = floors.model_bytes(models.preset("qwen2.5-7b").config)
-    bound = floors.roofline_ms_per_token(size, 3.35e12)
+    size = model_bytes(models.preset("qwen2.5-7b").config)
+    bound = roofline_ms_per_token(size, 3.35e12)
     assert size.decode_bytes / 1e9 == pytest.approx(14.14, abs=0.01)
     assert bound == pytest.approx(4.22, abs=0.01)
     # docs/engines.md#real-vllm-on-gpus: median TPOT 6.26 ms at c1
     assert bound / 6.26 == pytest.approx(0.674, abs=0.002)
-    assert floors.roofline_ms_per_token(size, 3.35e12, tp=2) == pytest.approx(bound / 2)
+    assert roofline_ms_per_token(size, 3.35e12, tp=2) == pytest.approx(bound / 2)
 
 
 # --- verdicts ------------------------------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_a_floor_whose_point_was_not_measured_is_skipped():
 
 
 def test_roofline_floor():
-    size = floors.model_bytes(models.preset("qwen2.5-7b").config)
+    size = model_bytes(models.preset("qwen2.5-7b").config)
     c1 = [point(concurrency=1, median_tpot_ms=6.26)]
     passed = only(evaluate((parse_floor("decode >= 60% of roofline"),), c1, context(model=size)))
     assert passed.status == "pass" and passed.measured == pytest.approx(0.674, abs=0.002)

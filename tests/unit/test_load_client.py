@@ -14,7 +14,9 @@ from aiohttp import web
 from llmconform import models
 from llmconform.config.workloads import LoadPoint, Workload
 from llmconform.perf import loadgen
-from llmconform.perf.loadgen import Prompt, Target
+from llmconform.perf.loadgen import Target
+from llmconform.perf.prompts import Prompt, PromptError, PromptTokenizer
+from llmconform.perf.records import read_records, write_records
 
 
 class ScriptedServer:
@@ -199,8 +201,8 @@ def test_records_round_trip_through_json_lines(tmp_path):
     workload = Workload("w", 3, 2, concurrency=(1,))
     with ScriptedServer() as server:
         run = loadgen.run_point(Target(server.url, "m", "vllm"), workload, closed(1, 2), [words(3)] * 2, [])
-    loadgen.write_records(tmp_path / "r.jsonl", run)
-    again = loadgen.read_records(tmp_path / "r.jsonl")
+    write_records(tmp_path / "r.jsonl", run)
+    again = read_records(tmp_path / "r.jsonl")
     assert again.records == run.records and again.point == run.point and again.client == run.client
 
 
@@ -208,7 +210,7 @@ def test_records_round_trip_through_json_lines(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    return loadgen.PromptTokenizer.from_dir(models.ensure("qwen2-tiny", root=tmp_path_factory.mktemp("models")))
+    return PromptTokenizer.from_dir(models.ensure("qwen2-tiny", root=tmp_path_factory.mktemp("models")))
 
 
 def test_random_prompts_have_the_exact_length(tokenizer):
@@ -264,8 +266,8 @@ def test_too_short_for_the_special_tokens():
         def get_vocab_size(self, with_added_tokens):
             return 4
 
-    with pytest.raises(loadgen.PromptError, match="no room after the 1 special token"):
-        loadgen.PromptTokenizer(WithBos()).random_prompts(1, 1, np.random.default_rng(0))
+    with pytest.raises(PromptError, match="no room after the 1 special token"):
+        PromptTokenizer(WithBos()).random_prompts(1, 1, np.random.default_rng(0))
 
 
 def test_progress_counts_the_timed_requests_and_chunks_only():

@@ -8,7 +8,7 @@ import pytest
 from llmconform.config.floor_rules import METRICS, higher_is_better
 from llmconform.config.workloads import LoadPoint, Slo
 from llmconform.perf.load_metrics import VLLM_RESULT_KEYS, client_overhead, compute, delivery, not_measurable, summarize
-from llmconform.perf.loadgen import ClientStats, PointRun, RequestRecord
+from llmconform.perf.records import ClientStats, PointRun, RequestRecord
 
 
 def record(index, sent, chunks, completion=None, prompt=None, expected_in=4, expected_out=None, error=None,

@@ -7,7 +7,8 @@ import pytest
 
 from llmconform.config.workloads import LoadPoint
 from llmconform.errors import UserError
-from llmconform.perf import compare_runs, loadgen
+from llmconform.perf import compare_runs
+from llmconform.perf.records import ClientStats, PointRun, RequestRecord, write_records
 from llmconform.reports import regression
 from llmconform.reports.report_dir import ReportDir
 
@@ -15,7 +16,7 @@ CASE = "vllm-m-tp1"
 
 
 def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: int,
-              tokens: int = 16) -> loadgen.PointRun:
+              tokens: int = 16) -> PointRun:
     """Requests one after another (concurrency 1), each `tokens` chunks long; `noise` spreads each request's speed."""
     rng = np.random.default_rng(seed)
     records, now = [], 0.0
@@ -23,16 +24,16 @@ def point_run(requests: int, tpot_s: float, ttft_s: float, noise: float, seed: i
         first = ttft_s * rng.lognormal(0, noise)
         gaps = tpot_s * rng.lognormal(0, noise) * rng.lognormal(0, 0.02, tokens - 1)
         chunks = list(now + first + np.concatenate([[0.0], np.cumsum(gaps)]))
-        records.append(loadgen.RequestRecord(index=index, expected_input_tokens=8, expected_output_tokens=tokens,
+        records.append(RequestRecord(index=index, expected_input_tokens=8, expected_output_tokens=tokens,
                                           sent_s=now, chunk_s=chunks, done_s=chunks[-1], prompt_tokens=8,
                                           completion_tokens=tokens, finish_reason="length", status=200))
         now = chunks[-1]
-    return loadgen.PointRun(workload="w", point=LoadPoint(requests=requests, warmup=0, concurrency=1),
-                         records=records, duration_s=now, client=loadgen.ClientStats(0.0, 0, 0.0, 0.0),
+    return PointRun(workload="w", point=LoadPoint(requests=requests, warmup=0, concurrency=1),
+                         records=records, duration_s=now, client=ClientStats(0.0, 0, 0.0, 0.0),
                          sent_ignore_eos=True)
 
 
-def write_perf(directory, runs: list[loadgen.PointRun], hardware: str = "cpu", keep_records: bool = True):
+def write_perf(directory, runs: list[PointRun], hardware: str = "cpu", keep_records: bool = True):
     directory.mkdir()
     report = ReportDir(directory)
     report.results.write_text(json.dumps({
@@ -42,7 +43,7 @@ def write_perf(directory, runs: list[loadgen.PointRun], hardware: str = "cpu", k
     for i, run in enumerate(runs):
         path = report.perf_records(CASE, "w", f"c1-{i}")
         if keep_records:
-            loadgen.write_records(path, run)
+            write_records(path, run)
         tokens = sum(r.completion_tokens for r in run.records)
         tpot = np.median([(r.chunk_s[-1] - r.chunk_s[0]) / (len(r.chunk_s) - 1) for r in run.records]) * 1e3
         rows.append({"case": CASE, "workload": "w", "point": "c1", "concurrency": 1, "rate": None,
