@@ -11,12 +11,13 @@ The traffic shapes follow `vllm bench serve` too: a closed-loop point keeps `con
 `--max-concurrency C --request-rate inf`); an open-loop point draws gamma inter-arrival gaps (shape = burstiness,
 1 = Poisson) and rescales them so that the last request is due at exactly N / rate seconds, as vLLM does.
 
-A point's streams are spread over worker processes (`run_point`, `choose_workers`), each an aiohttp client (the one
-`vllm bench serve` uses) on its own event loop with its own connection pool, request bodies serialised before the
-clock starts and SSE parsed from raw reads; one process parsing ~44 us per chunk would otherwise cap what an 8-GPU
-server can be seen to stream. The workers start together on the shared monotonic clock, so their records merge
-onto one time axis. Each measures its own cost (process CPU time per streamed chunk, event-loop lag), so a run can
-say when the client, not the server, set the pace (`load_metrics.client_overhead`).
+A point's streams are spread over worker processes (`run_point`, `choose_workers`), each on its own event loop with
+its own keep-alive connections (llmconform.perf.http_stream: the response body is unframed and its SSE lines parsed
+inside the read callback, with no task switch per chunk), request bodies serialised before the clock starts; one
+process would otherwise cap what an 8-GPU server can be seen to stream. The workers start together on the shared
+monotonic clock, so their records merge onto one time axis. Each measures its own cost (process CPU time per
+streamed chunk, event-loop lag), so a run can say when the client, not the server, set the pace
+(`load_metrics.client_overhead`).
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ import numpy as np
 
 from llmconform import engines
 from llmconform.config.workloads import LoadPoint, Workload
+from llmconform.perf.http_stream import Endpoint, ResponseBroken, StreamPool
 from llmconform.perf.prompts import Prompt, PromptTokenizer, make_prompts
 from llmconform.perf.records import ClientStats, PointRun, RequestRecord
 
 # The event-loop lag probe wakes each worker this often. Every 10 ms it cost a worker streaming 16 streams at a 22 ms
 # ITL about 13 of its 68 us of CPU per chunk (the scripted SSE server); at 50 ms a 10 s point still gives 200 samples.
 LAG_PROBE_INTERVAL_S = 0.05
+# Idle connections are dropped before uvicorn's 5 s keep-alive timeout (vLLM, SGLang and TensorRT-LLM serve through
+# uvicorn): reusing one the server has just closed fails the request.
 KEEPALIVE_S = 4.0
 PROGRESS_EVERY_S = 0.5
 
@@ -316,19 +320,9 @@ def _raise_open_file_limit() -> None:
 async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan: _WorkerPlan,
                      request_timeout_s: float) -> _WorkerResult:
     """One worker's share of the point: its warm-up, then its timed requests from the shared start."""
-    import aiohttp
-
-    limit = plan.in_flight or 0
-    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout (vLLM, SGLang and TensorRT-LLM serve
-    # through uvicorn): reusing one the server has just closed fails the request.
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=KEEPALIVE_S)
-    # A bound on the whole request, as `vllm bench serve` sets it: a per-read timeout (sock_read) re-arms a timer on
-    # every chunk read, about a tenth of the client's CPU per chunk.
-    timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=60)
-    headers = {"Content-Type": "application/json", **target.headers}
-    url = f"{target.base_url.rstrip('/')}/v1/completions"
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
-        client = _Client(session, url)
+    pool = StreamPool(_endpoint(target, "/v1/completions"), KEEPALIVE_S)
+    try:
+        client = _Client(pool, request_timeout_s)
         if plan.warmup:
             warm = [_Job(_payload(target, workload, p), RequestRecord(i, p.tokens, workload.output_tokens))
                     for i, p in enumerate(plan.warmup)]
@@ -354,6 +348,8 @@ async def _run_point(target: Target, workload: Workload, point: LoadPoint, plan:
         cpu = time.process_time() - cpu_before
         stop.set()
         await watcher
+    finally:
+        pool.close()
     texts = {job.record.index: "".join(job.text) for job in jobs if job.record.ok and not job.record.completion_tokens}
     return _WorkerResult(records=[job.record for job in jobs], texts=texts, end_s=end, cpu_s=cpu,
                          chunks=client.chunks, lags=lags)
@@ -368,34 +364,39 @@ def run_requests(target: Target, requests: list[tuple[str, dict]], concurrency: 
 
 async def _run_requests(target: Target, requests: list[tuple[str, dict]], concurrency: int,
                         request_timeout_s: float) -> list[dict | str]:
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=KEEPALIVE_S)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=request_timeout_s)
     answers: list[dict | str] = [""] * len(requests)
     pending = iter(enumerate(requests))
-    base = target.base_url.rstrip("/")
+    pools: dict[str, StreamPool] = {}
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=target.headers) as session:
-        async def worker():
-            for index, (route, body) in pending:  # one shared iterator: the next request goes to a free worker
-                for attempt in range(2):
-                    try:
-                        async with session.post(base + route, json=body) as response:
-                            text = await response.text()
-                            answers[index] = (json.loads(text) if response.status == 200
-                                              else f"HTTP {response.status}: {text[:500]}")
+    async def worker():
+        for index, (route, body) in pending:  # one shared iterator: the next request goes to a free worker
+            pool = pools.get(route) or pools.setdefault(route, StreamPool(_endpoint(target, route), KEEPALIVE_S))
+            payload = json.dumps(body).encode()
+            for attempt in range(2):
+                try:
+                    status, text = await pool.post(payload, timeout_s=request_timeout_s)
+                    answers[index] = json.loads(text) if status == 200 else f"HTTP {status}: {text[:500]!r}"
+                    break
+                except ResponseBroken as error:
+                    answers[index] = f"{type(error).__name__}: {error} (after {attempt + 1} attempts)"
+                    if error.status is not None:
                         break
-                    except aiohttp.ServerDisconnectedError as error:
-                        # A pooled connection the server closed as it was reused (seen on vLLM-CPU at concurrency
-                        # 16): nothing was answered, so sending the request again is safe, once.
-                        answers[index] = f"{type(error).__name__}: {error} (after {attempt + 1} attempts)"
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
-                        answers[index] = f"{type(error).__name__}: {error}"
-                        break
+                    # Nothing was answered (a pooled connection the server closed as it was reused, seen on vLLM-CPU
+                    # at concurrency 16): sending the request again is safe, once.
+                except (asyncio.TimeoutError, OSError, ValueError) as error:
+                    answers[index] = f"{type(error).__name__}: {error}"
+                    break
 
+    try:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)) or 1)))
+    finally:
+        for pool in pools.values():
+            pool.close()
     return answers
+
+
+def _endpoint(target: Target, route: str) -> Endpoint:
+    return Endpoint.for_url(target.base_url, route, {"Content-Type": "application/json", **target.headers})
 
 
 def _payload(target: Target, workload: Workload, prompt: Prompt) -> bytes:
@@ -410,9 +411,10 @@ class _Job:
 
 
 class _Client:
-    def __init__(self, session, url: str):
-        self.session = session
-        self.url = url
+    def __init__(self, pool: StreamPool, request_timeout_s: float):
+        self.pool = pool
+        # A bound on the whole request, as `vllm bench serve` sets it: one timer per request, not one per read.
+        self.request_timeout_s = request_timeout_s
         self.chunks = 0
         self.live, self.slot = None, 0  # the progress counters the caller reads while the point runs (run_point)
 
@@ -441,19 +443,20 @@ class _Client:
         await asyncio.gather(*tasks)
 
     async def send(self, job: _Job, start: float) -> None:
-        import aiohttp
-
         record = job.record
         try:
             try:
                 await self._post(job, start)
-            except aiohttp.ServerDisconnectedError:
-                if record.status is not None:
+            except ResponseBroken as broken:
+                if broken.status is not None:
                     raise
                 # A pooled connection the server closed as it was handed out (seen on vLLM-CPU at concurrency 32):
                 # nothing was answered, so sending the request again, once, measures it as the server serves it.
                 await self._post(job, start)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+        except ResponseBroken as broken:
+            record.status = broken.status
+            record.error = f"{type(broken).__name__}: {broken}"
+        except (asyncio.TimeoutError, OSError, ValueError) as error:
             record.error = f"{type(error).__name__}: {error}"
         finally:
             if record.error is None and not record.chunk_s:
@@ -464,25 +467,25 @@ class _Client:
     async def _post(self, job: _Job, start: float) -> None:
         record = job.record
         record.sent_s = time.perf_counter() - start
-        async with self.session.post(self.url, data=job.payload) as response:
-            record.status = response.status
-            if response.status != 200:
-                record.error = f"HTTP {response.status}: {(await response.text())[:500]}"
-                return
-            # Read to the end of the body, past [DONE]: a response left unread would close the connection
-            # instead of returning it to the pool, and the next request would pay for a new one.
-            pending = b""
-            async for data in response.content.iter_any():
-                now = time.perf_counter() - start
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if self._handle(line, now, job):
-                        record.done_s = now
-            if pending.strip() and self._handle(pending, time.perf_counter() - start, job):
-                record.done_s = time.perf_counter() - start
-            if record.done_s is None:  # the server closed the stream without [DONE]
-                record.done_s = time.perf_counter() - start
+        pending = b""
+
+        def on_body(data: bytes, now: float) -> None:  # called where the bytes are read: `now` is their arrival
+            nonlocal pending
+            *lines, pending = (pending + data if pending else data).split(b"\n")
+            for line in lines:
+                if self._handle(line, now - start, job):
+                    record.done_s = now - start
+
+        status, error_body = await self.pool.post(job.payload, on_body, self.request_timeout_s)
+        record.status = status
+        if status != 200:
+            record.error = f"HTTP {status}: {error_body[:500].decode(errors='replace')}"
+            return
+        end = time.perf_counter() - start
+        if pending.strip() and self._handle(pending, end, job):
+            record.done_s = end
+        if record.done_s is None:  # the server closed the stream without [DONE]
+            record.done_s = end
 
     def _handle(self, line: bytes, now: float, job: _Job) -> bool:
         """One SSE line; True at the end of the stream. Only `data:` lines matter (comments and blank separators
