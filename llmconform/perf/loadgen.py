@@ -370,12 +370,14 @@ async def _run_requests(target: Target, requests: list[tuple[str, dict]], concur
 
     async def worker():
         for index, (route, body) in pending:  # one shared iterator: the next request goes to a free worker
-            pool = pools.get(route) or pools.setdefault(route, StreamPool(_endpoint(target, route), KEEPALIVE_S))
+            if route not in pools:
+                pools[route] = StreamPool(_endpoint(target, route), KEEPALIVE_S)
+            pool = pools[route]
             payload = json.dumps(body).encode()
             for attempt in range(2):
                 try:
                     status, text = await pool.post(payload, timeout_s=request_timeout_s)
-                    answers[index] = json.loads(text) if status == 200 else f"HTTP {status}: {text[:500]!r}"
+                    answers[index] = json.loads(text) if status == 200 else _http_error(status, text)
                     break
                 except ResponseBroken as error:
                     answers[index] = f"{type(error).__name__}: {error} (after {attempt + 1} attempts)"
@@ -393,6 +395,10 @@ async def _run_requests(target: Target, requests: list[tuple[str, dict]], concur
         for pool in pools.values():
             pool.close()
     return answers
+
+
+def _http_error(status: int, body: bytes) -> str:
+    return f"HTTP {status}: {body[:500].decode(errors='replace')}"
 
 
 def _endpoint(target: Target, route: str) -> Endpoint:
@@ -479,7 +485,7 @@ class _Client:
         status, error_body = await self.pool.post(job.payload, on_body, self.request_timeout_s)
         record.status = status
         if status != 200:
-            record.error = f"HTTP {status}: {error_body[:500].decode(errors='replace')}"
+            record.error = _http_error(status, error_body)
             return
         end = time.perf_counter() - start
         if pending.strip() and self._handle(pending, end, job):
