@@ -110,9 +110,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("llama-tiny", _tiny("LlamaForCausalLM", "llama", attention_bias=False, mlp_bias=False), weights=True),
     Preset("llama-bytefallback-tiny", _tiny("LlamaForCausalLM", "llama", attention_bias=False, mlp_bias=False),
            weights=True, tokenizer="bytefallback"),
+    # head_dim 64: SGLang <= 0.5.16 on CUDA ropes other head sizes than 64/128/256/512 with a fallback kernel that
+    # its Qwen3-MoE attention (bf16 KV, fused KV-cache write) refuses: "save kv cache is not supported for
+    # fallback_rotary_embedding" at the first CUDA-graph capture (layers/rotary_embedding/base.py).
     Preset("qwen3moe-tiny", _tiny("Qwen3MoeForCausalLM", "qwen3_moe", num_experts=8, num_experts_per_tok=2,
                                   moe_intermediate_size=128, decoder_sparse_step=1, mlp_only_layers=[],
-                                  norm_topk_prob=True, attention_bias=False), weights=True),
+                                  norm_topk_prob=True, attention_bias=False, head_dim=64), weights=True),
     Preset("qwen2-oracle", _QWEN2_ORACLE, weights=True, tokenizer_vocab=128, trained=True),
     Preset("qwen3moe-oracle", _QWEN3MOE_ORACLE, weights=True, tokenizer_vocab=128, trained=True,
            training=_QWEN3MOE_TRAINING),

@@ -89,6 +89,16 @@ class SGLang(Engine):
                   "SGLang needs tp x pp divisible by the number of nodes"),
         signature(r"num_experts.*ep_size|% self\.ep_size|divisible by ep",
                   "the number of routed experts is not divisible by the EP size"),
+        # 0.5.16 on the GPU: sgl_kernel's RMSNorm is built for fp16/bf16 only, and layers/layernorm.py calls it on
+        # CUDA whatever --dtype is (the first CUDA-graph capture of a --dtype float32 server)
+        signature(r"rmsnorm\(.*failed to dispatch data type Float",
+                  "SGLang's CUDA RMSNorm kernel (sgl_kernel) takes fp16/bf16 only: --dtype float32 cannot be "
+                  "served on CUDA"),
+        # 0.5.16 on the GPU: rotary embedding on CUDA has a fused kernel for head sizes 64/128/256/512 only, and the
+        # fallback refuses the fused KV-cache write Qwen3(-MoE) attention asks for with a bf16 KV cache
+        signature(r"save kv cache is not supported for fallback_rotary_embedding",
+                  "SGLang's fused rotary + KV-cache write needs a head_dim of 64, 128, 256 or 512 on CUDA (the "
+                  "model's is another); a model with such a head_dim, or another KV-cache dtype, avoids it"),
         signature(r"unrecognized arguments|error: argument|invalid choice",
                   "SGLang rejected a command-line argument (is the engine version the one the matrix names?)"),
     )

@@ -220,7 +220,14 @@ def test_diagnosis_prefers_engine_specific_signatures():
     log = "Worker proc died unexpectedly (exit code: -11)\nSIGSEGV in csrc/cpu/cpu_fused_moe.cpp:242"
     assert "fused-MoE kernel crashed" in vllm.diagnose(log)
     assert "segmentation fault" in vllm.diagnose("Worker proc VllmWorker-0 died unexpectedly (exit code: -11)")
-    assert "ambiguous" in engines.get("sglang").diagnose("error: ambiguous option: --pp could match --pp-size")
+    sglang = engines.get("sglang")
+    assert "ambiguous" in sglang.diagnose("error: ambiguous option: --pp could match --pp-size")
+    # what SGLang 0.5.16 printed on an H200 for a --dtype float32 server and for the tiny MoE at head_dim 32
+    fp32 = ("RuntimeError: rmsnorm(at::Tensor&, at::Tensor&, at::Tensor&, double, bool)::<lambda()> failed to "
+            "dispatch data type Float")
+    assert "fp16/bf16 only" in sglang.diagnose(fp32)
+    rope = "AssertionError: save kv cache is not supported for fallback_rotary_embedding."
+    assert "head_dim of 64, 128, 256 or 512" in sglang.diagnose(rope)
     assert vllm.diagnose("all good") is None
 
 

@@ -114,3 +114,14 @@ def test_dead_server_reported_again_at_teardown_counts_once(pytester):
     # ep: the crash is one xfail (its teardown re-report is absorbed); a test that passed before the server died is
     # a pass plus an xfailed teardown. tp (nothing declared): a failure, a pass, and two teardown errors.
     result.assert_outcomes(xfailed=2, passed=2, failed=1, errors=2)
+
+
+def test_sglang_float32_start_failure_is_declared_for_cuda_only():
+    evidence = ("sglang-qwen2-tiny-fp32-tp1: engine failed during startup stage 'cuda-graphs': the api process on "
+                "node 0 exited with code -9\n  RuntimeError: rmsnorm(at::Tensor&, at::Tensor&, at::Tensor&, double, "
+                "bool)::<lambda()> failed to dispatch data type Float")
+    gpu = make_case("sglang", "tp1", source="factory:qwen2-tiny", version="0.5.16", device="cuda",
+                    args={"dtype": "float32"})
+    assert "rmsnorm dispatches fp16/bf16 only" in recognise(gpu, None, evidence).describe()
+    assert recognise(gpu, None, "RuntimeError: CUDA out of memory") is None
+    assert recognise(gpu, "0.5.17", evidence) is None  # seen on 0.5.16 only: a later release is judged afresh
