@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -211,9 +212,11 @@ def run_ours(target: loadgen.Target, workload: Workload, point: LoadPoint,
 
 def compare_with_vllm_bench(target: loadgen.Target, workload: Workload, tokenizer_dir: str,
                             vllm_command: list[str], out_dir: Path, rounds: int = 2, timeout_s: float = 3600.0,
-                            client_cpus: frozenset[int] | None = None, log=print) -> list[PointComparison]:
+                            client_cpus: frozenset[int] | None = None, log=print,
+                            on_point: Callable[[int, PointComparison], None] | None = None) -> list[PointComparison]:
     """Run both tools on every point of `workload`, `rounds` times each, alternating which goes first; both on
-    `client_cpus` when given (for an engine on CPU: the cores it was not given, loadgen.pinned)."""
+    `client_cpus` when given (for an engine on CPU: the cores it was not given, loadgen.pinned). `on_point` sees
+    each point's comparison (with the point's index) as soon as it is complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = PromptTokenizer.from_dir(tokenizer_dir).with_server(target)
     log(f"prompt lengths counted by {tokenizer.counted_by}")
@@ -250,6 +253,8 @@ def compare_with_vllm_bench(target: loadgen.Target, workload: Workload, tokenize
                 log("  (this vllm bench saved no per-request timings: metric code not cross-checked)")
             comparison.rounds.append(row)
         comparisons.append(comparison)
+        if on_point:
+            on_point(p, comparison)
     return comparisons
 
 

@@ -38,7 +38,12 @@ def out_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def comparison(out_dir) -> bench.PointComparison:
+def reported() -> list:
+    return []
+
+
+@pytest.fixture(scope="module")
+def comparison(out_dir, reported) -> bench.PointComparison:
     case = next(c for c in matrix.load(ROOT / "matrices" / "cpu-smoke.yaml").cases if str(c.layout) == "tp1")
     pool = ServerPool(ReportDir(out_dir / "report"), resources.detect())
     server = pool.start(case)
@@ -49,7 +54,8 @@ def comparison(out_dir) -> bench.PointComparison:
         (result,) = bench.compare_with_vllm_bench(target, WORKLOAD, case.model.path, VLLM_BENCH, out_dir / "bench",
                                                   rounds=ROUNDS,
                                                   client_cpus=loadgen.other_cpus(server.placement.devices[0]),
-                                                  log=lambda line: None)
+                                                  log=lambda line: None,
+                                                  on_point=lambda i, c: reported.append((i, c.point, len(c.rounds))))
     finally:
         pool.stop_all()
     return result
@@ -71,6 +77,10 @@ def test_both_tools_did_the_same_work(comparison, out_dir):
     assert len(records) == ROUNDS
     for path in records:
         assert {r.prompt_tokens for r in read_records(path).records} == {WORKLOAD.input_tokens}
+
+
+def test_each_point_is_handed_over_once_complete(comparison, reported):
+    assert reported == [(0, comparison.point, ROUNDS)]
 
 
 def test_our_metric_code_reproduces_vllm_bench_on_its_own_timings(comparison):
