@@ -168,8 +168,9 @@ def run_point(target: Target, workload: Workload, point: LoadPoint, prompts: lis
     return run
 
 
-# Worker count: a worker should parse at most this many chunks per second. At the ~44 us per chunk measured on an
-# H200 host, 1000 chunks/s keep a worker's event loop busy under 5% of each ITL window (the goal at c256).
+# Worker count: a worker should take at most this many chunks per second. A worker pays ~60 us of CPU per chunk on
+# an H200 host serving vLLM (each chunk arrives on its own and wakes the event loop), so 1000 chunks/s keep it about
+# 6% busy; at c256 the 14 workers 16 cores allow held the client's share of each ITL window to 4.6%.
 CHUNKS_PER_WORKER_S = 1000
 # The chunk rate a point is expected to reach is unknown before it runs; streams in flight / this ITL is that of a
 # fast GPU (a 7B model on one H200 decodes a step in 7-30 ms from c1 to c256).
