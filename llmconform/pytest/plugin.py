@@ -504,10 +504,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_keyboard_interrupt(excinfo):
     # From the first Ctrl-C (or SIGTERM) on, the run only finishes: teardown, then the reports. A second one must cut
-    # neither short, wherever it lands.
-    from llmconform.serving.server import ignore_signals
+    # neither short, wherever it lands, up to the process's exit.
+    from llmconform.serving.server import ignore_signals, ignore_signals_through_exit
 
     ignore_signals("finishing the interrupted run")
+    ignore_signals_through_exit()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has run the fixtures' teardown

@@ -4,6 +4,7 @@ server started, found by an environment marker), then wait for the GPUs' memory 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -337,12 +338,31 @@ def ignore_signals(doing: str) -> dict:
     replaced. Signal handlers belong to the main thread; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    notes = {sig: f"\nllmconform: {sig.name} ignored while {doing}; it finishes in seconds\n".encode()
+             for sig in (signal.SIGINT, signal.SIGTERM)}
+    said: set[int] = set()
 
     def ignore(signum, frame):
-        os.write(2, f"\nllmconform: {signal.Signals(signum).name} ignored while {doing}; "
-                    f"it finishes in seconds\n".encode())
+        # Once per signal, and next to nothing in the handler: a signal landing while a handler runs runs the
+        # handler again inside it, and a burst of them (a held-down Ctrl-C, a script's kill loop) nested the former
+        # handler, which formatted its message, until RecursionError.
+        if signum not in said:
+            said.add(signum)
+            os.write(2, notes[signum])
 
-    return {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, ignore) for sig in notes}
+
+
+def ignore_signals_through_exit() -> None:
+    """Keep SIGINT and SIGTERM ignored while the interpreter exits: it resets Python-level handlers (as
+    ignore_signals installs) to the default, terminate, and a Ctrl-C landing then would kill a run that has finished
+    (exit -2 instead of 2). atexit callbacks run before that reset, and SIG_IGN is left as it is."""
+    def ignore_outright() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+
+    atexit.register(ignore_outright)
 
 
 @contextmanager
