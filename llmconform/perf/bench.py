@@ -339,7 +339,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="goodput SLOs, e.g. ttft:2000 tpot:100 e2el:20000 (as vllm bench --goodput)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", default=None, help="directory for the results (run: a report dir)")
-        p.add_argument("--client-cpus", type=_cpu_list, help="run the client(s) on these CPUs only, e.g. 0,2-3 (for "
+        p.add_argument("--client-cpus", type=cpu_list, help="run the client(s) on these CPUs only, e.g. 0,2-3 (for "
                                                              "an engine on CPU: the cores it does not use)")
         if name == "run":
             p.add_argument("--floor", action="append", default=[], metavar="EXPR",
@@ -365,7 +365,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cpu_list(text: str) -> frozenset[int]:
+def cpu_list(text: str) -> frozenset[int]:
+    """A CPU list as taskset and /sys write it: "0,2-3"."""
     cpus: set[int] = set()
     for part in text.split(","):
         low, _, high = part.partition("-")
