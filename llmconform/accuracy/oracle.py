@@ -65,6 +65,11 @@ class TrainingRecipe:
     weight_decay: float = 0.01
     seed: int = 20260101
     threads: int = 1  # more threads on 2 shared cores oversubscribe them (measured: 20x slower per step)
+    # Weight of an MoE's load-balancing loss (Switch Transformer's: experts x sum over experts of the fraction of
+    # routing slots each got x its mean router probability; 1 when balanced). Without it, whether every expert
+    # ends up doing part of the work was left to floating point: the same recipe on another CPU family trained an
+    # oracle that never needed expert 0.
+    router_balance: float = 0.0
 
 
 def _torch():
@@ -145,6 +150,8 @@ def build_model(config: dict):
             if config.get("norm_topk_prob"):
                 top = top / top.sum(-1, keepdim=True)
             routing = torch.zeros_like(weights).scatter(-1, chosen, top)  # (tokens, experts), 0 where not chosen
+            share = (routing > 0).float().mean(0) / config["num_experts_per_tok"]
+            self.imbalance = config["num_experts"] * (share * weights.mean(0)).sum()  # for the balancing loss
             # Each expert computes only the tokens routed to it and its output is added back with the token's
             # routing weight, as vLLM's fused MoE kernels do. Measured on the 2-core machine (8 experts, top-2):
             # 142 ms of CPU per training step, against 181 ms for every expert on every token with the unchosen
@@ -226,6 +233,8 @@ def train(config: dict, encode, eos_id: int, recipe: TrainingRecipe, log=print) 
         ids, targets = _batch(rng, recipe.batch, encode, eos_id)
         logits = model(ids)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        if recipe.router_balance:
+            loss = loss + recipe.router_balance * sum(m.imbalance for m in model.modules() if hasattr(m, "imbalance"))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
