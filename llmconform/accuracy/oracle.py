@@ -150,8 +150,9 @@ def build_model(config: dict):
             if config.get("norm_topk_prob"):
                 top = top / top.sum(-1, keepdim=True)
             routing = torch.zeros_like(weights).scatter(-1, chosen, top)  # (tokens, experts), 0 where not chosen
-            share = (routing > 0).float().mean(0) / config["num_experts_per_tok"]
-            self.imbalance = config["num_experts"] * (share * weights.mean(0)).sum()  # for the balancing loss
+            if self.training:  # for the balancing loss (TrainingRecipe.router_balance); inference needs none
+                share = (routing > 0).float().mean(0) / config["num_experts_per_tok"]
+                self.imbalance = config["num_experts"] * (share * weights.mean(0)).sum()
             # Each expert computes only the tokens routed to it and its output is added back with the token's
             # routing weight, as vLLM's fused MoE kernels do. Measured on the 2-core machine (8 experts, top-2):
             # 142 ms of CPU per training step, against 181 ms for every expert on every token with the unchosen

@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from llmconform.api import metrics
 from llmconform.config.workloads import Workload
 from llmconform.perf import bench, loadgen
@@ -26,15 +28,15 @@ from llmconform.perf.prompts import PromptTokenizer
 ITL_HISTOGRAM = "vllm:inter_token_latency_seconds"  # vllm/v1/metrics/loggers.py: from engine-core timestamps
 
 
-def descendants(pid: int) -> list[int]:
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [pid] + [p for child in children for p in descendants(int(child))]
+def server_pids(server_pid: int) -> list[int]:
+    """The server and every process under it (vLLM's API server, engine core, workers)."""
+    return [server_pid] + [child.pid for child in psutil.Process(server_pid).children(recursive=True)]
 
 
 def thread_stats(server_pid: int) -> dict[str, tuple[float, int]]:
     """Per thread of the server's processes: (CPU seconds, involuntary context switches)."""
     stats = {}
-    for pid in descendants(server_pid):
+    for pid in server_pids(server_pid):
         try:
             for tid in os.listdir(f"/proc/{pid}/task"):
                 fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -99,20 +101,22 @@ def main() -> None:
               f"{time.monotonic() - started:.0f} s", flush=True)
 
     print(subprocess.run(["lscpu", "-e"], capture_output=True, text=True).stdout, flush=True)
-    for r in range(args.rounds):
-        for label, run in (("vllm", vllm), ("ours", ours))[::1 if r % 2 == 0 else -1]:
-            measure(label + " default", run, None)
+    def rounds(placement: str, cpus: frozenset[int] | None, first: str) -> None:
+        tools = (("vllm", vllm), ("ours", ours)) if first == "vllm" else (("ours", ours), ("vllm", vllm))
+        for r in range(args.rounds):  # alternating which tool goes first
+            for tool, run in tools[::1 if r % 2 == 0 else -1]:
+                measure(f"{tool} {placement}", run, cpus)
+
+    rounds("default", None, first="vllm")
     server_cpus = bench.cpu_list(args.server_cpus)
-    for pid in descendants(args.server_pid):
+    for pid in server_pids(args.server_pid):
         subprocess.run(["taskset", "-a", "-p", "-c", args.server_cpus, str(pid)], capture_output=True, check=True)
     clients = frozenset(os.sched_getaffinity(0)) - server_cpus
     if not clients:
         raise SystemExit(f"--server-cpus {args.server_cpus} leaves the clients none of the CPUs "
                          f"{sorted(os.sched_getaffinity(0))}")
     print(f"server pinned to CPUs {args.server_cpus}, both clients to {sorted(clients)}", flush=True)
-    for r in range(args.rounds):
-        for label, run in (("ours", ours), ("vllm", vllm))[::1 if r % 2 == 0 else -1]:
-            measure(label + " pinned", run, clients)
+    rounds("pinned", clients, first="ours")
 
 
 if __name__ == "__main__":
